@@ -64,7 +64,8 @@ class AdwinDetector:
         m = 1.0 / (1.0 / n_before + 1.0 / n_after)
         delta_prime = self.delta / max(math.log(width), 1.0)
         log_term = math.log(2.0 / delta_prime)
-        eps_cut = math.sqrt(2.0 / m * variance * log_term) + 2.0 / (3.0 * m) * log_term
+        per_value_variance = variance / max(width - 1, 1)  # river reports the window's sum of squares
+        eps_cut = math.sqrt(2.0 / m * per_value_variance * log_term) + 2.0 / (3.0 * m) * log_term
         return ChangePoint(position=position, statistic=abs(shift), threshold=eps_cut, shift=shift)
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""Decoding and validation of inference messages, a message at a time.
+
+One message is one event or a JSON array of events (the batch envelope). Each
+element is judged on its own: a bad element is rejected with a reason, the good
+ones beside it go on. Reasons form a fixed set so they can label a metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+REASONS = (
+    "message_too_large",
+    "invalid_json",
+    "empty_batch",
+    "batch_too_large",
+    "not_an_object",
+    "invalid_model",
+    "invalid_features",
+    "invalid_feature_value",
+    "invalid_timestamp",
+    "invalid_prediction",
+    "invalid_field",
+    "too_many_models",
+)
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_events_per_message: int = 10_000
+    max_name_length: int = 200
+    max_string_length: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    model: str
+    model_version: str | None
+    event_id: str | None
+    timestamp: float | None  # Unix seconds; None: use the Kafka record's
+    features: dict[str, Any]
+    prediction: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str  # one of REASONS
+    detail: str
+    index: int | None = None  # position in a batch envelope; None for the whole message
+    element: Any = None  # the rejected element of a batch envelope, as decoded
+
+
+class Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_message(value: bytes | None, limits: Limits) -> tuple[list[Event], list[Rejection]]:
+    """Valid events of one message and the rejections of the rest."""
+    if value is None:
+        return [], [Rejection("invalid_json", "message has no value", None)]
+    if len(value) > limits.max_message_bytes:
+        detail = f"{len(value)} bytes > max_message_bytes {limits.max_message_bytes}"
+        return [], [Rejection("message_too_large", detail, None)]
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return [], [Rejection("invalid_json", str(exc), None)]
+    if not isinstance(payload, list):
+        try:
+            return [parse_event(payload, limits)], []
+        except Invalid as exc:
+            return [], [Rejection(exc.reason, exc.detail, None)]
+    if not payload:
+        return [], [Rejection("empty_batch", "batch envelope is an empty array", None)]
+    if len(payload) > limits.max_events_per_message:
+        detail = f"{len(payload)} events > max_events_per_message {limits.max_events_per_message}"
+        return [], [Rejection("batch_too_large", detail, None)]
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for index, element in enumerate(payload):
+        try:
+            events.append(parse_event(element, limits))
+        except Invalid as exc:
+            rejections.append(Rejection(exc.reason, exc.detail, index, element))
+    return events, rejections
+
+
+def _optional_id(event: dict[str, Any], name: str, limits: Limits) -> str | None:
+    value = event.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Invalid("invalid_field", f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > limits.max_string_length:
+        raise Invalid("invalid_field", f"{name} longer than {limits.max_string_length} characters")
+    return text
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """RFC 3339 text or Unix seconds to Unix seconds; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise Invalid("invalid_timestamp", "timestamp must be RFC 3339 text or Unix seconds")
+    if isinstance(value, (int, float)):
+        if not 0 <= value < 1e11:
+            raise Invalid("invalid_timestamp", f"timestamp {value} is not plausible Unix seconds")
+        return float(value)
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            return parsed.timestamp()
+    raise Invalid("invalid_timestamp", f"timestamp {str(value)[:64]!r} is not RFC 3339")
+
+
+def _check_scalar(name: str, value: Any, limits: Limits) -> None:
+    if isinstance(value, str):
+        if len(value) > limits.max_string_length:
+            raise Invalid("invalid_feature_value", f"{name!r} longer than {limits.max_string_length} characters")
+    elif not isinstance(value, _SCALARS):
+        raise Invalid("invalid_feature_value", f"{name!r} must be a number, string, boolean or null")
+    elif isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - JSON has none
+        raise Invalid("invalid_feature_value", f"{name!r} is not finite")
+
+
+def parse_event(event: Any, limits: Limits) -> Event:
+    """Validate one decoded element against the contract."""
+    if not isinstance(event, dict):
+        raise Invalid("not_an_object", f"event must be a JSON object, got {type(event).__name__}")
+    model = event.get("model")
+    if not isinstance(model, str) or not model or len(model) > limits.max_name_length:
+        raise Invalid("invalid_model", "model must be a non-empty string of at most "
+                      f"{limits.max_name_length} characters")  # fmt: skip
+    features = event.get("features")
+    if not isinstance(features, dict):
+        raise Invalid("invalid_features", "features must be a JSON object")
+    for name, value in features.items():
+        if not name or len(name) > limits.max_name_length:
+            raise Invalid("invalid_features", f"feature names must have 1 to {limits.max_name_length} characters")
+        if type(value) is not float and type(value) is not int:  # numbers: the common case
+            _check_scalar(name, value, limits)
+    prediction = event.get("prediction")
+    if isinstance(prediction, dict):
+        if not prediction or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) for p in prediction.values()
+        ):
+            raise Invalid("invalid_prediction", "prediction object must map classes to probabilities")
+        prediction = max(prediction, key=prediction.__getitem__)  # monitored as the top class
+    elif prediction is not None:
+        if isinstance(prediction, list):
+            raise Invalid("invalid_prediction", "prediction must be a number, string or object")
+        _check_scalar("prediction", prediction, limits)
+    segment = event.get("segment")
+    if segment is not None and not isinstance(segment, dict):
+        raise Invalid("invalid_field", "segment must be a JSON object")
+    return Event(
+        model=model,
+        model_version=_optional_id(event, "model_version", limits),
+        event_id=_optional_id(event, "event_id", limits),
+        timestamp=parse_timestamp(event.get("timestamp")),
+        features=features,
+        prediction=prediction,
+    )

@@ -1,0 +1,140 @@
+"""``driftstream demo``: broker, Redis, a worker and drifting traffic on one machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from rich.console import Console
+
+from streams.kafka import ensure_topics
+from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
+from streams.settings import Settings
+from streams.simulate import Drift, Traffic, produce
+
+console = Console(highlight=False)
+
+DEMO_TRAFFIC = Traffic(
+    models=("fraud", "churn"),
+    numeric=6,
+    categorical=2,
+    seed=42,
+    drifts=(
+        Drift("f2", start=6000, kind="mean_shift", magnitude=1.0, model="fraud"),
+        Drift("c0", start=9000, kind="category_mix", model="fraud"),
+        Drift("f4", start=12000, kind="null_rate", magnitude=0.3, model="churn"),
+    ),
+)
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    colour = {"critical": "bold red", "warning": "yellow"}.get(alert["severity"], "white")
+    status = alert["status"].upper()
+    if alert["status"] == "resolved":
+        colour = "green"
+    where = f"{alert['model']}/{alert['feature'] or 'prediction'}"
+    return (
+        f"[{colour}]{status:<8} {alert['severity']:<8}[/] {alert['type']:<16} {where:<14} "
+        f"{alert['detector']:<12} statistic {alert['statistic']:.3f} (line {alert['threshold']:.3g})\n"
+        f"         {alert['message']}"
+    )
+
+
+@contextmanager
+def _worker(env: dict[str, str], log_path: str) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
+    """Run until Ctrl-C (or ``duration`` seconds); returns the number of alerts printed."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    printed = 0
+    with ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker())
+        console.print(f"[bold]broker[/]   Kafka-compatible (Tansu, in memory) on {broker.bootstrap}")
+        env = dict(os.environ)
+        if EmbeddedRedis.available():
+            redis = stack.enter_context(EmbeddedRedis())
+            env["DRIFTSTREAM_REDIS_URL"] = redis.url
+            console.print(f"[bold]redis[/]    redis-server on {redis.url}")
+        else:
+            env["DRIFTSTREAM_STATE_BACKEND"] = "memory"
+            console.print("[bold yellow]warning[/]  redis-server not found: detector state is kept "
+                          "in memory and will NOT survive a restart")  # fmt: skip
+        web_port = free_port()
+        env.update(
+            DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+            DRIFTSTREAM_WEB_PORT=str(web_port),
+            DRIFTSTREAM_WEB_HOST="127.0.0.1",
+            DRIFTSTREAM_APP_ID="driftstream-demo",
+            DRIFTSTREAM_REFERENCE_SIZE="2000",
+            DRIFTSTREAM_WINDOW_SIZE="1000",
+            DRIFTSTREAM_LOG_LEVEL="WARNING",
+        )
+        settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
+        ensure_topics(settings)
+        log_path = tempfile.mkstemp(prefix="driftstream-worker-", suffix=".log")[1]
+        worker = stack.enter_context(_worker(env, log_path))
+        wait_for_port(web_port, 60, worker)
+        console.print(f"[bold]worker[/]   metrics on http://127.0.0.1:{web_port}/metrics, "
+                      f"health on /healthz, log in {log_path}")  # fmt: skip
+        console.print(f"[bold]traffic[/]  models fraud and churn at {rate:g} events/s in envelopes "
+                      "of 50; drift: fraud/f2 mean +1 sigma from event 6000, fraud/c0 category mix "
+                      "from 9000, churn/f4 30% missing from 12000")  # fmt: skip
+        producer = threading.Thread(
+            target=produce,
+            kwargs=dict(settings=settings, traffic=DEMO_TRAFFIC, count=0, rate=rate, batch_size=50,
+                        should_stop=stop.is_set),
+            daemon=True,
+        )  # fmt: skip
+        producer.start()
+        consumer = Consumer({**settings.confluent_config(), "group.id": "driftstream-demo-console"})
+        stack.callback(consumer.close)
+        # Assigned, not subscribed: reading from the start needs no group rebalance.
+        partitions = consumer.list_topics(settings.topic_alerts, timeout=10).topics[settings.topic_alerts].partitions
+        consumer.assign([TopicPartition(settings.topic_alerts, p, OFFSET_BEGINNING) for p in partitions])
+        console.print("[bold]alerts[/]   as they fire (Ctrl-C stops everything):")
+        started = time.monotonic()
+        try:
+            while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
+                if worker.poll() is not None:
+                    console.print(f"[bold red]worker exited with code {worker.returncode}; see {log_path}")
+                    break
+                message = consumer.poll(0.5)
+                if message is None or message.error():
+                    continue
+                alert = orjson.loads(message.value())
+                console.print(f"{time.monotonic() - started:6.1f}s " + format_alert(alert))
+                printed += 1
+        except KeyboardInterrupt:
+            pass
+        stop.set()
+        producer.join(5)
+        console.print("stopping worker, redis and broker ...")
+    console.print(f"stopped; {printed} alert(s) shown")
+    return printed

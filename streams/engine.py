@@ -1,0 +1,292 @@
+"""The per-batch hot path, independent of Faust so it can be driven and tested directly.
+
+``Engine.process`` takes a batch of Kafka records from any partitions and
+returns what to publish. Detector state is kept per (partition, model) and
+checkpointed to the state store with the offset it covers; records at or
+below a partition's checkpointed offset were already applied and are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from detectors import SnapshotError
+from detectors.monitor import PREDICTION, ModelBatch, ModelMonitor
+from detectors.reference import Reference, reference_from_plain
+from streams.alerts import to_wire
+from streams.decode import Event, Limits, Rejection, decode_message
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.state import BASELINE_VERSION, Checkpoint, StateStore, decode, encode
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The parts of a Kafka record the engine reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # Unix seconds (the record's timestamp)
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Outputs:
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)  # key, value
+    dlq: list[tuple[bytes | None, bytes, Headers]] = field(default_factory=list)
+    metrics: list[tuple[bytes, bytes]] = field(default_factory=list)
+    alert_objects: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PartitionState:
+    offset: int = -1  # last offset applied to the monitors
+    monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    offset_dirty: bool = False
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.config = settings.monitor_config()
+        self.limits = Limits(
+            max_message_bytes=settings.max_message_bytes,
+            max_events_per_message=settings.max_events_per_message,
+            max_name_length=settings.max_name_length,
+            max_string_length=settings.max_string_length,
+        )
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self._baselines: dict[str, dict[str, Reference]] = {}
+        self._pending: set[str] = set()  # models admitted in this batch, monitor not yet built
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def model_count(self) -> int:
+        return sum(len(state.monitors) for state in self.partitions.values())
+
+    async def _partition(self, topic: str, partition: int) -> PartitionState:
+        state = self.partitions.get((topic, partition))
+        if state is not None:
+            return state
+        state = PartitionState()
+        checkpoint = await self.store.load(topic, partition)
+        if checkpoint is not None:
+            state.offset = checkpoint.offset
+            for model, blob in checkpoint.models.items():
+                try:
+                    state.monitors[model] = ModelMonitor.restore(
+                        decode(blob), self.config, self.settings.feature_kinds(model)
+                    )
+                except (SnapshotError, ValueError, TypeError) as exc:
+                    # An unreadable snapshot costs that model its history, never the worker.
+                    self.metrics.state_restore_failures.inc()
+                    log.warning("state of model %r in %s[%d] not restored (%s); starting fresh",
+                                model, topic, partition, exc)  # fmt: skip
+            log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
+                     len(state.monitors))  # fmt: skip
+        self.partitions[(topic, partition)] = state
+        self.metrics.models_tracked.set(self.model_count)
+        return state
+
+    async def _baseline(self, model: str) -> dict[str, Reference]:
+        cached = self._baselines.get(model)
+        if cached is not None:
+            return cached
+        references: dict[str, Reference] = {}
+        blob = await self.store.load_baseline(model)
+        if blob is not None:
+            try:
+                data = decode(blob)
+                if data.get("v") != BASELINE_VERSION:
+                    raise SnapshotError(f"baseline version {data.get('v')!r} is not {BASELINE_VERSION}")
+                references = {name: reference_from_plain(ref) for name, ref in data["features"].items()}
+            except (SnapshotError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                self.metrics.state_restore_failures.inc()
+                log.warning("baseline of model %r unreadable (%s); using the stream's first values", model, exc)
+        self._baselines[model] = references
+        return references
+
+    async def checkpoint(self) -> int:
+        """Write every changed partition to the store; the number written."""
+        checkpoints = [
+            Checkpoint(topic, partition, state.offset,
+                       {model: encode(state.monitors[model].snapshot()) for model in state.dirty})
+            for (topic, partition), state in self.partitions.items()
+            if state.dirty or state.offset_dirty
+        ]  # fmt: skip
+        if not checkpoints:
+            return 0
+        started = time.perf_counter()
+        await self.store.save(checkpoints)
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        for state in self.partitions.values():
+            state.dirty.clear()
+            state.offset_dirty = False
+        return len(checkpoints)
+
+    async def release(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Checkpoint, then forget partitions this worker no longer owns."""
+        await self.checkpoint()
+        for key in partitions:
+            self.partitions.pop(key, None)
+        self.metrics.models_tracked.set(self.model_count)
+
+    # -- the hot path ------------------------------------------------------
+
+    async def process(self, records: Sequence[Record]) -> Outputs:
+        started = time.perf_counter()
+        out = Outputs()
+        groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
+        for record in records:
+            state = await self._partition(record.topic, record.partition)
+            if record.offset <= state.offset:
+                continue  # already applied before the last checkpoint
+            state.offset = record.offset
+            state.offset_dirty = True
+            events, rejections = decode_message(record.value, self.limits)
+            for rejection in rejections:
+                self._reject(record, rejection, out)
+            for event in events:
+                if event.model not in state.monitors and not self._admit(record, event, out):
+                    continue
+                groups[(record.topic, record.partition, event.model)].append(
+                    (event, record.timestamp if event.timestamp is None else event.timestamp)
+                )
+        self.metrics.messages_consumed.inc(len(records))
+        for (topic, partition, model), rows in groups.items():
+            await self._observe(topic, partition, model, rows, out)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_messages.observe(len(records))
+        return out
+
+    def _admit(self, record: Record, event: Event, out: Outputs) -> bool:
+        """A new model gets a monitor only while the worker tracks fewer than max_models."""
+        pending = self._pending
+        if event.model in pending:
+            return True
+        known = {model for state in self.partitions.values() for model in state.monitors}
+        if event.model in known:
+            return True
+        if len(known) + len(pending) >= self.settings.max_models:
+            detail = f"model {event.model[:100]!r} would exceed max_models={self.settings.max_models}"
+            self._reject(record, Rejection("too_many_models", detail, None, _event_json(event)), out)
+            return False
+        pending.add(event.model)
+        return True
+
+    async def _observe(
+        self, topic: str, partition: int, model: str, rows: list[tuple[Event, float]], out: Outputs
+    ) -> None:
+        state = self.partitions[(topic, partition)]
+        monitor = state.monitors.get(model)
+        if monitor is None:
+            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model),
+                                   await self._baseline(model))  # fmt: skip
+            state.monitors[model] = monitor
+            self._pending.discard(model)
+            self.metrics.models_tracked.set(self.model_count)
+        batch = _columns([event for event, _ in rows], np.fromiter((ts for _, ts in rows), float, len(rows)))
+        observation = monitor.observe(batch)
+        state.dirty.add(model)
+        self.metrics.events_consumed.labels(model).inc(len(rows))
+        if observation.invalid_values:
+            self.metrics.invalid_values.labels(model).inc(observation.invalid_values)
+        if observation.ignored_features:
+            self.metrics.ignored_features.labels(model).inc(observation.ignored_features)
+        for (feature, detector), value in observation.statistics.items():
+            self.metrics.statistic.labels(model, feature or PREDICTION, detector).set(value)
+        now = self.clock()
+        key = model.encode()
+        for alert in observation.alerts:
+            wire = to_wire(alert, model, monitor.model_version, topic, partition, now)
+            out.alerts.append((key, orjson.dumps(wire)))
+            out.alert_objects.append(wire)
+            self.metrics.alerts.labels(model, alert.type, alert.severity, alert.status).inc()
+        if any(detector == "psi" for _, detector in observation.statistics):
+            snapshot = {
+                "model": model,
+                "model_version": monitor.model_version,
+                "partition": partition,
+                "events_seen": monitor.events_seen,
+                "at": now,
+                "statistics": [
+                    {"feature": feature, "detector": detector, "value": value}
+                    for (feature, detector), value in observation.statistics.items()
+                ],
+            }
+            out.metrics.append((key, orjson.dumps(snapshot)))
+
+    def _reject(self, record: Record, rejection: Rejection, out: Outputs) -> None:
+        self.metrics.events_rejected.labels(rejection.reason).inc()
+        headers: Headers = [
+            ("driftstream-reason", rejection.reason.encode()),
+            ("driftstream-detail", rejection.detail[:1000].encode()),
+            ("driftstream-source-topic", record.topic.encode()),
+            ("driftstream-source-partition", str(record.partition).encode()),
+            ("driftstream-source-offset", str(record.offset).encode()),
+        ]
+        if rejection.index is None and rejection.element is None:
+            value = record.value or b""
+        else:
+            # One element of a batch envelope: the element alone, re-encoded.
+            if rejection.index is not None:
+                headers.append(("driftstream-batch-index", str(rejection.index).encode()))
+            value = orjson.dumps(rejection.element, option=orjson.OPT_PASSTHROUGH_DATACLASS, default=str)
+        out.dlq.append((record.key, value, headers))
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {
+        "model": event.model,
+        "model_version": event.model_version,
+        "event_id": event.event_id,
+        "timestamp": event.timestamp,
+        "features": event.features,
+        "prediction": event.prediction,
+    }
+
+
+def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:
+    """Row events to aligned feature columns (None where an event lacks a feature)."""
+    n = len(events)
+    columns: dict[str, list[Any]] = {}
+    predictions: list[Any] | None = None
+    for i, event in enumerate(events):
+        for name, value in event.features.items():
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = [None] * n
+            column[i] = value
+        if event.prediction is not None:
+            if predictions is None:
+                predictions = [None] * n
+            predictions[i] = event.prediction
+    if predictions is not None:
+        columns[PREDICTION] = predictions
+    version = next((e.model_version for e in reversed(events) if e.model_version is not None), None)
+    return ModelBatch(columns, timestamps, version)

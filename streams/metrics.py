@@ -1,0 +1,66 @@
+"""Every Prometheus metric of a worker, on a registry passed in.
+
+Label values are bounded: ``reason`` comes from ``decode.REASONS``; ``model``
+from at most ``max_models`` tracked models (more are rejected); ``feature`` from
+at most ``max_features`` per model; ``detector``, ``type``, ``severity`` and
+``status`` from fixed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages_consumed = Counter(
+            "driftstream_messages_consumed_total", "Kafka messages read from the events topic", registry=registry
+        )
+        self.events_consumed = Counter(
+            "driftstream_events_consumed_total", "Valid inference events processed", ["model"], registry=registry
+        )
+        self.events_rejected = Counter(
+            "driftstream_events_rejected_total", "Messages or batch elements sent to the DLQ", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.invalid_values = Counter(
+            "driftstream_invalid_feature_values_total", "Feature values of the wrong type (treated as missing)",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.ignored_features = Counter(
+            "driftstream_ignored_features_total", "New features beyond max_features per model", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.statistic = Gauge(
+            "driftstream_drift_statistic", "Latest statistic per model, feature and detector",
+            ["model", "feature", "detector"], registry=registry,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "driftstream_alerts_total", "Alerts published", ["model", "type", "severity", "status"],
+            registry=registry,
+        )  # fmt: skip
+        self.batch_seconds = Histogram(
+            "driftstream_batch_duration_seconds", "Time to process one batch of messages",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=registry,
+        )  # fmt: skip
+        self.batch_messages = Histogram(
+            "driftstream_batch_messages", "Messages per processed batch",
+            buckets=(1, 10, 100, 500, 1000, 5000), registry=registry,
+        )  # fmt: skip
+        self.checkpoint_seconds = Histogram(
+            "driftstream_checkpoint_duration_seconds", "Time to write one state checkpoint to the store",
+            registry=registry,
+        )  # fmt: skip
+        self.checkpoint_failures = Counter(
+            "driftstream_checkpoint_failures_total", "Checkpoints the state store refused", registry=registry
+        )
+        self.state_restore_failures = Counter(
+            "driftstream_state_restore_failures_total", "Snapshots that could not be restored (started fresh)",
+            registry=registry,
+        )  # fmt: skip
+        self.models_tracked = Gauge(
+            "driftstream_models_tracked", "Models with a monitor on this worker", registry=registry
+        )
+        self.ready = Gauge("driftstream_ready", "1 when the worker is consuming and its state store answers",
+                           registry=registry)  # fmt: skip

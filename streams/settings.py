@@ -1,0 +1,176 @@
+"""Settings, read once: environment (DRIFTSTREAM_*) over an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from detectors.columns import FeatureKind
+from detectors.config import MonitorConfig
+
+CONFIG_ENV = "DRIFTSTREAM_CONFIG"
+
+
+class ModelSettings(BaseSettings):
+    """Per-model monitoring config (from the TOML file's [models.NAME] tables)."""
+
+    features: dict[str, FeatureKind] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the simulator and the demo read from the outside."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTSTREAM_", extra="forbid", frozen=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port]")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    app_id: str = Field("driftstream", description="Faust app id = Kafka consumer group")
+    topic_events: str = "inference-events"
+    topic_labels: str = "inference-labels"
+    topic_alerts: str = "drift-alerts"
+    topic_metrics: str = "drift-metrics"
+    topic_dlq: str = "inference-events-dlq"
+    create_topics: bool = Field(True, description="create missing topics at start-up")
+    topic_partitions: int = Field(4, ge=1, description="partitions of topics this app creates")
+    topic_replication: int = Field(1, ge=1)
+    broker_session_timeout: float = Field(10.0, gt=0, description="seconds")
+    broker_rebalance_timeout: float = Field(10.0, gt=0, description="seconds")
+    broker_heartbeat_interval: float = Field(1.0, gt=0, description="seconds")
+
+    # Redis
+    redis_url: str = Field("redis://localhost:6379/0", description="redis:// or rediss:// (TLS)")
+    redis_password: str | None = Field(None, description="AUTH password when not in the URL")
+    redis_ssl_ca_certs: str | None = None
+    state_prefix: str = Field("driftstream", description="prefix of every Redis key")
+    state_backend: Literal["redis", "memory"] = Field(
+        "redis", description="memory keeps state in-process only (demo without redis-server)"
+    )
+    checkpoint_interval: float = Field(1.0, gt=0, description="seconds between state checkpoints")
+
+    # Worker
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(6066, ge=1, le=65535, description="serves /metrics and /healthz")
+    data_dir: str = Field("", description="Faust data dir (default: a temp dir)")
+    batch_max: int = Field(1000, ge=1, description="messages per processing batch")
+    batch_within: float = Field(0.2, gt=0, description="seconds to wait to fill a batch")
+    log_level: str = "INFO"
+
+    # Input bounds
+    max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_events_per_message: int = Field(10_000, ge=1)
+    max_models: int = Field(100, ge=1, description="models tracked per worker; more are rejected")
+    max_name_length: int = Field(200, ge=1)
+    max_string_length: int = Field(1024, ge=1)
+
+    # Detection (see detectors.config.MonitorConfig)
+    reference_size: int = Field(5000, ge=1)
+    window_size: int = Field(1000, ge=1)
+    psi_bins: int = Field(10, ge=2)
+    psi_warning: float = Field(0.1, gt=0)
+    psi_critical: float = Field(0.25, gt=0)
+    max_categories: int = Field(50, ge=1)
+    max_features: int = Field(200, ge=1)
+    resolve_after: int = Field(5000, ge=1)
+    null_rate_warning: float = Field(0.1, gt=0)
+    null_rate_critical: float = Field(0.3, gt=0)
+
+    models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        return ",".join(s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV}={config_file}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def monitor_config(self) -> MonitorConfig:
+        return MonitorConfig(
+            reference_size=self.reference_size,
+            window_size=self.window_size,
+            psi_bins=self.psi_bins,
+            psi_warning=self.psi_warning,
+            psi_critical=self.psi_critical,
+            max_categories=self.max_categories,
+            max_features=self.max_features,
+            resolve_after=self.resolve_after,
+            null_rate_warning=self.null_rate_warning,
+            null_rate_critical=self.null_rate_critical,
+        )
+
+    def feature_kinds(self, model: str) -> dict[str, FeatureKind]:
+        config = self.models.get(model)
+        return dict(config.features) if config else {}
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka client settings (producer, admin)."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            config.update(
+                {
+                    "sasl.mechanism": self.kafka_sasl_mechanism,
+                    "sasl.username": self.kafka_sasl_username or "",
+                    "sasl.password": self.kafka_sasl_password or "",
+                }
+            )
+        for key, value in (
+            ("ssl.ca.location", self.kafka_ssl_cafile),
+            ("ssl.certificate.location", self.kafka_ssl_certfile),
+            ("ssl.key.location", self.kafka_ssl_keyfile),
+        ):
+            if value:
+                config[key] = value
+        return config
+
+    def redis_url_with_auth(self) -> str:
+        """The Redis URL, with ``redis_password`` put in when the URL has none."""
+        if not self.redis_password or "@" in self.redis_url.split("//", 1)[-1].split("/", 1)[0]:
+            return self.redis_url
+        scheme, rest = self.redis_url.split("//", 1)
+        return f"{scheme}//:{quote(self.redis_password, safe='')}@{rest}"
+
+
+def describe_settings() -> str:
+    """One line per setting: its environment variable, default and meaning."""
+    lines = []
+    for name, info in Settings.model_fields.items():
+        if name == "models":
+            continue
+        default = info.default if info.default not in (None, "") else "-"
+        note = f"  {info.description}" if info.description else ""
+        lines.append(f"DRIFTSTREAM_{name.upper()}={default}{note}")
+    return "\n".join(lines)
