@@ -216,14 +216,14 @@ class FeatureMonitor:
         self._window_fill = fill + len(values)
         if isinstance(values, np.ndarray):
             self._window_numeric[fill : self._window_fill] = values
-            self._change_points(values, event_index, timestamps, out)
+            self._change_points(values, fill, event_index, timestamps, out)
         else:
             self._window_labels.extend(values)
         if self._window_fill >= self.config.window_size:
             self._close_window(int(event_index[-1]), float(timestamps[-1]), out)
 
     def _change_points(
-        self, values: np.ndarray, event_index: np.ndarray, timestamps: np.ndarray, out: Observation
+        self, values: np.ndarray, fill: int, event_index: np.ndarray, timestamps: np.ndarray, out: Observation
     ) -> None:
         assert isinstance(self.reference, NumericReference) and self.adwin and self.page_hinkley
         present = np.flatnonzero(~np.isnan(values))
@@ -233,20 +233,25 @@ class FeatureMonitor:
         for detector in (self.adwin, self.page_hinkley):
             for point in detector.update(z):
                 row = int(present[point.position])
-                self._on_change(detector.name, point, int(event_index[row]), float(timestamps[row]), out)
-        out.statistics[(self.name, "adwin")] = abs(self._window_mean_shift())
+                self._on_change(detector.name, point, fill + row + 1, int(event_index[row]),
+                                float(timestamps[row]), out)  # fmt: skip
+        out.statistics[(self.name, "adwin")] = abs(self._window_mean_shift(self._window_fill))
 
-    def _window_mean_shift(self) -> float:
+    def _window_mean_shift(self, upto: int) -> float:
+        """Mean of the window's first ``upto`` rows, in reference std from the reference mean."""
         assert isinstance(self.reference, NumericReference)
-        window = self._window_numeric[: self._window_fill]
+        window = self._window_numeric[:upto]
         window = window[~np.isnan(window)]
         return float((window.mean() - self.reference.mean) / self.reference.std) if window.size else 0.0
 
-    def _on_change(self, detector: str, point: ChangePoint, index: int, at: float, out: Observation) -> None:
+    def _on_change(
+        self, detector: str, point: ChangePoint, upto: int, index: int, at: float, out: Observation
+    ) -> None:
         state = self._alerts.setdefault(detector, _AlertState())
         state.last_change = index
-        # The window so far, when it holds enough values to say; else the detector's own estimate.
-        shift = self._window_mean_shift() if self._window_fill >= _MIN_SHIFT_ROWS else point.shift
+        # The window up to the triggering row (so batching cannot change it) when it holds
+        # enough values to say; else the detector's own estimate.
+        shift = self._window_mean_shift(upto) if upto >= _MIN_SHIFT_ROWS else point.shift
         severity: Severity = (
             "critical" if abs(shift) >= self.config.change_critical_sigma else "warning"
         )
@@ -460,6 +465,7 @@ class ModelMonitor:
             values, invalid = monitor.convert(raw)
             out.invalid_values += invalid
             monitor.update(values, event_index, batch.timestamps, out)
+        out.alerts.sort(key=lambda alert: alert.event_index)  # in stream order, whatever the batching
         self.events_seen += n
         if batch.model_version is not None:
             self.model_version = batch.model_version

@@ -1,0 +1,94 @@
+"""ADWIN and Page-Hinkley: river's detections, batch by batch, and exact restores."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from river.drift import ADWIN, PageHinkley
+
+from detectors import SnapshotError
+from detectors.adwin import AdwinDetector
+from detectors.page_hinkley import PageHinkleyDetector
+
+
+def stream(seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 1.0,
+                           rng.standard_normal(3000) * 3.0])  # fmt: skip
+
+
+def river_indices(detector: ADWIN | PageHinkley, values: np.ndarray) -> list[int]:
+    found = []
+    for i, value in enumerate(values):
+        detector.update(value)
+        if detector.drift_detected:
+            found.append(i)
+    return found
+
+
+def batched_indices(detector: AdwinDetector | PageHinkleyDetector, values: np.ndarray, size: int) -> list[int]:
+    found = []
+    for start in range(0, values.size, size):
+        found += [start + p.position for p in detector.update(values[start : start + size])]
+    return found
+
+
+@pytest.mark.parametrize("size", [1, 37, 1000])
+def test_adwin_detects_where_river_does(size: int) -> None:
+    values = stream()
+    expected = river_indices(ADWIN(delta=0.002), values)
+    assert expected and expected[0] > 3000
+    assert batched_indices(AdwinDetector(0.002), values, size) == expected
+
+
+@pytest.mark.parametrize("size", [1, 37, 1000])
+def test_page_hinkley_detects_where_river_does(size: int) -> None:
+    values = stream()
+    expected = river_indices(PageHinkley(delta=0.1, threshold=50, alpha=1.0, min_instances=30), values)
+    assert expected and expected[0] > 3000
+    assert batched_indices(PageHinkleyDetector(0.1, 50, 1.0, 30), values, size) == expected
+
+
+@pytest.mark.parametrize("cls", [AdwinDetector, PageHinkleyDetector])
+def test_restore_of_a_snapshot_continues_exactly(cls: type) -> None:
+    values = stream(5)
+    straight = cls()
+    expected = batched_indices(straight, values, 500)
+    for cut in (1000, 3100, 4500):
+        first = cls()
+        found = batched_indices(first, values[:cut], 500)
+        blob = msgpack.packb(first.snapshot(), use_bin_type=True)
+        second = cls.restore(msgpack.unpackb(blob, raw=False))
+        found += [cut + i for i in batched_indices(second, values[cut:], 500)]
+        assert found == expected
+        assert msgpack.packb(second.snapshot()) == msgpack.packb(straight.snapshot())
+
+
+def test_change_point_reports_a_shift_against_its_threshold() -> None:
+    points = AdwinDetector().update(stream())
+    first = points[0]
+    assert first.shift > 0.5 and first.statistic == pytest.approx(abs(first.shift))
+    # Both are estimates of the split river cut at, so only their scale is pinned.
+    assert 0.5 * first.statistic < first.threshold < 2 * first.statistic
+
+
+@pytest.mark.parametrize(
+    ("factory", "parameter"),
+    [
+        (lambda: AdwinDetector(delta=0), "delta"),
+        (lambda: PageHinkleyDetector(delta=-1), "delta"),
+        (lambda: PageHinkleyDetector(threshold=0), "threshold"),
+        (lambda: PageHinkleyDetector(alpha=1.5), "alpha"),
+        (lambda: PageHinkleyDetector(min_instances=0), "min_instances"),
+    ],
+)
+def test_bad_parameters_are_named(factory, parameter: str) -> None:
+    with pytest.raises(ValueError, match=parameter):
+        factory()
+
+
+def test_unknown_snapshot_version_is_refused() -> None:
+    snapshot = AdwinDetector().snapshot() | {"v": 99}
+    with pytest.raises(SnapshotError):
+        AdwinDetector.restore(snapshot)
