@@ -105,7 +105,9 @@ class Worker:
 
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
-            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
+            content_type = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+            return web.bytes(generate_latest(self.registry), content_type=content_type)
 
         @app.page("/healthz")
         async def health_page(web: Any, request: Any) -> Any:

@@ -1,0 +1,133 @@
+"""End to end: a real broker, a real redis-server, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streams.kafka import ensure_topics
+from streams.settings import Settings
+from streams.simulate import Drift, Traffic, produce
+from streams.state import RedisStateStore
+from tests.integration.harness import WorkerProcess, read_topic
+
+pytestmark = pytest.mark.integration
+
+CONTRACT_FIELDS = {
+    "alert_id", "type", "status", "severity", "model", "model_version", "feature", "segment", "detector",
+    "statistic", "threshold", "p_value", "window", "reference", "current", "detected_at", "message",
+}  # fmt: skip
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, unique: str) -> Settings:
+    config = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        redis_url=redis_url,
+        app_id=f"it-{unique}",
+        state_prefix=f"it-{unique}",
+        topic_events=f"events-{unique}",
+        topic_labels=f"labels-{unique}",
+        topic_alerts=f"alerts-{unique}",
+        topic_metrics=f"metrics-{unique}",
+        topic_dlq=f"dlq-{unique}",
+        topic_partitions=2,
+        log_level="WARNING",
+    )
+    ensure_topics(config)
+    return config
+
+
+def alerts_of(settings: Settings) -> list[dict]:
+    return [orjson.loads(m.value()) for m in read_topic(settings, settings.topic_alerts)]
+
+
+def test_a_mean_shift_alerts_on_that_feature_only(settings: Settings) -> None:
+    traffic = Traffic(models=("fraud",), numeric=10, categorical=0, seed=3,
+                      drifts=(Drift("f6", start=10_000, kind="mean_shift", magnitude=1.0),))  # fmt: skip
+    worker = WorkerProcess(settings)
+    try:
+        assert produce(settings, traffic, count=20_000, batch_size=1) == 20_000
+        worker.wait_consumed(20_000)
+        alerts = alerts_of(settings)
+    finally:
+        worker.stop()
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert {a["feature"] for a in alerts} == {"f6"}, alerts
+    assert {a["detector"] for a in firing} >= {"psi", "adwin", "page_hinkley"}
+    for alert in alerts:
+        assert CONTRACT_FIELDS <= alert.keys()
+        assert alert["window"]["event_index"] >= 10_000
+        assert alert["model"] == "fraud" and alert["model_version"] == "1"
+    psi = next(a for a in firing if a["detector"] == "psi")
+    assert psi["severity"] == "critical" and psi["statistic"] >= 0.25 and psi["threshold"] == 0.25
+    assert psi["window"]["count"] == 1000 and psi["window"]["start"] <= psi["window"]["end"]
+    assert psi["current"]["mean"] > psi["reference"]["mean"] + 0.8 * psi["reference"]["std"]
+    assert "f6" in psi["message"] and "PSI" in psi["message"]
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+
+def test_a_malformed_element_of_an_envelope_goes_to_the_dlq_alone(settings: Settings) -> None:
+    good = [{"model": "m", "event_id": str(i), "features": {"x": float(i)}} for i in range(3)]
+    envelope = [good[0], {"model": "m", "features": {"x": [1, 2]}}, good[1], good[2]]
+    producer = Producer(settings.confluent_config())
+    producer.produce(settings.topic_events, key=b"m", value=orjson.dumps(envelope))
+    producer.produce(settings.topic_events, key=b"m", value=b"\xff not json")
+    producer.flush(10)
+    worker = WorkerProcess(settings)
+    try:
+        worker.wait_consumed(2)
+        worker.wait_for(lambda: worker.metric("driftstream_events_consumed_total", 'model="m"') == 3, 30,
+                        "3 good events")  # fmt: skip
+        rejected = worker.metric("driftstream_events_rejected_total")
+        dlq = read_topic(settings, settings.topic_dlq)
+    finally:
+        worker.stop()
+    assert rejected == 2
+    by_reason = {dict(m.headers())["driftstream-reason"]: m for m in dlq}
+    assert set(by_reason) == {b"invalid_feature_value", b"invalid_json"}
+    element = by_reason[b"invalid_feature_value"]
+    assert orjson.loads(element.value()) == envelope[1]
+    assert dict(element.headers())["driftstream-batch-index"] == b"1"
+    assert dict(element.headers())["driftstream-source-topic"] == settings.topic_events.encode()
+    assert by_reason[b"invalid_json"].value() == b"\xff not json"
+
+
+def test_a_restarted_worker_keeps_its_reference(settings: Settings) -> None:
+    """The reference comes from the first 5000 events; after a restart, all new events are
+    shifted. A rebuilt reference would take the shifted data as normal and stay quiet."""
+    before = Traffic(models=("fraud",), numeric=3, categorical=0, seed=5)
+    after = Traffic(models=("fraud",), numeric=3, categorical=0, seed=6,
+                    drifts=(Drift("f0", start=0, kind="mean_shift", magnitude=2.0),))  # fmt: skip
+    worker = WorkerProcess(settings)
+    try:
+        produce(settings, before, count=6000, batch_size=100)
+        worker.wait_consumed(60)
+        assert alerts_of(settings) == []
+    finally:
+        assert worker.stop() == 0
+
+    async def saved_state() -> dict:
+        store = RedisStateStore.from_settings(settings)
+        try:
+            return {p: await store.load(settings.topic_events, p) for p in (0, 1)}
+        finally:
+            await store.close()
+
+    checkpoints = [c for c in asyncio.run(saved_state()).values() if c is not None]
+    assert len(checkpoints) == 1 and "fraud" in checkpoints[0].models
+    produce(settings, after, count=6000, batch_size=100)
+    worker = WorkerProcess(settings)
+    try:
+        worker.wait_consumed(60)
+        worker.wait_for(lambda: any(a["detector"] == "psi" for a in alerts_of(settings)), 60, "a PSI alert")
+        alerts = alerts_of(settings)
+    finally:
+        worker.stop()
+    assert {a["feature"] for a in alerts} == {"f0"}
+    psi = next(a for a in alerts if a["detector"] == "psi")
+    assert psi["reference"]["mean"] == pytest.approx(0.0, abs=0.05)
+    assert psi["window"]["event_index"] >= 6000  # the restored monitor kept counting
