@@ -14,9 +14,11 @@ from streams.settings import Settings, describe_settings
 app = typer.Typer(
     help="driftstream: a Kafka-native drift monitor for models in production.\n\n"
     "Settings come from DRIFTSTREAM_* environment variables and an optional TOML file "
-    "named by DRIFTSTREAM_CONFIG; `driftstream settings` lists them all.",
+    "named by DRIFTSTREAM_CONFIG (environment wins).",
+    epilog="Settings (variable=default):\n\n" + describe_settings().replace("\n", "\n\n"),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
