@@ -60,7 +60,7 @@ def numeric_summary(values: np.ndarray, missing: int = 0) -> dict[str, Any]:
             std=float(values.std()),
             min=float(values.min()),
             max=float(values.max()),
-            quantiles={f"p{round(q * 100):02d}": float(v) for q, v in zip(_SUMMARY_QUANTILES, qs)},
+            quantiles={f"p{round(q * 100):02d}": float(v) for q, v in zip(_SUMMARY_QUANTILES, qs, strict=False)},
         )
     return summary
 

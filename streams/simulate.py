@@ -128,7 +128,7 @@ def produce(
     per_model = [0] * len(streams)
     started = time.monotonic()
     while (count == 0 or min(per_model) < count) and not (should_stop and should_stop()):
-        for k, (model, stream) in enumerate(zip(traffic.models, streams)):
+        for k, (model, stream) in enumerate(zip(traffic.models, streams, strict=False)):
             take = batch_size if count == 0 else min(batch_size, count - per_model[k])
             if take <= 0:
                 continue

@@ -5,14 +5,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from detectors.reference import CategoricalReference, NumericReference, psi, reference_from_plain
 from detectors import SnapshotError
+from detectors.reference import CategoricalReference, NumericReference, psi, reference_from_plain
 
 
 def test_psi_matches_hand_computation() -> None:
     expected = np.array([0.2, 0.3, 0.5])
     counts = np.array([30, 30, 40])
-    hand = sum((a - e) * np.log(a / e) for a, e in zip([0.3, 0.3, 0.4], [0.2, 0.3, 0.5]))
+    hand = sum((a - e) * np.log(a / e) for a, e in zip([0.3, 0.3, 0.4], [0.2, 0.3, 0.5], strict=False))
     assert psi(expected, counts) == pytest.approx(hand, abs=1e-12)
 
 
