@@ -94,9 +94,10 @@ class Worker:
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
             async with self._lock:
-                if not self._unpublished:
-                    await app.producer.flush()
-                    await self.engine.release((tp.topic, tp.partition) for tp in revoked)
+                # Save what is consistent, then always forget: whoever owns a partition next
+                # (maybe this worker again) must start from the store, not from stale memory.
+                await self._checkpoint()
+                self.engine.forget((tp.topic, tp.partition) for tp in revoked)
 
         @app.on_before_shutdown.connect
         async def on_shutdown(sender: Any, **_: Any) -> None:

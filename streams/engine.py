@@ -149,9 +149,8 @@ class Engine:
             state.offset_dirty = False
         return len(checkpoints)
 
-    async def release(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """Checkpoint, then forget partitions this worker no longer owns."""
-        await self.checkpoint()
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the in-memory state of partitions this worker no longer owns."""
         for key in partitions:
             self.partitions.pop(key, None)
         self.metrics.models_tracked.set(self.model_count)

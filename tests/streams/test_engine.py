@@ -131,3 +131,23 @@ def test_an_unreadable_snapshot_starts_that_model_fresh(unique: str, redis_url: 
     state = engine.partitions[("events", 0)]
     assert state.offset == 9 and state.monitors["fraud"].events_seen == 5
     assert engine.metrics.registry.get_sample_value("driftstream_state_restore_failures_total") == 2
+
+
+def test_a_forgotten_partition_is_reloaded_from_the_store(unique: str) -> None:
+    config = settings(unique)
+    store = MemoryStateStore()
+    items = records(TRAFFIC, 300)
+
+    async def scenario() -> Engine:
+        engine = make_engine(config, store)
+        await engine.process(items[:200])
+        await engine.checkpoint()
+        await engine.process(items[200:250])  # applied, never checkpointed
+        engine.forget([("events", 0)])
+        await engine.process(items[150:])  # redelivered from before the checkpoint
+        return engine
+
+    engine = asyncio.run(scenario())
+    state = engine.partitions[("events", 0)]
+    # The unsaved 50 were dropped with the memory and applied again from Kafka: 300, not 350.
+    assert state.offset == 299 and state.monitors["fraud"].events_seen == 300
