@@ -86,7 +86,7 @@ class PageHinkleyDetector:
         detector = cls(delta, threshold, alpha, int(min_instances))
         ph = detector._ph
         ph._x_mean.n, ph._x_mean._mean = data["mean"]
-        for name, value in zip(_STATE, data["state"], strict=False):
+        for name, value in zip(_STATE, data["state"], strict=True):
             setattr(ph, name, value)
         ph._drift_detected = bool(data["drift"])
         return detector

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 
 from streams.kafka import ensure_topics
-from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, wait_for_port
+from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, stop_process_group, wait_for_port
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, produce
 
@@ -60,13 +60,7 @@ def _worker(env: dict[str, str], log_path: str) -> Iterator[subprocess.Popen[byt
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, 15)
 
 
 def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:

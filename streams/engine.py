@@ -81,7 +81,6 @@ class Engine:
         )
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self._baselines: dict[str, dict[str, Reference]] = {}
-        self._pending: set[str] = set()  # models admitted in this batch, monitor not yet built
 
     # -- state -------------------------------------------------------------
 
@@ -159,55 +158,71 @@ class Engine:
 
     async def process(self, records: Sequence[Record]) -> Outputs:
         started = time.perf_counter()
+        # All store reads happen first: once state starts changing, nothing awaits, so a
+        # cancelled batch leaves no partition with an offset ahead of its monitors.
+        for topic, partition in dict.fromkeys((r.topic, r.partition) for r in records):
+            await self._partition(topic, partition)
         out = Outputs()
         groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
+        admitted: set[str] = set()  # models new to this worker, let in by this batch
+        applied = {key: state.offset for key, state in self.partitions.items()}
         for record in records:
-            state = await self._partition(record.topic, record.partition)
-            if record.offset <= state.offset:
-                continue  # already applied before the last checkpoint
-            state.offset = record.offset
-            state.offset_dirty = True
+            key = (record.topic, record.partition)
+            if record.offset <= applied[key]:
+                continue  # already applied (before the last checkpoint, or earlier in this batch)
+            applied[key] = record.offset
+            state = self.partitions[key]
             events, rejections = decode_message(record.value, self.limits)
             for rejection in rejections:
                 self._reject(record, rejection, out)
             for event in events:
-                if event.model not in state.monitors and not self._admit(record, event, out):
+                if event.model not in state.monitors and not self._admit(record, event, admitted, out):
                     continue
                 groups[(record.topic, record.partition, event.model)].append(
                     (event, record.timestamp if event.timestamp is None else event.timestamp)
                 )
-        self.metrics.messages_consumed.inc(len(records))
+        new_models = {m for (t, p, m) in groups if m not in self.partitions[(t, p)].monitors}
+        baselines = {model: await self._baseline(model) for model in new_models}
+        for key, offset in applied.items():
+            state = self.partitions[key]
+            if offset != state.offset:
+                state.offset = offset
+                state.offset_dirty = True
         for (topic, partition, model), rows in groups.items():
-            await self._observe(topic, partition, model, rows, out)
+            self._observe(topic, partition, model, rows, baselines, out)
+        self.metrics.messages_consumed.inc(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_messages.observe(len(records))
         return out
 
-    def _admit(self, record: Record, event: Event, out: Outputs) -> bool:
+    def _admit(self, record: Record, event: Event, admitted: set[str], out: Outputs) -> bool:
         """A new model gets a monitor only while the worker tracks fewer than max_models."""
-        pending = self._pending
-        if event.model in pending:
+        if event.model in admitted:
             return True
         known = {model for state in self.partitions.values() for model in state.monitors}
         if event.model in known:
             return True
-        if len(known) + len(pending) >= self.settings.max_models:
+        if len(known) + len(admitted) >= self.settings.max_models:
             detail = f"model {event.model[:100]!r} would exceed max_models={self.settings.max_models}"
             self._reject(record, Rejection("too_many_models", detail, None, _event_json(event)), out)
             return False
-        pending.add(event.model)
+        admitted.add(event.model)
         return True
 
-    async def _observe(
-        self, topic: str, partition: int, model: str, rows: list[tuple[Event, float]], out: Outputs
+    def _observe(
+        self,
+        topic: str,
+        partition: int,
+        model: str,
+        rows: list[tuple[Event, float]],
+        baselines: dict[str, dict[str, Reference]],
+        out: Outputs,
     ) -> None:
         state = self.partitions[(topic, partition)]
         monitor = state.monitors.get(model)
         if monitor is None:
-            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model),
-                                   await self._baseline(model))  # fmt: skip
+            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model), baselines.get(model))
             state.monitors[model] = monitor
-            self._pending.discard(model)
             self.metrics.models_tracked.set(self.model_count)
         batch = _columns([event for event, _ in rows], np.fromiter((ts for _, ts in rows), float, len(rows)))
         observation = monitor.observe(batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -32,6 +33,20 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
     raise DriftstreamError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
+def stop_process_group(
+    process: subprocess.Popen[bytes], timeout: float = 10.0, sig: int = signal.SIGTERM
+) -> int | None:
+    """Signal a child started with ``start_new_session`` and all it started; SIGKILL after ``timeout``."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
 class _Process:
     """A child process in its own process group, stopped with everything it started."""
 
@@ -58,14 +73,8 @@ class _Process:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        if process is not None:
+            stop_process_group(process, timeout)
 
     def __enter__(self) -> _Process:
         self.start()

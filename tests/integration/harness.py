@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from streams.services import free_port
+from streams.services import free_port, stop_process_group
 from streams.settings import Settings
 
 
@@ -69,14 +69,7 @@ class WorkerProcess:
             return "".join(handle.readlines()[-lines:])
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return stop_process_group(self.process, timeout, sig)
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 5.0) -> list[Message]:
