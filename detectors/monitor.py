@@ -2,45 +2,54 @@
 
 ``ModelMonitor.observe`` takes the columns of one batch of a model's events
 and returns the alerts that batch caused plus the latest statistic of every
-(feature, detector). All state round-trips through ``snapshot()``/``restore()``
-as versioned plain data.
+(feature, detector). Each feature builds a reference (a fixed-memory sketch),
+then feeds a ``WindowedDetector`` (the two-sample tests) and, for numbers, the
+change detectors on z-scores. P-value tests can be corrected for the number
+of features judged at once. All state round-trips through
+``snapshot()``/``restore()`` as versioned plain data.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats
 
 from detectors import SnapshotError
-from detectors.adwin import AdwinDetector
-from detectors.base import ChangePoint
+from detectors.base import Severity, Verdict
 from detectors.columns import FeatureKind, infer_kind, to_boolean, to_categorical, to_numeric
 from detectors.config import MonitorConfig
-from detectors.page_hinkley import PageHinkleyDetector
 from detectors.reference import (
     CategoricalReference,
+    CategoricalReferenceBuilder,
     NumericReference,
+    NumericReferenceBuilder,
     Reference,
-    categorical_summary,
-    numeric_summary,
-    psi,
-    reference_from_plain,
 )
+from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
+from detectors.two_sample import TESTS, Score
+from detectors.window import Evaluation, WindowedDetector
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 #: Internal column name of the model's prediction, monitored like a feature.
 PREDICTION = "__prediction__"
 
-Severity = Literal["warning", "critical"]
 Status = Literal["firing", "resolved"]
-CHANGE_DETECTORS = ("adwin", "page_hinkley")
+_CHANGE_CLASSES: dict[str, type[RiverDetector]] = {"adwin": AdwinDetector, "page_hinkley": PageHinkleyDetector}
 _MIN_SHIFT_ROWS = 50
-WINDOW_DETECTORS = ("psi", "null_rate")
+_WHAT = {
+    "psi": "PSI",
+    "ks": "Kolmogorov-Smirnov D",
+    "chi_square": "chi-square",
+    "wasserstein": "Wasserstein distance (reference std)",
+    "jensen_shannon": "Jensen-Shannon distance",
+    "unseen_rate": "unseen-category share rise",
+    "null_rate": "missing-value rate rise",
+}
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,25 @@ class Observation:
     statistics: dict[tuple[str | None, str], float] = field(default_factory=dict)
     invalid_values: int = 0
     ignored_features: int = 0
+    windows_judged: int = 0
 
 
 @dataclass
 class _AlertState:
     severity: Severity | None = None  # None: not firing
     last_change: int = -1  # event index of the last change point (change detectors)
+
+
+@dataclass
+class _Judged:
+    """A window one feature completed, waiting for the model-wide p-value correction."""
+
+    feature: FeatureMonitor
+    evaluation: Evaluation
+    index: int  # event index that closed it
+    at: float  # its event time
+    adjusted: dict[str, float] = field(default_factory=dict)  # test -> corrected p-value
+    family: int = 1  # how many p-values the correction spanned
 
 
 def _describe(feature: str | None) -> str:
@@ -100,79 +122,55 @@ def _alert_type(feature: str | None, detector: str) -> str:
 class FeatureMonitor:
     """Reference, windowed tests, change detectors and alert state of one feature."""
 
-    def __init__(
-        self,
-        name: str,
-        kind: FeatureKind,
-        config: MonitorConfig,
-        reference: Reference | None = None,
-    ) -> None:
+    def __init__(self, name: str, kind: FeatureKind, config: MonitorConfig, reference: Reference | None = None
+                 ) -> None:  # fmt: skip
         self.name = name
         self.kind = kind
         self.config = config
         self.rows_seen = 0
-        self.reference: Reference | None = None
-        self.adwin: AdwinDetector | None = None
-        self.page_hinkley: PageHinkleyDetector | None = None
-        self._builder_values: list[float] = []  # numeric reference being built
-        self._builder_counts: Counter[str] = Counter()  # categorical reference being built
-        self._builder_missing = 0
-        self._window_numeric = np.full(config.window_size, np.nan)
-        self._window_labels: list[str | None] = []
-        self._window_fill = 0
-        self._window_start = 0.0
+        self.builder: NumericReferenceBuilder | CategoricalReferenceBuilder | None = (
+            NumericReferenceBuilder(config.sketch_k) if kind == "numeric"
+            else CategoricalReferenceBuilder(config.category_map_size)
+        )  # fmt: skip
+        self.window: WindowedDetector | None = None
+        self.changes: dict[str, RiverDetector] = {}
         self._alerts: dict[str, _AlertState] = {}
         if reference is not None:
             self._use_reference(reference)
 
-    # -- reference -------------------------------------------------------
+    @property
+    def reference(self) -> Reference | None:
+        return self.window.reference if self.window else None
 
     @property
-    def reference_rows(self) -> int:
-        return len(self._builder_values) + sum(self._builder_counts.values()) + self._builder_missing
+    def name_or_none(self) -> str | None:
+        return None if self.name == PREDICTION else self.name
+
+    # -- reference -------------------------------------------------------
 
     def _use_reference(self, reference: Reference) -> None:
         expected = NumericReference if self.kind == "numeric" else CategoricalReference
         if not isinstance(reference, expected):
             raise ValueError(f"feature {self.name!r} is {self.kind} but its reference is not")
-        self.reference = reference
-        self._builder_values, self._builder_counts, self._builder_missing = [], Counter(), 0
+        self.builder = None
+        tests = self.config.window_tests("numeric" if self.kind == "numeric" else "categorical")
+        self.window = WindowedDetector(reference, tests, self.config.window_size, self.config.step)
         if self.kind == "numeric":
-            self.adwin = AdwinDetector(delta=self.config.adwin_delta)
-            self.page_hinkley = PageHinkleyDetector(
-                self.config.ph_delta,
-                self.config.ph_threshold,
-                self.config.ph_alpha,
-                self.config.ph_min_instances,
-            )
+            self.changes = self.config.build_change_detectors()
 
     def _feed_reference(self, values: np.ndarray | list[str | None]) -> None:
-        if isinstance(values, np.ndarray):
-            present = values[~np.isnan(values)]
-            self._builder_values.extend(present.tolist())
-            self._builder_missing += int(values.size - present.size)
+        builder = self.builder
+        assert builder is not None
+        if isinstance(builder, NumericReferenceBuilder):
+            assert isinstance(values, np.ndarray)
+            builder.update(values)
+            if builder.rows >= self.config.reference_size and builder.count:  # all missing: keep waiting
+                self._use_reference(builder.build(self.config.psi_bins))
         else:
-            for value in values:
-                if value is None:
-                    self._builder_missing += 1
-                else:
-                    self._builder_counts[value] += 1
-        if self.reference_rows < self.config.reference_size:
-            return
-        if self.kind == "numeric":
-            if not self._builder_values:  # all missing: keep waiting for values
-                return
-            self._use_reference(
-                NumericReference.build(
-                    np.asarray(self._builder_values), self.config.psi_bins, self._builder_missing
-                )
-            )
-        elif self._builder_counts:
-            self._use_reference(
-                CategoricalReference.from_counts(
-                    self._builder_counts, self._builder_missing, self.config.max_categories
-                )
-            )
+            assert isinstance(values, list)
+            builder.update(values)
+            if builder.rows >= self.config.reference_size and builder.present:
+                self._use_reference(builder.build(self.config.max_categories))
 
     # -- the stream --------------------------------------------------------
 
@@ -183,184 +181,123 @@ class FeatureMonitor:
             return to_boolean(raw)
         return to_categorical(raw)
 
-    def update(
-        self,
-        values: np.ndarray | list[str | None],
-        event_index: np.ndarray,
-        timestamps: np.ndarray,
-        out: Observation,
-    ) -> None:
-        """Feed one batch of converted values (aligned with event_index and timestamps)."""
+    def update(self, values: np.ndarray | list[str | None], event_index: np.ndarray, timestamps: np.ndarray,
+               out: Observation) -> list[_Judged]:  # fmt: skip
+        """Feed one batch of converted values; return the windows it completed (not yet judged)."""
         n = len(values)
         start = 0
-        if self.reference is None:
-            needed = max(1, self.config.reference_size - self.reference_rows)
-            start = min(n, needed)
+        if self.builder is not None:
+            start = min(n, max(1, self.config.reference_size - self.builder.rows))
             self._feed_reference(values[:start])
-        while start < n and self.reference is not None:
-            if self._window_fill == 0:
-                self._window_start = float(timestamps[start])
-            stop = min(n, start + self.config.window_size - self._window_fill)
-            self._segment(values[start:stop], event_index[start:stop], timestamps[start:stop], out)
-            start = stop
+        judged: list[_Judged] = []
+        if self.window is not None and start < n:
+            rest, index, times = values[start:], event_index[start:], timestamps[start:]
+            if self.changes:
+                assert isinstance(rest, np.ndarray)
+                self._change_points(rest, index, times, out)
+            for evaluation in self.window.evaluate(rest, times, summaries=True):
+                judged.append(_Judged(self, evaluation, int(index[evaluation.position]),
+                                      float(times[evaluation.position])))  # fmt: skip
         self.rows_seen += n
+        return judged
 
-    def _segment(
-        self,
-        values: np.ndarray | list[str | None],
-        event_index: np.ndarray,
-        timestamps: np.ndarray,
-        out: Observation,
-    ) -> None:
-        fill = self._window_fill
-        self._window_fill = fill + len(values)
-        if isinstance(values, np.ndarray):
-            self._window_numeric[fill : self._window_fill] = values
-            self._change_points(values, fill, event_index, timestamps, out)
-        else:
-            self._window_labels.extend(values)
-        if self._window_fill >= self.config.window_size:
-            self._close_window(int(event_index[-1]), float(timestamps[-1]), out)
-
-    def _change_points(
-        self, values: np.ndarray, fill: int, event_index: np.ndarray, timestamps: np.ndarray, out: Observation
-    ) -> None:
-        assert isinstance(self.reference, NumericReference) and self.adwin and self.page_hinkley
+    def _change_points(self, values: np.ndarray, index: np.ndarray, times: np.ndarray, out: Observation) -> None:
+        reference = self.reference
+        assert isinstance(reference, NumericReference) and self.window is not None
         present = np.flatnonzero(~np.isnan(values))
-        if present.size == 0:
+        if not present.size:
             return
-        z = (values[present] - self.reference.mean) / self.reference.std
-        for detector in (self.adwin, self.page_hinkley):
-            for point in detector.update(z):
-                row = int(present[point.position])
-                self._on_change(detector.name, point, fill + row + 1, int(event_index[row]),
-                                float(timestamps[row]), out)  # fmt: skip
-        out.statistics[(self.name, "adwin")] = abs(self._window_mean_shift(self._window_fill))
+        z = (values[present] - reference.mean) / reference.std
+        for name, detector in self.changes.items():
+            for verdict in detector.update(z):
+                row = int(present[verdict.position])
+                self._on_change(name, verdict, z[: verdict.position + 1], int(index[row]), float(times[row]), out)
+        for name, detector in self.changes.items():
+            out.statistics[(self.name_or_none, name)] = detector.statistic
 
-    def _window_mean_shift(self, upto: int) -> float:
-        """Mean of the window's first ``upto`` rows, in reference std from the reference mean."""
-        assert isinstance(self.reference, NumericReference)
-        window = self._window_numeric[:upto]
-        window = window[~np.isnan(window)]
-        return float((window.mean() - self.reference.mean) / self.reference.std) if window.size else 0.0
+    def _recent_shift(self, batch_z: np.ndarray) -> float | None:
+        """Mean of the last window_size values up to a change point, in reference std from its mean."""
+        reference = self.reference
+        assert isinstance(reference, NumericReference) and self.window is not None
+        before = self.window.recent()
+        before = (before[~np.isnan(before)] - reference.mean) / reference.std
+        recent = np.concatenate([before, batch_z])[-self.config.window_size :]
+        return float(recent.mean()) if recent.size >= _MIN_SHIFT_ROWS else None
 
-    def _on_change(
-        self, detector: str, point: ChangePoint, upto: int, index: int, at: float, out: Observation
-    ) -> None:
+    def _on_change(self, detector: str, verdict: Verdict, batch_z: np.ndarray, index: int, at: float,
+                   out: Observation) -> None:  # fmt: skip
         state = self._alerts.setdefault(detector, _AlertState())
         state.last_change = index
-        # The window up to the triggering row (so batching cannot change it) when it holds
-        # enough values to say; else the detector's own estimate.
-        shift = self._window_mean_shift(upto) if upto >= _MIN_SHIFT_ROWS else point.shift
-        severity: Severity = (
-            "critical" if abs(shift) >= self.config.change_critical_sigma else "warning"
-        )
+        shift = self._recent_shift(batch_z)
+        if shift is None:
+            shift = verdict.shift or 0.0
+        severity: Severity = "critical" if abs(shift) >= self.config.change_critical_sigma else "warning"
         if state.severity == severity or state.severity == "critical":
             return
         state.severity = severity
         direction = "up" if shift >= 0 else "down"
         message = (
-            f"{detector} detected a change in the mean of {_describe(self.name_or_none)}: "
-            f"the current window is {abs(shift):.2f} reference std {direction} "
-            f"from the reference mean"
+            f"{detector} detected a change in the mean of {_describe(self.name_or_none)}: the last "
+            f"{self.config.window_size} values are {abs(shift):.2f} reference std {direction} from the reference mean"
         )
-        out.alerts.append(
-            self._alert("firing", severity, detector, point.statistic, point.threshold, index, at, message)
-        )
+        current = {"mean_shift_sigma": shift}
+        out.alerts.append(self._alert("firing", severity, detector, verdict.statistic, verdict.threshold, None,
+                                      index, at, message, current, 0, at))  # fmt: skip
 
-    def _close_window(self, index: int, at: float, out: Observation) -> None:
-        reference = self.reference
-        assert reference is not None
-        if isinstance(reference, NumericReference):
-            window = self._window_numeric[: self._window_fill]
-            present = window[~np.isnan(window)]
-            counts = reference.bin_counts(present)
-            missing = int(window.size - present.size)
-        else:
-            labels = [v for v in self._window_labels if v is not None]
-            counts = reference.bucket_counts(labels)
-            missing = len(self._window_labels) - len(labels)
-        current = self._current_summary()
-        psi_value = psi(reference.proportions, counts) if counts.sum() else 0.0
-        null_rise = missing / self._window_fill - float(reference.summary.get("null_rate", 0.0))
-        out.statistics[(self.name, "psi")] = psi_value
-        out.statistics[(self.name, "null_rate")] = null_rise
-        self._judge_window("psi", psi_value, self.config.psi_warning, self.config.psi_critical, index, at, current, out)
-        self._judge_window(
-            "null_rate", null_rise, self.config.null_rate_warning, self.config.null_rate_critical,
-            index, at, current, out,
-        )  # fmt: skip
-        for detector in CHANGE_DETECTORS:
+    def judge(self, item: _Judged, out: Observation) -> None:
+        """Alerts for one completed window, with p-values already corrected model-wide."""
+        evaluation = item.evaluation
+        out.windows_judged += 1
+        for test in self.window.tests if self.window else ():
+            score = evaluation.scores[test.name]
+            p_value = item.adjusted.get(test.name, score.p_value)
+            if p_value is not score.p_value:
+                score = Score(score.statistic, p_value, score.effect, score.size)
+            severity, line = test.judge(score)
+            out.statistics[(self.name_or_none, test.name)] = score.statistic
+            self._judge_window(test.name, severity, score, line, item, out)
+        for detector in self.changes:
             state = self._alerts.get(detector)
-            if state and state.severity and index - state.last_change >= self.config.resolve_after:
+            if state and state.severity and item.index - state.last_change >= self.config.resolve_after:
                 message = (
                     f"{detector} on {_describe(self.name_or_none)}: no further change in "
                     f"{self.config.resolve_after} events; the detector has adapted"
                 )
-                out.alerts.append(
-                    self._alert("resolved", state.severity, detector, 0.0, 0.0, index, at, message, current)
-                )
+                out.alerts.append(self._alert("resolved", state.severity, detector, 0.0, 0.0, None, item.index,
+                                              item.at, message, evaluation.summary, evaluation.count,
+                                              evaluation.start_time))  # fmt: skip
                 state.severity = None
-        self._window_fill = 0
-        self._window_labels = []
-        self._window_numeric.fill(np.nan)
 
-    def _judge_window(
-        self,
-        detector: str,
-        value: float,
-        warning: float,
-        critical: float,
-        index: int,
-        at: float,
-        current: dict[str, Any],
-        out: Observation,
-    ) -> None:
-        state = self._alerts.setdefault(detector, _AlertState())
-        what = "PSI" if detector == "psi" else "missing-value rate rise"
+    def _judge_window(self, test: str, severity: Severity | None, score: Score, line: float, item: _Judged,
+                      out: Observation) -> None:  # fmt: skip
+        state = self._alerts.setdefault(test, _AlertState())
+        evaluation = item.evaluation
+        what = _WHAT.get(test, test)
         subject = _describe(self.name_or_none)
-        if value >= warning:
-            severity: Severity = "critical" if value >= critical else "warning"
+        p_text = ""
+        if score.p_value is not None:
+            corrected = f", {self.config.multiple_testing} over {item.family}" if test in item.adjusted else ""
+            p_text = f", p={score.p_value:.2g}{corrected}"
+        if severity is not None:
             if state.severity == severity or state.severity == "critical":
                 return
             state.severity = severity
-            line = critical if severity == "critical" else warning
-            message = (
-                f"{what} of {subject} is {value:.3f} over the last {self._window_fill} events "
-                f"(>= {line:g}, {severity})"
-            )
-            out.alerts.append(self._alert("firing", severity, detector, value, line, index, at, message, current))
+            message = (f"{what} of {subject} is {score.statistic:.3f} over the last {evaluation.count} events "
+                       f"(line {line:.3g}{p_text}, {severity})")  # fmt: skip
+            status: Status = "firing"
         elif state.severity is not None:
-            message = f"{what} of {subject} is back to {value:.3f} (< {warning:g})"
-            out.alerts.append(
-                self._alert("resolved", state.severity, detector, value, warning, index, at, message, current)
-            )
-            state.severity = None
+            severity, state.severity = state.severity, None
+            message = f"{what} of {subject} is back to {score.statistic:.3f} (line {line:.3g}{p_text})"
+            status = "resolved"
+        else:
+            return
+        out.alerts.append(self._alert(status, severity, test, score.statistic, line, score.p_value, item.index,
+                                        item.at, message, evaluation.summary, evaluation.count,
+                                        evaluation.start_time))  # fmt: skip
 
-    @property
-    def name_or_none(self) -> str | None:
-        return None if self.name == PREDICTION else self.name
-
-    def _current_summary(self) -> dict[str, Any]:
-        if self.kind == "numeric":
-            window = self._window_numeric[: self._window_fill]
-            present = window[~np.isnan(window)]
-            return numeric_summary(present, int(window.size - present.size))
-        labels = Counter(v for v in self._window_labels if v is not None)
-        return categorical_summary(labels, len(self._window_labels) - sum(labels.values()))
-
-    def _alert(
-        self,
-        status: Status,
-        severity: Severity,
-        detector: str,
-        statistic: float,
-        threshold: float,
-        index: int,
-        at: float,
-        message: str,
-        current: dict[str, Any] | None = None,
-    ) -> Alert:
+    def _alert(self, status: Status, severity: Severity, detector: str, statistic: float, threshold: float,
+               p_value: float | None, index: int, at: float, message: str, current: dict[str, Any] | None,
+               count: int, start: float) -> Alert:  # fmt: skip
         assert self.reference is not None
         return Alert(
             type=_alert_type(self.name_or_none, detector),
@@ -370,63 +307,44 @@ class FeatureMonitor:
             detector=detector,
             statistic=float(statistic),
             threshold=float(threshold),
-            p_value=None,
+            p_value=None if p_value is None else float(p_value),
             event_index=index,
-            window_count=self._window_fill,
-            window_start=self._window_start,
+            window_count=count,
+            window_start=start,
             window_end=at,
             reference=self.reference.summary,
-            current=current if current is not None else self._current_summary(),
+            current=current or {},
             message=message,
         )
 
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        fill = self._window_fill
         return {
             "kind": self.kind,
             "rows": self.rows_seen,
-            "reference": self.reference.to_plain() if self.reference else None,
-            "builder": {
-                "values": np.asarray(self._builder_values, dtype="<f8").tobytes(),
-                "counts": dict(self._builder_counts),
-                "missing": self._builder_missing,
-            },
-            "window": {
-                "numeric": self._window_numeric[:fill].astype("<f8").tobytes() if self.kind == "numeric" else b"",
-                "labels": self._window_labels,
-                "fill": fill,
-                "start": self._window_start,
-            },
-            "adwin": self.adwin.snapshot() if self.adwin else None,
-            "page_hinkley": self.page_hinkley.snapshot() if self.page_hinkley else None,
-            "alerts": {
-                name: [state.severity, state.last_change] for name, state in self._alerts.items()
-            },
+            "builder": self.builder.to_plain() if self.builder else None,
+            "window": self.window.snapshot() if self.window else None,
+            "changes": {name: detector.snapshot() for name, detector in self.changes.items()},
+            "alerts": {name: [state.severity, state.last_change] for name, state in self._alerts.items()},
         }
 
     @classmethod
     def restore(cls, name: str, data: dict[str, Any], config: MonitorConfig) -> FeatureMonitor:
         monitor = cls(name, data["kind"], config)
-        if data["reference"] is not None:
-            monitor._use_reference(reference_from_plain(data["reference"]))
-        builder = data["builder"]
-        monitor._builder_values = np.frombuffer(builder["values"], dtype="<f8").tolist()
-        monitor._builder_counts = Counter(builder["counts"])
-        monitor._builder_missing = int(builder["missing"])
-        window = data["window"]
-        fill = min(int(window["fill"]), config.window_size)
-        monitor._window_fill = fill
-        monitor._window_start = float(window["start"])
-        if monitor.kind == "numeric":
-            monitor._window_numeric[:fill] = np.frombuffer(window["numeric"], dtype="<f8")[:fill]
-        else:
-            monitor._window_labels = list(window["labels"])[:fill]
-        if data["adwin"] is not None:
-            monitor.adwin = AdwinDetector.restore(data["adwin"])
-        if data["page_hinkley"] is not None:
-            monitor.page_hinkley = PageHinkleyDetector.restore(data["page_hinkley"])
+        if data["builder"] is not None:
+            builder_cls = NumericReferenceBuilder if monitor.kind == "numeric" else CategoricalReferenceBuilder
+            monitor.builder = builder_cls.from_plain(data["builder"])
+        if data["window"] is not None:
+            window = WindowedDetector.restore(data["window"])
+            monitor._use_reference(window.reference)  # the tests and detectors the config asks for now
+            assert monitor.window is not None
+            if (window.size, window.step) == (monitor.window.size, monitor.window.step):
+                window.tests = monitor.window.tests
+                monitor.window = window
+            for detector, state in data["changes"].items():
+                if detector in monitor.changes:
+                    monitor.changes[detector] = _CHANGE_CLASSES[detector].restore(state)
         monitor._alerts = {
             detector: _AlertState(severity, int(last)) for detector, (severity, last) in data["alerts"].items()
         }
@@ -458,18 +376,42 @@ class ModelMonitor:
         if n == 0:
             return out
         event_index = np.arange(self.events_seen, self.events_seen + n)
+        judged: list[_Judged] = []
         for name, raw in batch.columns.items():
             monitor = self.features.get(name) or self._new_feature(name, raw, out)
             if monitor is None:
                 continue
             values, invalid = monitor.convert(raw)
             out.invalid_values += invalid
-            monitor.update(values, event_index, batch.timestamps, out)
+            judged += monitor.update(values, event_index, batch.timestamps, out)
+        self._correct(judged)
+        for item in sorted(judged, key=lambda item: item.index):
+            item.feature.judge(item, out)
         out.alerts.sort(key=lambda alert: alert.event_index)  # in stream order, whatever the batching
         self.events_seen += n
         if batch.model_version is not None:
             self.model_version = batch.model_version
         return out
+
+    def _correct(self, judged: list[_Judged]) -> None:
+        """Adjust the p-values of windows closed by the same event across this model's features."""
+        method = self.config.multiple_testing
+        if method == "none":
+            return
+        families: dict[tuple[int, str], list[_Judged]] = {}
+        for item in judged:
+            for test, score in item.evaluation.scores.items():
+                if score.p_value is not None and TESTS[test].has_p_value:
+                    families.setdefault((item.index, test), []).append(item)
+        for (_, test), items in families.items():
+            p_values = np.array([item.evaluation.scores[test].p_value for item in items], dtype=np.float64)
+            if method == "bonferroni":
+                adjusted = np.minimum(1.0, p_values * len(items))
+            else:
+                adjusted = stats.false_discovery_control(p_values, method="bh")
+            for item, value in zip(items, adjusted.tolist(), strict=True):
+                item.adjusted[test] = value
+                item.family = len(items)
 
     def _new_feature(self, name: str, raw: Sequence[Any], out: Observation) -> FeatureMonitor | None:
         if len(self.features) >= self.config.max_features:

@@ -1,21 +1,25 @@
 """Reference distributions: what "normal" looks like for one feature.
 
 A reference is built once, from a baseline file or from the first values of
-the stream, and then only read. It keeps a fixed-size summary (bin edges and
-proportions, or the top categories), never the raw values, so its memory does
-not depend on how much data it was built from.
+the stream, and then only read. It is made of fixed-memory sketches (Apache
+DataSketches: KLL quantiles for numbers; frequent items and HyperLogLog for
+categories) plus a few moments, so its size does not depend on how much data
+built it: a reference from 10^9 rows weighs what one from 10^4 rows does.
+While a sketch holds every value it saw (``exact``), every test on it is exact.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import datasketches
 import numpy as np
 
 from detectors import SnapshotError
+from detectors.base import check_count
 
 #: Share given to an empty bin so PSI stays finite (log of zero). The usual
 #: choice in credit-risk practice, where PSI comes from.
@@ -23,6 +27,12 @@ PSI_EPSILON = 1e-4
 
 OTHER_CATEGORY = "__other__"
 _SUMMARY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: KLL accuracy parameter: k=200 keeps a few hundred values and ranks within
+#: 1.33% (99% confidence); 65535 is the library's maximum.
+DEFAULT_SKETCH_K = 200
+#: Frequent-items map of 2^10 slots: exact counts up to 768 distinct categories.
+DEFAULT_CATEGORY_MAP = 10
+_HLL_LG_K = 12
 
 
 def psi(expected: np.ndarray, actual_counts: np.ndarray) -> float:
@@ -65,9 +75,10 @@ def numeric_summary(values: np.ndarray, missing: int = 0) -> dict[str, Any]:
     return summary
 
 
-def categorical_summary(counts: Counter[str], missing: int = 0, top: int = 5) -> dict[str, Any]:
+def categorical_summary(counts: Counter[str], missing: int = 0, top: int = 5, present: int | None = None
+                        ) -> dict[str, Any]:  # fmt: skip
     """Readable summary of category counts: the most common shares."""
-    present = sum(counts.values())
+    present = sum(counts.values()) if present is None else present
     count = present + missing
     return {
         "count": count,
@@ -80,35 +91,133 @@ def categorical_summary(counts: Counter[str], missing: int = 0, top: int = 5) ->
     }
 
 
+class NumericReferenceBuilder:
+    """Accumulates a numeric reference in fixed memory: a KLL sketch and moments."""
+
+    def __init__(self, sketch_k: int = DEFAULT_SKETCH_K) -> None:
+        check_count("sketch_k", sketch_k, 8)
+        self.sketch = datasketches.kll_doubles_sketch(sketch_k)
+        self.count = 0  # non-missing values
+        self.mean = 0.0
+        self.m2 = 0.0  # sum of squared deviations (Chan et al. merge, one batch at a time)
+        self.missing = 0
+
+    @property
+    def rows(self) -> int:
+        return self.count + self.missing
+
+    def update(self, values: np.ndarray) -> None:
+        present = values[~np.isnan(values)]
+        self.missing += int(values.size - present.size)
+        if not present.size:
+            return
+        self.sketch.update(present)
+        n, mean = present.size, float(present.mean())
+        m2 = float(((present - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+
+    def build(self, bins: int) -> NumericReference:
+        return NumericReference.from_sketch(self.sketch, bins, self.mean, self.m2, self.missing)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"sketch": self.sketch.serialize(), "count": self.count, "mean": self.mean, "m2": self.m2,
+                "missing": self.missing}  # fmt: skip
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> NumericReferenceBuilder:
+        builder = cls.__new__(cls)
+        builder.sketch = _kll(data["sketch"])
+        builder.count, builder.mean = int(data["count"]), float(data["mean"])
+        builder.m2, builder.missing = float(data["m2"]), int(data["missing"])
+        return builder
+
+
+def _kll(raw: bytes) -> datasketches.kll_doubles_sketch:
+    try:
+        return datasketches.kll_doubles_sketch.deserialize(bytes(raw))
+    except Exception as exc:  # the library raises RuntimeError or ValueError for bad bytes
+        raise SnapshotError(f"unreadable quantile sketch: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class NumericReference:
-    """Quantile bins of the reference and its summary statistics."""
+    """A numeric reference: its KLL sketch, quantile bins, mean and spread.
 
+    ``items`` and ``cdf`` are the sketch's retained values (sorted) and the
+    cumulative share at each, the weighted empirical distribution every test
+    compares with. Exact while the sketch holds every value.
+    """
+
+    sketch: bytes
     edges: np.ndarray  # inner bin edges, ascending; len(edges) + 1 bins
     proportions: np.ndarray
     mean: float
     std: float
+    missing: int
     summary: dict[str, Any]
+    items: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+    count: int  # non-missing values the sketch summarises
+    rank_error: float  # the sketch's normalized rank error (99% confidence); 0 when exact
 
     @classmethod
-    def build(cls, values: np.ndarray, bins: int, missing: int = 0) -> NumericReference:
-        """Bins at the reference's quantiles, so each holds about 1/bins of it."""
+    def build(cls, values: np.ndarray, bins: int, missing: int = 0, sketch_k: int = DEFAULT_SKETCH_K
+              ) -> NumericReference:  # fmt: skip
+        """Reference of ``values`` (NaN counts as missing) plus ``missing`` more missing rows."""
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
-        values = values[~np.isnan(values)]
-        if values.size == 0:
+        builder = NumericReferenceBuilder(sketch_k)
+        builder.update(np.asarray(values, dtype=np.float64))
+        builder.missing += missing
+        return builder.build(bins)
+
+    @classmethod
+    def from_sketch(cls, sketch: datasketches.kll_doubles_sketch, bins: int, mean: float, m2: float,
+                    missing: int) -> NumericReference:  # fmt: skip
+        """Bins at the sketch's quantiles, so each holds about 1/bins of the reference."""
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2, got {bins}")
+        if sketch.is_empty():
             raise ValueError("a numeric reference needs at least one non-missing value")
-        edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
-        std = float(values.std())
-        return cls(
-            edges=edges,
-            proportions=counts / counts.sum(),
-            mean=float(values.mean()),
+        pairs = sorted(sketch)  # (value, weight) of every retained item
+        items = np.fromiter((v for v, _ in pairs), dtype=np.float64, count=len(pairs))
+        weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
+        count = int(sketch.n)
+        std = float(np.sqrt(m2 / count))
+        edges = np.unique(_weighted_quantiles(items, weights, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+        proportions = np.diff(np.concatenate(([0.0], _share_below(items, weights, edges), [1.0])))
+        summary = {
+            "count": count + missing,
+            "null_rate": missing / (count + missing),
+            "mean": mean,
             # A constant reference has no spread; 1.0 keeps z-scores finite.
+            "std": std,
+            "min": float(sketch.get_min_value()),
+            "max": float(sketch.get_max_value()),
+            "quantiles": {f"p{round(q * 100):02d}": float(v) for q, v in
+                          zip(_SUMMARY_QUANTILES, _weighted_quantiles(items, weights, _SUMMARY_QUANTILES), strict=True)},
+        }  # fmt: skip
+        return cls(
+            sketch=sketch.serialize(),
+            edges=edges,
+            proportions=proportions,
+            mean=mean,
             std=std if std > 0 else 1.0,
-            summary=numeric_summary(values, missing),
+            missing=missing,
+            summary=summary,
+            items=items,
+            weights=weights,
+            count=count,
+            rank_error=float(sketch.normalized_rank_error(False)) if sketch.is_estimation_mode() else 0.0,
         )
+
+    @property
+    def exact(self) -> bool:
+        return self.rank_error == 0.0
 
     def bin_counts(self, values: np.ndarray) -> np.ndarray:
         """Counts of non-missing ``values`` in the reference's bins."""
@@ -117,24 +226,86 @@ class NumericReference:
         )
 
     def to_plain(self) -> dict[str, Any]:
-        return {
-            "kind": "numeric",
-            "edges": self.edges.tolist(),
-            "proportions": self.proportions.tolist(),
-            "mean": self.mean,
-            "std": self.std,
-            "summary": self.summary,
-        }
+        return {"kind": "numeric", "sketch": self.sketch, "mean": self.mean, "std": self.summary["std"],
+                "missing": self.missing, "bins": int(self.edges.size + 1)}  # fmt: skip
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> NumericReference:
-        return cls(
-            edges=np.asarray(data["edges"], dtype=np.float64),
-            proportions=np.asarray(data["proportions"], dtype=np.float64),
-            mean=float(data["mean"]),
-            std=float(data["std"]),
-            summary=dict(data["summary"]),
-        )
+        std = float(data["std"])
+        mean = float(data["mean"])
+        sketch = _kll(data["sketch"])
+        return cls.from_sketch(sketch, int(data["bins"]), mean, std * std * sketch.n, int(data["missing"]))
+
+
+def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, qs: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Lower quantiles of a weighted sample: the first item whose cumulative share reaches q."""
+    cumulative = np.cumsum(weights) / weights.sum()
+    index = np.searchsorted(cumulative, np.asarray(qs, dtype=np.float64) - 1e-12, side="left")
+    return items[np.minimum(index, items.size - 1)]
+
+
+def _share_below(items: np.ndarray, weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Share of the weighted sample strictly below each point."""
+    cumulative = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    return cumulative[np.searchsorted(items, points, side="left")]
+
+
+class CategoricalReferenceBuilder:
+    """Accumulates a categorical reference in fixed memory.
+
+    A frequent-items sketch (``2^map_size`` slots, exact counts while the
+    distinct categories fit in 3/4 of them) and a HyperLogLog count of distinct
+    categories: memory is bounded by the map size times the longest label,
+    whatever the cardinality of the stream.
+    """
+
+    def __init__(self, map_size: int = DEFAULT_CATEGORY_MAP) -> None:
+        check_count("map_size", map_size, 3)
+        self.items = datasketches.frequent_strings_sketch(map_size)
+        self.distinct = datasketches.hll_sketch(_HLL_LG_K)
+        self.missing = 0
+
+    @property
+    def present(self) -> int:
+        return int(self.items.total_weight)
+
+    @property
+    def rows(self) -> int:
+        return self.present + self.missing
+
+    def update(self, values: Iterable[str | None]) -> None:
+        counts = Counter(values)
+        self.missing += counts.pop(None, 0)
+        for category, n in counts.items():
+            self.items.update(category, n)
+            self.distinct.update(category)
+
+    def build(self, max_categories: int) -> CategoricalReference:
+        if self.items.is_empty():
+            raise ValueError("a categorical reference needs at least one non-missing value")
+        error = datasketches.frequent_items_error_type.NO_FALSE_POSITIVES
+        estimates = {item: int(estimate) for item, estimate, _, _ in self.items.get_frequent_items(error)}
+        return CategoricalReference.from_counts(
+            Counter(estimates), self.missing, max_categories, present=self.present,
+            distinct=round(self.distinct.get_estimate()),
+        )  # fmt: skip
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"items": self.items.serialize(), "distinct": self.distinct.serialize_compact(),
+                "missing": self.missing}  # fmt: skip
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> CategoricalReferenceBuilder:
+        builder = cls.__new__(cls)
+        try:
+            builder.items = datasketches.frequent_strings_sketch.deserialize(bytes(data["items"]))
+            builder.distinct = datasketches.hll_sketch.deserialize(bytes(data["distinct"]))
+        except (KeyError, TypeError) as exc:
+            raise SnapshotError(f"malformed categorical builder: {exc!r}") from exc
+        except Exception as exc:  # the library raises RuntimeError or ValueError for bad bytes
+            raise SnapshotError(f"unreadable category sketch: {exc}") from exc
+        builder.missing = int(data["missing"])
+        return builder
 
 
 @dataclass(frozen=True)
@@ -143,29 +314,25 @@ class CategoricalReference:
 
     categories: tuple[str, ...]
     proportions: np.ndarray  # one per category, then the "other/unseen" bucket
+    present: int  # non-missing values it was built from
+    missing: int
+    distinct: int  # estimated distinct categories in the reference
     summary: dict[str, Any]
 
     @classmethod
-    def build(
-        cls, values: Iterable[str | None], max_categories: int
-    ) -> CategoricalReference:
-        if max_categories < 1:
-            raise ValueError(f"max_categories must be >= 1, got {max_categories}")
-        counts: Counter[str] = Counter()
-        missing = 0
-        for value in values:
-            if value is None:
-                missing += 1
-            else:
-                counts[value] += 1
-        return cls.from_counts(counts, missing, max_categories)
+    def build(cls, values: Iterable[str | None], max_categories: int,
+              map_size: int = DEFAULT_CATEGORY_MAP) -> CategoricalReference:  # fmt: skip
+        check_count("max_categories", max_categories)
+        builder = CategoricalReferenceBuilder(map_size)
+        builder.update(values)
+        return builder.build(max_categories)
 
     @classmethod
-    def from_counts(
-        cls, counts: Counter[str], missing: int, max_categories: int
-    ) -> CategoricalReference:
-        present = sum(counts.values())
-        if present == 0:
+    def from_counts(cls, counts: Counter[str], missing: int, max_categories: int, present: int | None = None,
+                    distinct: int | None = None) -> CategoricalReference:  # fmt: skip
+        check_count("max_categories", max_categories)
+        present = sum(counts.values()) if present is None else present
+        if present <= 0:
             raise ValueError("a categorical reference needs at least one non-missing value")
         kept = counts.most_common(max_categories)
         shares = [n / present for _, n in kept]
@@ -173,31 +340,49 @@ class CategoricalReference:
         return cls(
             categories=tuple(category for category, _ in kept),
             proportions=np.asarray(shares),
-            summary=categorical_summary(counts, missing),
+            present=present,
+            missing=missing,
+            distinct=len(counts) if distinct is None else distinct,
+            summary=categorical_summary(Counter(dict(kept)), missing, present=present),
+        )
+
+    @property
+    def other_share(self) -> float:
+        return float(self.proportions[-1])
+
+    def codes(self, values: Sequence[str | None]) -> np.ndarray:
+        """Bucket of each value: its category's index, len(categories) for any other, -1 if missing."""
+        index = {category: i for i, category in enumerate(self.categories)}
+        other = len(self.categories)
+        return np.fromiter(
+            (-1 if value is None else index.get(value, other) for value in values), dtype=np.int64, count=len(values)
         )
 
     def bucket_counts(self, values: Sequence[str]) -> np.ndarray:
         """Counts per reference category, the last bucket holding all others."""
-        index = {category: i for i, category in enumerate(self.categories)}
-        other = len(self.categories)
-        codes = [index.get(value, other) for value in values]
-        return np.bincount(np.asarray(codes, dtype=np.intp), minlength=other + 1)
+        codes = self.codes(values)
+        return np.bincount(codes[codes >= 0], minlength=len(self.categories) + 1)
 
     def to_plain(self) -> dict[str, Any]:
         return {
             "kind": "categorical",
             "categories": list(self.categories),
             "proportions": self.proportions.tolist(),
+            "present": self.present,
+            "missing": self.missing,
+            "distinct": self.distinct,
             "summary": self.summary,
         }
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> CategoricalReference:
-        return cls(
-            categories=tuple(data["categories"]),
-            proportions=np.asarray(data["proportions"], dtype=np.float64),
-            summary=dict(data["summary"]),
-        )
+        categories = tuple(str(c) for c in data["categories"])
+        proportions = np.asarray(data["proportions"], dtype=np.float64)
+        if proportions.shape != (len(categories) + 1,):
+            raise ValueError("one proportion per category plus the other bucket")
+        return cls(categories=categories, proportions=proportions, present=int(data["present"]),
+                   missing=int(data["missing"]), distinct=int(data["distinct"]),
+                   summary=dict(data["summary"]))  # fmt: skip
 
 
 Reference = NumericReference | CategoricalReference
@@ -212,5 +397,5 @@ def reference_from_plain(data: dict[str, Any]) -> Reference:
         if kind == "categorical":
             return CategoricalReference.from_plain(data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise SnapshotError(f"malformed {kind} reference: {exc}") from exc
+        raise SnapshotError(f"malformed {kind} reference: {exc!r}") from exc
     raise SnapshotError(f"unknown reference kind {kind!r}")

@@ -8,8 +8,7 @@ import pytest
 from river.drift import ADWIN, PageHinkley
 
 from detectors import SnapshotError
-from detectors.adwin import AdwinDetector
-from detectors.page_hinkley import PageHinkleyDetector
+from detectors.streaming import AdwinDetector, PageHinkleyDetector
 
 
 def stream(seed: int = 3) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""Every detector driftstream offers, by name, with how to build and restore it.
+
+The conformance suite (tests/detectors/test_conformance.py) and the detection
+benchmark (bench/detection.py) both run over this registry, so a detector
+added here is checked and measured without further wiring.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from detectors.base import Detector, InputKind
+from detectors.reference import Reference
+from detectors.streaming import (
+    AdwinDetector,
+    DDMDetector,
+    EDDMDetector,
+    HDDMADetector,
+    HDDMWDetector,
+    PageHinkleyDetector,
+    RiverDetector,
+)
+from detectors.two_sample import TESTS
+from detectors.window import WindowedDetector
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    input_kinds: tuple[InputKind, ...]
+    windowed: bool  # compares a window with a reference (built with one)
+    build: Callable[..., Detector]  # (reference=None, **params) -> detector
+    restore: Callable[[dict[str, Any]], Detector]
+    params: tuple[str, ...]  # constructor parameters with their defaults
+
+
+def _streaming(cls: type[RiverDetector]) -> DetectorSpec:
+
+
+    def build(reference: Reference | None = None, **params: Any) -> Detector:
+        return cls(**params)
+
+    names = tuple(inspect.signature(cls.__init__).parameters)[1:]
+    return DetectorSpec(cls.name, (cls.input_kind,), False, build, cls.restore, names)
+
+
+def _windowed(name: str) -> DetectorSpec:
+
+
+    test_cls = TESTS[name]
+
+    def build(reference: Reference | None = None, size: int = 1000, step: int | None = None,
+              **params: Any) -> Detector:  # fmt: skip
+        if reference is None:
+            raise ValueError(f"{name} needs a reference")
+        return WindowedDetector(reference, [test_cls(**params)], size, step)
+
+    names = tuple(inspect.signature(test_cls.__init__).parameters)[1:]
+    kinds = tuple(sorted(test_cls.kinds))
+    return DetectorSpec(name, kinds, True, build, WindowedDetector.restore, names)  # type: ignore[arg-type]
+
+
+REGISTRY: dict[str, DetectorSpec] = {
+    spec.name: spec
+    for spec in (
+        *(_streaming(cls) for cls in (AdwinDetector, PageHinkleyDetector, DDMDetector, EDDMDetector,
+                                      HDDMADetector, HDDMWDetector)),
+        *(_windowed(name) for name in TESTS),
+    )
+}  # fmt: skip

@@ -1,0 +1,399 @@
+"""Streaming change detectors from river, behind the detector contract.
+
+Numeric streams: ADWIN and Page-Hinkley. Binary error streams (1 = the model
+was wrong): DDM, EDDM, HDDM_A and HDDM_W. The detection is river's own, value
+for value; these classes add batch updates, a readable statistic and threshold,
+parameter validation and plain-data snapshots (``detectors.river_state``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from river import drift
+from river.drift import binary
+
+from detectors import SnapshotError, river_state
+from detectors.base import (
+    InputKind,
+    Verdict,
+    check_count,
+    check_positive,
+    check_probability,
+    check_snapshot,
+    require,
+)
+
+_VERSION = 1
+
+
+class RiverDetector:
+    """Shared machinery: feed river value by value, turn its signals into verdicts."""
+
+    name: ClassVar[str]
+    input_kind: ClassVar[InputKind]
+
+    def __init__(self) -> None:
+        self._river: Any = None
+        self._drift = False
+        self._last: Verdict | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    @property
+    def statistic(self) -> float:
+        return self._measure()[0]
+
+    @property
+    def threshold(self) -> float:
+        return self._measure()[1]
+
+    @property
+    def p_value(self) -> float | None:
+        return None
+
+    def _measure(self) -> tuple[float, float]:
+        """The current test quantity and the line it is compared with."""
+        raise NotImplementedError
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        if values.ndim != 1:
+            raise ValueError(f"{self.name} takes a 1-D array, got shape {values.shape}")
+        if values.size and not np.isfinite(values).all():
+            raise ValueError(f"{self.name} takes finite values only; drop missing values first")
+        return values.tolist()
+
+    def update(self, values: np.ndarray) -> list[Verdict]:
+        detector = self._river
+        found: list[Verdict] = []
+        for position, value in enumerate(self._check_values(np.asarray(values, dtype=np.float64))):
+            detector.update(value)
+            if detector.drift_detected:
+                statistic, threshold = self._measure()
+                found.append(Verdict(position, statistic, threshold, severity="warning", test=self.name))
+        self._drift = bool(found)
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "detector": self.name,
+            "v": _VERSION,
+            "params": self.params,
+            "state": river_state.dump(self._river),
+            "drift": self._drift,
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> RiverDetector:
+        data = check_snapshot(data, cls.name, _VERSION)
+        try:
+            detector = cls(**data["params"])
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError(f"bad {cls.name} parameters in snapshot: {exc}") from exc
+        river_state.load(detector._river, data.get("state"))
+        detector._drift = bool(data.get("drift"))
+        return detector
+
+
+class AdwinDetector(RiverDetector):
+    """ADWIN (Bifet & Gavaldà 2007) on a numeric stream.
+
+    river decides; river does not say where it cut, so on a change this class
+    finds the split of the window (at ``clock``-value blocks, which it keeps
+    as count/sum/sum-of-squares, at most ``_MAX_BLOCKS`` of them) that exceeds
+    ADWIN's bound the most. ``statistic`` is the gap between the two
+    sub-window means there and ``threshold`` ADWIN's bound for that split
+    (river's formula: ``sqrt(2 m v d) + 2/3 m d``, ``d = ln(2 ln(W) / delta)``,
+    ``m = 1/(n0 - w + 1) + 1/(n1 - w + 1)``). river empties the window after a
+    change, so the blocks restart too.
+    """
+
+    name = "adwin"
+    input_kind = "numeric"
+    _MAX_BLOCKS = 4096
+
+    def __init__(self, delta: float = 0.002, clock: int = 32, min_window_length: int = 5,
+                 grace_period: int = 10) -> None:  # fmt: skip
+        super().__init__()
+        check_probability("delta", delta)
+        check_count("clock", clock)
+        check_count("min_window_length", min_window_length)
+        check_count("grace_period", grace_period)
+        self.delta, self.clock = delta, clock
+        self.min_window_length, self.grace_period = min_window_length, grace_period
+        self._river = drift.ADWIN(
+            delta=delta, clock=clock, min_window_length=min_window_length, grace_period=grace_period
+        )
+        self._blocks: list[list[float]] = []  # [count, sum, sum of squares] of full blocks, oldest first
+        self._open = [0.0, 0.0, 0.0]  # the block being filled
+        self._cut = (0.0, 0.0, 0.0)  # statistic, threshold, shift of the last change
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"delta": self.delta, "clock": self.clock, "min_window_length": self.min_window_length,
+                "grace_period": self.grace_period}  # fmt: skip
+
+    @property
+    def width(self) -> int:
+        return int(self._river.width)
+
+    def update(self, values: np.ndarray) -> list[Verdict]:
+        adwin = self._river
+        found: list[Verdict] = []
+        clock, blocks, block = self.clock, self._blocks, self._open
+        for position, value in enumerate(self._check_values(np.asarray(values, dtype=np.float64))):
+            if adwin.drift_detected:  # river starts a new, empty window with this value
+                blocks.clear()
+                block[:] = (0.0, 0.0, 0.0)
+            adwin.update(value)
+            block[0] += 1.0
+            block[1] += value
+            block[2] += value * value
+            if adwin.drift_detected:
+                self._cut = self._best_split()
+                found.append(Verdict(position, self._cut[0], self._cut[1], severity="warning",
+                                     shift=self._cut[2], test=self.name))  # fmt: skip
+            if block[0] >= clock:
+                blocks.append(block[:])
+                block[:] = (0.0, 0.0, 0.0)
+                if len(blocks) > self._MAX_BLOCKS:
+                    del blocks[0]
+        self._drift = bool(found)
+        return found
+
+    def _best_split(self) -> tuple[float, float, float]:
+        parts = np.asarray(self._blocks + ([self._open] if self._open[0] else []), dtype=np.float64)
+        if len(parts) < 2:
+            return 0.0, 0.0, 0.0
+        count, total, squares = parts.sum(axis=0)
+        variance = max(squares / count - (total / count) ** 2, 0.0)
+        n0 = np.cumsum(parts[:-1, 0])
+        s0 = np.cumsum(parts[:-1, 1])
+        n1, s1 = count - n0, total - s0
+        gap = s1 / n1 - s0 / n0
+        w = self.min_window_length
+        m = 1.0 / np.maximum(n0 - w + 1, 1) + 1.0 / np.maximum(n1 - w + 1, 1)
+        d = math.log(2.0 * math.log(max(count, 3.0)) / self.delta)
+        bound = np.sqrt(2.0 * m * variance * d) + 2.0 / 3.0 * d * m
+        best = int(np.argmax(np.abs(gap) / bound))
+        return float(abs(gap[best])), float(bound[best]), float(gap[best])
+
+    def _measure(self) -> tuple[float, float]:
+        return self._cut[0], self._cut[1]
+
+    def snapshot(self) -> dict[str, Any]:
+        blocks = np.asarray(self._blocks, dtype="<f8").reshape(-1, 3)
+        return {**super().snapshot(), "cut": list(self._cut), "blocks": blocks.tobytes(), "open": list(self._open)}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> AdwinDetector:
+        detector = super().restore(data)
+        assert isinstance(detector, AdwinDetector)
+        try:
+            statistic, threshold, shift = (float(x) for x in data["cut"])
+            blocks = np.frombuffer(data["blocks"], dtype="<f8").reshape(-1, 3)
+            detector._open = [float(x) for x in data["open"]][:3]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"bad adwin blocks in snapshot: {exc}") from exc
+        detector._cut = (statistic, threshold, shift)
+        detector._blocks = blocks[-cls._MAX_BLOCKS :].tolist()
+        return detector
+
+
+class PageHinkleyDetector(RiverDetector):
+    """Page-Hinkley test for a change in the mean (both directions).
+
+    The defaults are for standardized input (z-scores against the reference)
+    and come from the detection benchmark (``bench/detection.py``): river's own
+    (delta=0.005, alpha=0.9999) raise ~58 false alarms per 10^5 stable N(0,1)
+    values because with alpha < 1 the cumulative sums are a stationary process
+    whose spread exceeds the threshold.
+    """
+
+    name = "page_hinkley"
+    input_kind = "numeric"
+
+    def __init__(self, delta: float = 0.1, threshold: float = 50.0, alpha: float = 1.0,
+                 min_instances: int = 30) -> None:  # fmt: skip
+        super().__init__()
+        require(isinstance(delta, (int, float)) and delta >= 0, "delta", delta, ">= 0")
+        check_positive("threshold", threshold)
+        require(isinstance(alpha, (int, float)) and 0 < alpha <= 1, "alpha", alpha, "in (0, 1]")
+        check_count("min_instances", min_instances)
+        self.delta, self.limit, self.alpha, self.min_instances = delta, threshold, alpha, min_instances
+        self._river = drift.PageHinkley(
+            min_instances=min_instances, delta=delta, threshold=threshold, alpha=alpha, mode="both"
+        )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"delta": self.delta, "threshold": self.limit, "alpha": self.alpha,
+                "min_instances": self.min_instances}  # fmt: skip
+
+    def _measure(self) -> tuple[float, float]:
+        ph = self._river
+        return max(ph._sum_increase - ph._min_increase, ph._max_decrease - ph._sum_decrease), self.limit
+
+
+class DDMDetector(RiverDetector):
+    """Drift Detection Method (Gama et al. 2004) on a 0/1 error stream.
+
+    ``statistic`` is ``p + s`` (error rate plus its standard error) and
+    ``threshold`` is ``p_min + drift_threshold * s_min``.
+    """
+
+    name = "ddm"
+    input_kind = "binary"
+
+    def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0) -> None:
+        super().__init__()
+        check_count("warm_start", warm_start)
+        check_positive("warning_threshold", warning_threshold)
+        check_positive("drift_threshold", drift_threshold)
+        require(drift_threshold >= warning_threshold, "drift_threshold", drift_threshold, ">= warning_threshold")
+        self.warm_start, self.warning_threshold, self.drift_threshold = warm_start, warning_threshold, drift_threshold
+        self._river = binary.DDM(warm_start=warm_start, warning_threshold=warning_threshold,
+                                 drift_threshold=drift_threshold)  # fmt: skip
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"warm_start": self.warm_start, "warning_threshold": self.warning_threshold,
+                "drift_threshold": self.drift_threshold}  # fmt: skip
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        return _binary(self.name, values)
+
+    def _measure(self) -> tuple[float, float]:
+        ddm = self._river
+        p, n = ddm._p.get(), ddm._p.n
+        s = math.sqrt(p * (1 - p) / n) if n else 0.0
+        return p + s, ddm._p_min + self.drift_threshold * ddm._s_min
+
+
+class EDDMDetector(RiverDetector):
+    """Early Drift Detection Method (Baena-García et al. 2006) on a 0/1 error stream.
+
+    It watches the distance between errors. ``statistic`` is ``1 - level``,
+    where ``level`` is (mean + 2 std of the distance) over its maximum, and
+    ``threshold`` is ``1 - beta``: drift when the distance shrinks enough.
+    """
+
+    name = "eddm"
+    input_kind = "binary"
+
+    def __init__(self, warm_start: int = 30, alpha: float = 0.95, beta: float = 0.9) -> None:
+        super().__init__()
+        check_count("warm_start", warm_start)
+        check_probability("alpha", alpha)
+        check_probability("beta", beta)
+        require(beta < alpha, "beta", beta, "< alpha")
+        self.warm_start, self.alpha, self.beta = warm_start, alpha, beta
+        self._river = binary.EDDM(warm_start=warm_start, alpha=alpha, beta=beta)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"warm_start": self.warm_start, "alpha": self.alpha, "beta": self.beta}
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        return _binary(self.name, values)
+
+    def _measure(self) -> tuple[float, float]:
+        eddm = self._river
+        distances = eddm._error_distances
+        if eddm._p2s_prime_max <= 0 or distances.mean.n < 2:
+            return 0.0, 1.0 - self.beta
+        level = (distances.mean.get() + 2 * distances.get() ** 0.5) / eddm._p2s_prime_max
+        return 1.0 - level, 1.0 - self.beta
+
+
+class HDDMADetector(RiverDetector):
+    """HDDM_A (Frías-Blanco et al. 2014): Hoeffding bound on the error-rate average.
+
+    ``statistic`` is the rise of the error rate since its best cut point and
+    ``threshold`` the Hoeffding bound at ``drift_confidence``.
+    """
+
+    name = "hddm_a"
+    input_kind = "binary"
+
+    def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
+                 two_sided_test: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        check_probability("drift_confidence", drift_confidence)
+        check_probability("warning_confidence", warning_confidence)
+        require(isinstance(two_sided_test, bool), "two_sided_test", two_sided_test, "a bool")
+        self.drift_confidence, self.warning_confidence = drift_confidence, warning_confidence
+        self.two_sided_test = two_sided_test
+        self._river = binary.HDDMA(drift_confidence=drift_confidence, warning_confidence=warning_confidence,
+                                   two_sided_test=two_sided_test)  # fmt: skip
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
+                "two_sided_test": self.two_sided_test}  # fmt: skip
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        return _binary(self.name, values)
+
+    def _measure(self) -> tuple[float, float]:
+        hddm = self._river
+        z, cut = hddm._z, hddm._x_min
+        if cut.n == 0 or z.n == cut.n:
+            return 0.0, 1.0
+        m = (z.n - cut.n) / cut.n * (1.0 / z.n)
+        return z.get() - cut.get(), math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))
+
+
+class HDDMWDetector(RiverDetector):
+    """HDDM_W (Frías-Blanco et al. 2014): McDiarmid bound on EWMA error rates.
+
+    ``statistic`` is the rise of the recent EWMA error rate over the one at the
+    cut point and ``threshold`` the McDiarmid bound at ``drift_confidence``.
+    """
+
+    name = "hddm_w"
+    input_kind = "binary"
+
+    def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
+                 lambda_val: float = 0.05, two_sided_test: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        check_probability("drift_confidence", drift_confidence)
+        check_probability("warning_confidence", warning_confidence)
+        check_probability("lambda_val", lambda_val)
+        require(isinstance(two_sided_test, bool), "two_sided_test", two_sided_test, "a bool")
+        self.drift_confidence, self.warning_confidence = drift_confidence, warning_confidence
+        self.lambda_val, self.two_sided_test = lambda_val, two_sided_test
+        self._river = binary.HDDMW(drift_confidence=drift_confidence, warning_confidence=warning_confidence,
+                                   lambda_val=lambda_val, two_sided_test=two_sided_test)  # fmt: skip
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
+                "lambda_val": self.lambda_val, "two_sided_test": self.two_sided_test}  # fmt: skip
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        return _binary(self.name, values)
+
+    def _measure(self) -> tuple[float, float]:
+        hddm = self._river
+        s1, s2 = hddm._s1_incr, hddm._s2_incr
+        if not (s1.is_init and s2.is_init):
+            return 0.0, 1.0
+        bound = math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / self.drift_confidence) / 2.0)
+        return s2.ewma - s1.ewma, bound
+
+
+def _binary(name: str, values: np.ndarray) -> list[float]:
+    if values.ndim != 1:
+        raise ValueError(f"{name} takes a 1-D array, got shape {values.shape}")
+    if values.size and not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"{name} takes an error stream of 0 (right) and 1 (wrong) only")
+    return values.astype(np.int64).tolist()

@@ -1,0 +1,270 @@
+"""Two-sample tests of a current window against a reference.
+
+Each test scores a window (``NumericWindow`` or ``CategoricalWindow``) against
+a reference and judges the score. Tests hold parameters only, no state; the
+window lives in ``detectors.window.WindowedDetector``. Statistics grow with
+drift. Tests with a p-value (KS, chi-square) warn when ``p < alpha`` and turn
+critical when the effect is also large; the others compare their statistic
+with a warning and a critical line.
+
+The numbers come from scipy where scipy has the test (``kstwo`` for the KS
+p-value, ``wasserstein_distance``, ``jensenshannon``, ``chi2_contingency``).
+The KS statistic is computed here because the reference is a weighted sample
+(a KLL sketch), which ``ks_2samp`` does not take; on an exact reference it
+equals ``ks_2samp`` (tests/detectors/test_two_sample.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+from detectors.base import Severity, check_positive, check_probability, require
+from detectors.reference import CategoricalReference, NumericReference, Reference, psi
+
+
+@dataclass(frozen=True)
+class NumericWindow:
+    values: np.ndarray  # sorted, no missing values
+    missing: int
+    bin_counts: np.ndarray  # in the reference's PSI bins
+
+
+@dataclass(frozen=True)
+class CategoricalWindow:
+    counts: np.ndarray  # per reference bucket: its categories, then "other"
+    missing: int
+
+
+Window = NumericWindow | CategoricalWindow
+
+
+@dataclass(frozen=True)
+class Score:
+    statistic: float
+    p_value: float | None = None
+    effect: float | None = None  # effect size of a p-value test (KS D, Cramér's V)
+    size: int = 0  # observations the p-value rests on (for the line at alpha)
+
+
+class WindowTest:
+    """Base of every two-sample test."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[frozenset[str]]  # reference kinds it applies to
+    has_p_value: ClassVar[bool] = False
+
+    def __init__(self, warning: float, critical: float) -> None:
+        check_positive("warning", warning)
+        check_positive("critical", critical)
+        require(critical >= warning, "critical", critical, f">= warning ({warning})")
+        self.warning, self.critical = float(warning), float(critical)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"warning": self.warning, "critical": self.critical}
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        raise NotImplementedError
+
+    def judge(self, score: Score, alpha: float | None = None) -> tuple[Severity | None, float]:
+        """Severity of a score and the line it was judged against."""
+        if score.statistic >= self.critical:
+            return "critical", self.critical
+        if score.statistic >= self.warning:
+            return "warning", self.warning
+        return None, self.warning
+
+
+class PValueTest(WindowTest):
+    """Warn when ``p < alpha``; critical when the effect size also reaches ``critical_effect``."""
+
+    has_p_value = True
+
+    def __init__(self, alpha: float, critical_effect: float) -> None:
+        check_probability("alpha", alpha)
+        check_positive("critical_effect", critical_effect)
+        self.alpha, self.critical_effect = float(alpha), float(critical_effect)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "critical_effect": self.critical_effect}
+
+    def line_at(self, alpha: float, score: Score) -> float:
+        """The statistic whose p-value is ``alpha`` for this score's sample sizes."""
+        raise NotImplementedError
+
+    def judge(self, score: Score, alpha: float | None = None) -> tuple[Severity | None, float]:
+        alpha = self.alpha if alpha is None else alpha
+        line = self.line_at(alpha, score)
+        if score.p_value is None or score.p_value >= alpha:
+            return None, line
+        if score.effect is not None and score.effect >= self.critical_effect:
+            return "critical", line
+        return "warning", line
+
+
+class PSITest(WindowTest):
+    """Population stability index over the reference's bins or categories."""
+
+    name = "psi"
+    kinds = frozenset({"numeric", "categorical"})
+
+    def __init__(self, warning: float = 0.1, critical: float = 0.25) -> None:
+        super().__init__(warning, critical)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        counts = window.bin_counts if isinstance(window, NumericWindow) else window.counts
+        return Score(psi(reference.proportions, counts))
+
+
+class JensenShannonTest(WindowTest):
+    """Jensen-Shannon distance (base 2, in [0, 1]) over bins or categories."""
+
+    name = "jensen_shannon"
+    kinds = frozenset({"numeric", "categorical"})
+
+    def __init__(self, warning: float = 0.1, critical: float = 0.2) -> None:
+        super().__init__(warning, critical)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        counts = window.bin_counts if isinstance(window, NumericWindow) else window.counts
+        if counts.sum() == 0:
+            return Score(0.0)
+        return Score(float(distance.jensenshannon(reference.proportions, counts / counts.sum(), base=2)))
+
+
+class WassersteinTest(WindowTest):
+    """Wasserstein-1 distance between window and reference, in reference standard deviations."""
+
+    name = "wasserstein"
+    kinds = frozenset({"numeric"})
+
+    def __init__(self, warning: float = 0.15, critical: float = 0.5) -> None:
+        super().__init__(warning, critical)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        assert isinstance(reference, NumericReference) and isinstance(window, NumericWindow)
+        if not window.values.size:
+            return Score(0.0)
+        w1 = stats.wasserstein_distance(window.values, reference.items, None, reference.weights)
+        return Score(float(w1) / reference.std)
+
+
+class KSTest(PValueTest):
+    """Two-sample Kolmogorov-Smirnov test; critical when D >= ``critical_effect``.
+
+    The p-value is Smirnov's asymptotic distribution at the effective sample
+    size, as ``scipy.stats.ks_2samp(method="asymp")`` computes it (scipy's
+    exact method is O(n*m) per window). Against a sketched reference D is off
+    by at most the sketch's rank error (``NumericReference.rank_error``).
+    """
+
+    name = "ks"
+    kinds = frozenset({"numeric"})
+
+    def __init__(self, alpha: float = 1e-4, critical_effect: float = 0.2) -> None:
+        super().__init__(alpha, critical_effect)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        assert isinstance(reference, NumericReference) and isinstance(window, NumericWindow)
+        if not window.values.size:
+            return Score(0.0, 1.0, 0.0, 0)
+        d = ks_statistic(reference.items, reference.weights, window.values)
+        n, m = sorted((float(reference.count), float(window.values.size)), reverse=True)
+        size = round(n * m / (n + m))
+        p_value = float(np.clip(stats.kstwo.sf(d, size), 0.0, 1.0))
+        return Score(d, p_value, d, size)
+
+    def line_at(self, alpha: float, score: Score) -> float:
+        return _ks_line(alpha, score.size) if score.size else 1.0
+
+
+@functools.lru_cache(maxsize=256)
+def _ks_line(alpha: float, size: int) -> float:
+    # A root search (~1 ms); windows mostly share their size, so it is cached.
+    return float(stats.kstwo.isf(alpha, size))
+
+
+def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray) -> float:
+    """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted)."""
+    points = np.concatenate([items, window_sorted])
+    reference_cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    f_ref = reference_cdf[np.searchsorted(items, points, side="right")]
+    f_win = np.searchsorted(window_sorted, points, side="right") / window_sorted.size
+    return float(np.max(np.abs(f_ref - f_win)))
+
+
+class ChiSquareTest(PValueTest):
+    """Chi-square test of homogeneity, reference counts vs window counts per category.
+
+    Critical when Cramér's V (``sqrt(chi2 / n)`` for two rows) reaches
+    ``critical_effect``. Buckets empty in both are left out.
+    """
+
+    name = "chi_square"
+    kinds = frozenset({"categorical"})
+
+    def __init__(self, alpha: float = 1e-4, critical_effect: float = 0.2) -> None:
+        super().__init__(alpha, critical_effect)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        assert isinstance(reference, CategoricalReference) and isinstance(window, CategoricalWindow)
+        table = np.vstack([reference.proportions * reference.present, window.counts]).astype(np.float64)
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2 or window.counts.sum() == 0:
+            return Score(0.0, 1.0, 0.0, table.shape[1])
+        chi2, p_value, dof, _ = stats.chi2_contingency(table, correction=False)
+        total = float(table.sum())
+        return Score(float(chi2), float(p_value), math.sqrt(chi2 / total), int(dof))
+
+    def line_at(self, alpha: float, score: Score) -> float:
+        return _chi2_line(alpha, score.size) if score.size else math.inf
+
+
+@functools.lru_cache(maxsize=256)
+def _chi2_line(alpha: float, dof: int) -> float:
+    return float(stats.chi2.isf(alpha, dof))
+
+
+class UnseenRateTest(WindowTest):
+    """Rise of the share of categories the reference does not know (its "other" bucket)."""
+
+    name = "unseen_rate"
+    kinds = frozenset({"categorical"})
+
+    def __init__(self, warning: float = 0.05, critical: float = 0.2) -> None:
+        super().__init__(warning, critical)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        assert isinstance(reference, CategoricalReference) and isinstance(window, CategoricalWindow)
+        present = window.counts.sum()
+        unseen = float(window.counts[-1] / present) if present else 0.0
+        return Score(unseen - reference.other_share)
+
+
+class NullRateTest(WindowTest):
+    """Rise of the missing-value share over the reference's."""
+
+    name = "null_rate"
+    kinds = frozenset({"numeric", "categorical"})
+
+    def __init__(self, warning: float = 0.1, critical: float = 0.3) -> None:
+        super().__init__(warning, critical)
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        present = window.values.size if isinstance(window, NumericWindow) else int(window.counts.sum())
+        rows = present + window.missing
+        return Score(window.missing / rows - float(reference.summary.get("null_rate", 0.0)) if rows else 0.0)
+
+
+TESTS: dict[str, type[WindowTest]] = {
+    test.name: test
+    for test in (PSITest, KSTest, WassersteinTest, JensenShannonTest, ChiSquareTest, UnseenRateTest, NullRateTest)
+}

@@ -1,0 +1,220 @@
+"""A current window compared with a reference by one or more two-sample tests.
+
+The window is a ring of the last ``size`` values. It is judged every ``step``
+values once full: ``step == size`` gives tumbling windows (the default; the
+windows do not overlap, so their false alarms add up simply), ``step < size``
+sliding ones (more evaluations of overlapping data: more false alarms at the
+same lines, see the detection benchmark). Categorical values are kept as
+bucket codes of the reference, so memory is ``size`` integers whatever the
+cardinality of the stream.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors import SnapshotError
+from detectors.base import Verdict, check_count, check_snapshot, require
+from detectors.reference import (
+    OTHER_CATEGORY,
+    CategoricalReference,
+    NumericReference,
+    Reference,
+    categorical_summary,
+    numeric_summary,
+    reference_from_plain,
+)
+from detectors.two_sample import TESTS, CategoricalWindow, NumericWindow, Score, Window, WindowTest
+
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One judged window: the raw scores, the verdicts and (when asked) a summary."""
+
+    position: int  # index in the batch of the value that closed the window
+    scores: dict[str, Score]
+    verdicts: list[Verdict]
+    count: int  # values in the window
+    start_time: float  # earliest time of the window's values (0 when no times were given)
+    summary: dict[str, Any] | None
+
+
+class WindowedDetector:
+    """Ring window + two-sample tests against a fixed reference."""
+
+    def __init__(self, reference: Reference, tests: Sequence[WindowTest], size: int = 1000,
+                 step: int | None = None) -> None:  # fmt: skip
+        check_count("size", size, 2)
+        step = size if step is None else step
+        check_count("step", step)
+        require(step <= size, "step", step, f"<= size ({size})")
+        require(bool(tests), "tests", list(tests), "at least one test")
+        self.input_kind = "numeric" if isinstance(reference, NumericReference) else "categorical"
+        for test in tests:
+            require(self.input_kind in test.kinds, "tests", test.name, f"a test for {self.input_kind} data")
+        self.reference = reference
+        self.tests = list(tests)
+        self.name = tests[0].name if len(tests) == 1 else "windowed"
+        self.size, self.step = size, step
+        numeric = self.input_kind == "numeric"
+        self._ring = np.full(size, np.nan) if numeric else np.full(size, -1, dtype=np.int64)
+        self._times = np.zeros(size)
+        self._next = 0  # ring position of the next value
+        self._fill = 0
+        self._until = size  # values until the next evaluation
+        self._last: list[Verdict] = []
+
+    # -- results -----------------------------------------------------------
+
+    @property
+    def drift_detected(self) -> bool:
+        return any(v.drift for v in self._last)
+
+    @property
+    def statistic(self) -> float:
+        return self._last[0].statistic if self._last else 0.0
+
+    @property
+    def threshold(self) -> float:
+        return self._last[0].threshold if self._last else 0.0
+
+    @property
+    def p_value(self) -> float | None:
+        return self._last[0].p_value if self._last else None
+
+    @property
+    def fill(self) -> int:
+        return self._fill
+
+    def recent(self) -> np.ndarray:
+        """The window's values (codes for categories), oldest first."""
+        order = (self._next - self._fill + np.arange(self._fill)) % self.size
+        return self._ring[order]
+
+    # -- the stream --------------------------------------------------------
+
+    def update(self, values: np.ndarray | Sequence[Any]) -> list[Verdict]:
+        return [verdict for evaluation in self.evaluate(values) for verdict in evaluation.verdicts]
+
+    def evaluate(self, values: np.ndarray | Sequence[Any], times: np.ndarray | None = None,
+                 summaries: bool = False) -> list[Evaluation]:  # fmt: skip
+        """Feed values (NaN or None for missing); judge every window they complete."""
+        column = self._encode(values)
+        n = column.size
+        if times is not None and len(times) != n:
+            raise ValueError(f"times has {len(times)} entries for {n} values")
+        found: list[Evaluation] = []
+        start = 0
+        while start < n:
+            take = min(n - start, self._until, self.size)
+            where = (self._next + np.arange(take)) % self.size
+            self._ring[where] = column[start : start + take]
+            self._times[where] = times[start : start + take] if times is not None else 0.0
+            self._next = (self._next + take) % self.size
+            self._fill = min(self.size, self._fill + take)
+            self._until -= take
+            start += take
+            if self._until == 0:
+                found.append(self._judge(start - 1, summaries))
+                self._until = self.step
+        if found:
+            self._last = found[-1].verdicts
+        return found
+
+    def _encode(self, values: np.ndarray | Sequence[Any]) -> np.ndarray:
+        if isinstance(self.reference, NumericReference):
+            column = np.asarray(values, dtype=np.float64)
+            if column.ndim != 1:
+                raise ValueError(f"{self.name} takes a 1-D array, got shape {column.shape}")
+            if np.isinf(column).any():
+                raise ValueError(f"{self.name} takes finite numbers or NaN for missing")
+            return column
+        labels = list(values)
+        if any(value is not None and not isinstance(value, str) for value in labels):
+            raise ValueError(f"{self.name} takes category strings or None for missing")
+        return self.reference.codes(labels)
+
+    def _window(self) -> Window:
+        ring = self._ring[: self._fill] if self._fill < self.size else self._ring
+        if isinstance(self.reference, NumericReference):
+            present = np.sort(ring[~np.isnan(ring)])
+            return NumericWindow(present, int(ring.size - present.size), self.reference.bin_counts(present))
+        present_codes = ring[ring >= 0]
+        counts = np.bincount(present_codes, minlength=len(self.reference.categories) + 1)
+        return CategoricalWindow(counts, int(ring.size - present_codes.size))
+
+    def _judge(self, position: int, with_summary: bool) -> Evaluation:
+        window = self._window()
+        scores: dict[str, Score] = {}
+        verdicts: list[Verdict] = []
+        for test in self.tests:
+            score = test.score(self.reference, window)
+            severity, line = test.judge(score)
+            scores[test.name] = score
+            verdicts.append(Verdict(position, score.statistic, line, score.p_value, severity, test=test.name))
+        return Evaluation(
+            position=position,
+            scores=scores,
+            verdicts=verdicts,
+            count=self._fill,
+            start_time=float(self._times[: self._fill].min()) if self._fill else 0.0,
+            summary=self._summary(window) if with_summary else None,
+        )
+
+    def _summary(self, window: Window) -> dict[str, Any]:
+        if isinstance(window, NumericWindow):
+            return numeric_summary(window.values, window.missing)
+        assert isinstance(self.reference, CategoricalReference)
+        names = [*self.reference.categories, OTHER_CATEGORY]
+        counts = Counter({names[i]: int(c) for i, c in enumerate(window.counts) if c})
+        return categorical_summary(counts, window.missing)
+
+    # -- snapshots ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        numeric = isinstance(self.reference, NumericReference)
+        return {
+            "detector": "windowed",
+            "v": _VERSION,
+            "reference": self.reference.to_plain(),
+            "tests": [[test.name, test.params] for test in self.tests],
+            "size": self.size,
+            "step": self.step,
+            "ring": self._ring.astype("<f8" if numeric else "<i8").tobytes(),
+            "times": self._times.astype("<f8").tobytes(),
+            "next": self._next,
+            "fill": self._fill,
+            "until": self._until,
+            "last": [[v.position, v.statistic, v.threshold, v.p_value, v.severity, v.test] for v in self._last],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> WindowedDetector:
+        data = check_snapshot(data, "windowed", _VERSION)
+        try:
+            reference = reference_from_plain(data["reference"])
+            tests = [TESTS[name](**params) for name, params in data["tests"]]
+            detector = cls(reference, tests, int(data["size"]), int(data["step"]))
+            dtype = "<f8" if detector.input_kind == "numeric" else "<i8"
+            ring = np.frombuffer(data["ring"], dtype=dtype)
+            times = np.frombuffer(data["times"], dtype="<f8")
+            if ring.size != detector.size or times.size != detector.size:
+                raise ValueError("ring size does not match the window size")
+            detector._ring = ring.astype(detector._ring.dtype)
+            detector._times = times.copy()
+            detector._next, detector._fill = int(data["next"]) % detector.size, min(int(data["fill"]), detector.size)
+            detector._until = max(1, min(int(data["until"]), detector.size))
+            detector._last = [Verdict(int(p), float(s), float(t), None if pv is None else float(pv), sev, str(name))
+                              for p, s, t, pv, sev, name in data["last"]]  # fmt: skip
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
+        return detector
