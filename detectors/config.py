@@ -25,6 +25,7 @@ from detectors.two_sample import (
 
 CHANGE_DETECTORS = ("adwin", "page_hinkley")
 MULTIPLE_TESTING = ("none", "bonferroni", "benjamini_hochberg")
+MAX_REFERENCE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class MonitorConfig:
     null_rate_warning: float = 0.1  # rise of the missing share over the reference's
     null_rate_critical: float = 0.3
     max_categories: int = 50  # reference categories kept; the rest share one bucket
-    sketch_k: int = 200  # KLL accuracy of numeric references (rank error 1.33% at 200)
+    reference_points: int = 512  # points of a numeric reference summary (rank error <= 1/512)
     category_map_size: int = 10  # log2 slots of the categorical reference's frequent-items sketch
     adwin_delta: float = 0.002
     ph_delta: float = 0.1
@@ -75,15 +76,21 @@ class MonitorConfig:
             if isinstance(value, tuple):
                 if not all(isinstance(item, str) for item in value):
                     raise ValueError(f"{field.name} must be a list of names, got {value!r}")
-            elif isinstance(value, str):
-                continue
+            elif isinstance(field.default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{field.name} must be a name, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{field.name} must be a number, got {value!r}")
         positive = ("reference_size", "window_size", "max_categories", "resolve_after", "max_features",
-                    "change_critical_sigma")  # fmt: skip
+                    "change_critical_sigma", "reference_points")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.reference_size > MAX_REFERENCE_SIZE:
+            raise ValueError(f"reference_size must be <= {MAX_REFERENCE_SIZE} (the stream's reference rows are "
+                             f"held until it is built; load a larger baseline instead), got {self.reference_size}")
+        if not 3 <= self.category_map_size <= 16:
+            raise ValueError(f"category_map_size must be in [3, 16], got {self.category_map_size!r}")
         if not 0 <= self.window_step <= self.window_size:
             raise ValueError(f"window_step must be in [0, window_size], got {self.window_step!r}")
         if self.psi_bins < 2:

@@ -129,7 +129,7 @@ class FeatureMonitor:
         self.config = config
         self.rows_seen = 0
         self.builder: NumericReferenceBuilder | CategoricalReferenceBuilder | None = (
-            NumericReferenceBuilder(config.sketch_k) if kind == "numeric"
+            NumericReferenceBuilder() if kind == "numeric"
             else CategoricalReferenceBuilder(config.category_map_size)
         )  # fmt: skip
         self.window: WindowedDetector | None = None
@@ -165,7 +165,7 @@ class FeatureMonitor:
             assert isinstance(values, np.ndarray)
             builder.update(values)
             if builder.rows >= self.config.reference_size and builder.count:  # all missing: keep waiting
-                self._use_reference(builder.build(self.config.psi_bins))
+                self._use_reference(builder.build(self.config.psi_bins, self.config.reference_points))
         else:
             assert isinstance(values, list)
             builder.update(values)

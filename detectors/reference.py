@@ -1,11 +1,13 @@
 """Reference distributions: what "normal" looks like for one feature.
 
 A reference is built once, from a baseline file or from the first values of
-the stream, and then only read. It is made of fixed-memory sketches (Apache
-DataSketches: KLL quantiles for numbers; frequent items and HyperLogLog for
-categories) plus a few moments, so its size does not depend on how much data
-built it: a reference from 10^9 rows weighs what one from 10^4 rows does.
-While a sketch holds every value it saw (``exact``), every test on it is exact.
+the stream, and then only read. Its size is fixed whatever data built it
+(Apache DataSketches: frequent items and HyperLogLog for categories, KLL for
+large numeric baselines). Numeric references are a weighted quantile summary of at most
+``DEFAULT_REFERENCE_POINTS`` points, compacted deterministically from the rows
+(so a replay rebuilds the same bytes) or read from a KLL sketch for baselines
+too large to hold. While a summary holds every value (``exact``), every test
+on it is exact.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ PSI_EPSILON = 1e-4
 
 OTHER_CATEGORY = "__other__"
 _SUMMARY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-#: KLL accuracy parameter: k=200 keeps a few hundred values and ranks within
-#: 1.33% (99% confidence); 65535 is the library's maximum.
-DEFAULT_SKETCH_K = 200
+#: Points a numeric reference keeps: exact up to 512 values, else ranks within 1/512.
+DEFAULT_REFERENCE_POINTS = 512
 #: Frequent-items map of 2^10 slots: exact counts up to 768 distinct categories.
 DEFAULT_CATEGORY_MAP = 10
 _HLL_LG_K = 12
@@ -92,14 +93,17 @@ def categorical_summary(counts: Counter[str], missing: int = 0, top: int = 5, pr
 
 
 class NumericReferenceBuilder:
-    """Accumulates a numeric reference in fixed memory: a KLL sketch and moments."""
+    """Collects the reference rows of a numeric feature taken from the stream.
 
-    def __init__(self, sketch_k: int = DEFAULT_SKETCH_K) -> None:
-        check_count("sketch_k", sketch_k, 8)
-        self.sketch = datasketches.kll_doubles_sketch(sketch_k)
+    It keeps them exactly (at most the configured reference size, so memory
+    is bounded) and compacts them deterministically when the reference is
+    built: a replay of the same rows after a crash must rebuild the very same
+    reference, which a randomized sketch such as KLL cannot promise.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
         self.count = 0  # non-missing values
-        self.mean = 0.0
-        self.m2 = 0.0  # sum of squared deviations (Chan et al. merge, one batch at a time)
         self.missing = 0
 
     @property
@@ -109,115 +113,130 @@ class NumericReferenceBuilder:
     def update(self, values: np.ndarray) -> None:
         present = values[~np.isnan(values)]
         self.missing += int(values.size - present.size)
-        if not present.size:
-            return
-        self.sketch.update(present)
-        n, mean = present.size, float(present.mean())
-        m2 = float(((present - mean) ** 2).sum())
-        total = self.count + n
-        delta = mean - self.mean
-        self.m2 += m2 + delta * delta * self.count * n / total
-        self.mean += delta * n / total
-        self.count = total
+        if present.size:
+            self._chunks.append(present.astype(np.float64, copy=True))
+            self.count += int(present.size)
 
-    def build(self, bins: int) -> NumericReference:
-        return NumericReference.from_sketch(self.sketch, bins, self.mean, self.m2, self.missing)
+    def values(self) -> np.ndarray:
+        return np.concatenate(self._chunks) if self._chunks else np.empty(0)
+
+    def build(self, bins: int, points: int = DEFAULT_REFERENCE_POINTS) -> NumericReference:
+        return NumericReference.build(self.values(), bins, self.missing, points)
 
     def to_plain(self) -> dict[str, Any]:
-        return {"sketch": self.sketch.serialize(), "count": self.count, "mean": self.mean, "m2": self.m2,
-                "missing": self.missing}  # fmt: skip
+        return {"values": self.values().astype("<f8").tobytes(), "missing": self.missing}
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> NumericReferenceBuilder:
-        builder = cls.__new__(cls)
-        builder.sketch = _kll(data["sketch"])
-        builder.count, builder.mean = int(data["count"]), float(data["mean"])
-        builder.m2, builder.missing = float(data["m2"]), int(data["missing"])
+        builder = cls()
+        try:
+            values = np.frombuffer(bytes(data["values"]), dtype="<f8")
+            builder.missing = int(data["missing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"malformed numeric reference builder: {exc!r}") from exc
+        builder.update(values.copy())
         return builder
-
-
-def _kll(raw: bytes) -> datasketches.kll_doubles_sketch:
-    try:
-        return datasketches.kll_doubles_sketch.deserialize(bytes(raw))
-    except Exception as exc:  # the library raises RuntimeError or ValueError for bad bytes
-        raise SnapshotError(f"unreadable quantile sketch: {exc}") from exc
 
 
 @dataclass(frozen=True)
 class NumericReference:
-    """A numeric reference: its KLL sketch, quantile bins, mean and spread.
+    """A numeric reference: a weighted quantile summary, its bins, mean and spread.
 
-    ``items`` and ``cdf`` are the sketch's retained values (sorted) and the
-    cumulative share at each, the weighted empirical distribution every test
-    compares with. Exact while the sketch holds every value.
+    ``items`` (ascending) with ``weights`` (how many reference values each
+    stands for) is the distribution every test compares with. It holds at most
+    a fixed number of points whatever the reference's size; ``rank_error``
+    bounds how far its CDF can be from the reference's own (0: exact).
     """
 
-    sketch: bytes
+    items: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+    rank_error: float
     edges: np.ndarray  # inner bin edges, ascending; len(edges) + 1 bins
     proportions: np.ndarray
     mean: float
-    std: float
+    std: float  # population std, 1.0 for a constant reference
     missing: int
     summary: dict[str, Any]
-    items: np.ndarray = field(repr=False)
-    weights: np.ndarray = field(repr=False)
-    count: int  # non-missing values the sketch summarises
-    rank_error: float  # the sketch's normalized rank error (99% confidence); 0 when exact
+
+    @property
+    def count(self) -> int:
+        """Non-missing values the reference stands for."""
+        return int(round(self.weights.sum()))
+
+    @property
+    def exact(self) -> bool:
+        return self.rank_error == 0.0
 
     @classmethod
-    def build(cls, values: np.ndarray, bins: int, missing: int = 0, sketch_k: int = DEFAULT_SKETCH_K
-              ) -> NumericReference:  # fmt: skip
-        """Reference of ``values`` (NaN counts as missing) plus ``missing`` more missing rows."""
-        if bins < 2:
-            raise ValueError(f"bins must be >= 2, got {bins}")
-        builder = NumericReferenceBuilder(sketch_k)
-        builder.update(np.asarray(values, dtype=np.float64))
-        builder.missing += missing
-        return builder.build(bins)
+    def build(cls, values: np.ndarray, bins: int, missing: int = 0,
+              points: int = DEFAULT_REFERENCE_POINTS) -> NumericReference:  # fmt: skip
+        """Reference of ``values`` (NaN is dropped) with ``missing`` rows known to be missing.
+
+        More than ``points`` values are compacted into ``points`` groups of
+        consecutive sorted values, each kept as its middle value weighted by
+        its size: the CDF moves by at most one group, ``ceil(n / points) / n``.
+        """
+        check_count("points", points, 2)
+        values = np.asarray(values, dtype=np.float64)
+        present = np.sort(values[~np.isnan(values)])
+        if not present.size:
+            raise ValueError("a numeric reference needs at least one non-missing value")
+        mean, std = float(present.mean()), float(present.std())
+        if present.size <= points:
+            items, weights = np.unique(present, return_counts=True)
+            rank_error = 0.0
+        else:
+            bounds = np.linspace(0, present.size, points + 1).round().astype(np.int64)
+            items = present[(bounds[:-1] + bounds[1:]) // 2]
+            weights = np.diff(bounds)
+            rank_error = float(weights.max() / present.size)
+        return cls.from_summary(items, weights.astype(np.float64), rank_error, bins, mean, std, missing)
 
     @classmethod
-    def from_sketch(cls, sketch: datasketches.kll_doubles_sketch, bins: int, mean: float, m2: float,
+    def from_sketch(cls, sketch: datasketches.kll_doubles_sketch, bins: int, mean: float, std: float,
                     missing: int) -> NumericReference:  # fmt: skip
-        """Bins at the sketch's quantiles, so each holds about 1/bins of the reference."""
-        if bins < 2:
-            raise ValueError(f"bins must be >= 2, got {bins}")
+        """Reference from a KLL sketch, for baselines too large to hold (its rank error is the sketch's)."""
         if sketch.is_empty():
             raise ValueError("a numeric reference needs at least one non-missing value")
         pairs = sorted(sketch)  # (value, weight) of every retained item
         items = np.fromiter((v for v, _ in pairs), dtype=np.float64, count=len(pairs))
         weights = np.fromiter((w for _, w in pairs), dtype=np.float64, count=len(pairs))
-        count = int(sketch.n)
-        std = float(np.sqrt(m2 / count))
+        error = float(sketch.normalized_rank_error(False)) if sketch.is_estimation_mode() else 0.0
+        return cls.from_summary(items, weights, error, bins, mean, std, missing)
+
+    @classmethod
+    def from_summary(cls, items: np.ndarray, weights: np.ndarray, rank_error: float, bins: int, mean: float,
+                     std: float, missing: int) -> NumericReference:  # fmt: skip
+        """Bins at the summary's quantiles, so each holds about 1/bins of the reference."""
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2, got {bins}")
+        if items.size == 0 or items.shape != weights.shape or (weights <= 0).any() or (np.diff(items) < 0).any():
+            raise ValueError("a reference summary needs ascending items with positive weights")
+        count = float(weights.sum())
         edges = np.unique(_weighted_quantiles(items, weights, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
         proportions = np.diff(np.concatenate(([0.0], _share_below(items, weights, edges), [1.0])))
+        quantiles = _weighted_quantiles(items, weights, _SUMMARY_QUANTILES)
         summary = {
-            "count": count + missing,
+            "count": round(count) + missing,
             "null_rate": missing / (count + missing),
             "mean": mean,
-            # A constant reference has no spread; 1.0 keeps z-scores finite.
             "std": std,
-            "min": float(sketch.get_min_value()),
-            "max": float(sketch.get_max_value()),
-            "quantiles": {f"p{round(q * 100):02d}": float(v) for q, v in
-                          zip(_SUMMARY_QUANTILES, _weighted_quantiles(items, weights, _SUMMARY_QUANTILES), strict=True)},
+            "min": float(items[0]),
+            "max": float(items[-1]),
+            "quantiles": {f"p{round(q * 100):02d}": float(v) for q, v in zip(_SUMMARY_QUANTILES, quantiles, strict=True)},
         }  # fmt: skip
         return cls(
-            sketch=sketch.serialize(),
+            items=items,
+            weights=weights,
+            rank_error=rank_error,
             edges=edges,
             proportions=proportions,
             mean=mean,
+            # A constant reference has no spread; 1.0 keeps z-scores finite.
             std=std if std > 0 else 1.0,
             missing=missing,
             summary=summary,
-            items=items,
-            weights=weights,
-            count=count,
-            rank_error=float(sketch.normalized_rank_error(False)) if sketch.is_estimation_mode() else 0.0,
         )
-
-    @property
-    def exact(self) -> bool:
-        return self.rank_error == 0.0
 
     def bin_counts(self, values: np.ndarray) -> np.ndarray:
         """Counts of non-missing ``values`` in the reference's bins."""
@@ -226,15 +245,17 @@ class NumericReference:
         )
 
     def to_plain(self) -> dict[str, Any]:
-        return {"kind": "numeric", "sketch": self.sketch, "mean": self.mean, "std": self.summary["std"],
-                "missing": self.missing, "bins": int(self.edges.size + 1)}  # fmt: skip
+        return {"kind": "numeric", "items": self.items.astype("<f8").tobytes(),
+                "weights": self.weights.astype("<f8").tobytes(), "rank_error": self.rank_error,
+                "bins": int(self.edges.size + 1), "mean": self.mean, "std": self.summary["std"],
+                "missing": self.missing}  # fmt: skip
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> NumericReference:
-        std = float(data["std"])
-        mean = float(data["mean"])
-        sketch = _kll(data["sketch"])
-        return cls.from_sketch(sketch, int(data["bins"]), mean, std * std * sketch.n, int(data["missing"]))
+        items = np.frombuffer(bytes(data["items"]), dtype="<f8").copy()
+        weights = np.frombuffer(bytes(data["weights"]), dtype="<f8").copy()
+        return cls.from_summary(items, weights, float(data["rank_error"]), int(data["bins"]), float(data["mean"]),
+                                float(data["std"]), int(data["missing"]))  # fmt: skip
 
 
 def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, qs: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -283,7 +304,8 @@ class CategoricalReferenceBuilder:
     def build(self, max_categories: int) -> CategoricalReference:
         if self.items.is_empty():
             raise ValueError("a categorical reference needs at least one non-missing value")
-        error = datasketches.frequent_items_error_type.NO_FALSE_POSITIVES
+        # Every candidate: exact while the categories fit the map, else estimates.
+        error = datasketches.frequent_items_error_type.NO_FALSE_NEGATIVES
         estimates = {item: int(estimate) for item, estimate, _, _ in self.items.get_frequent_items(error)}
         return CategoricalReference.from_counts(
             Counter(estimates), self.missing, max_categories, present=self.present,

@@ -60,10 +60,10 @@ def build_references(
         if kind == "numeric":
             numeric, _ = to_numeric(values)
             missing = int(np.isnan(numeric).sum())
-            references[name] = NumericReference.build(numeric, config.psi_bins, missing)
+            references[name] = NumericReference.build(numeric, config.psi_bins, missing, config.reference_points)
         else:
             labels, _ = (to_boolean if kind == "boolean" else to_categorical)(values)
-            references[name] = CategoricalReference.build(labels, config.max_categories)
+            references[name] = CategoricalReference.build(labels, config.max_categories, config.category_map_size)
     return references
 
 

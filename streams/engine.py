@@ -241,7 +241,7 @@ class Engine:
             out.alerts.append((key, orjson.dumps(wire)))
             out.alert_objects.append(wire)
             self.metrics.alerts.labels(model, alert.type, alert.severity, alert.status).inc()
-        if any(detector == "psi" for _, detector in observation.statistics):
+        if observation.windows_judged:
             snapshot = {
                 "model": model,
                 "model_version": monitor.model_version,

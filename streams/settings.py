@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +20,7 @@ from detectors.columns import FeatureKind
 from detectors.config import MonitorConfig
 
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
+_D = MonitorConfig()  # the detection defaults live in one place
 
 
 class ModelSettings(BaseSettings):
@@ -79,17 +81,41 @@ class Settings(BaseSettings):
     max_name_length: int = Field(200, ge=1)
     max_string_length: int = Field(1024, ge=1)
 
-    # Detection (see detectors.config.MonitorConfig)
-    reference_size: int = Field(5000, ge=1)
-    window_size: int = Field(1000, ge=1)
-    psi_bins: int = Field(10, ge=2)
-    psi_warning: float = Field(0.1, gt=0)
-    psi_critical: float = Field(0.25, gt=0)
-    max_categories: int = Field(50, ge=1)
-    max_features: int = Field(200, ge=1)
-    resolve_after: int = Field(5000, ge=1)
-    null_rate_warning: float = Field(0.1, gt=0)
-    null_rate_critical: float = Field(0.3, gt=0)
+    # Detection: every field of detectors.config.MonitorConfig, same names and defaults
+    # (lists as JSON in the environment, e.g. DRIFTSTREAM_NUMERIC_TESTS='["psi","ks"]').
+    reference_size: int = _D.reference_size
+    window_size: int = _D.window_size
+    window_step: int = Field(_D.window_step, description="0 = tumbling windows")
+    numeric_tests: tuple[str, ...] = _D.numeric_tests
+    categorical_tests: tuple[str, ...] = _D.categorical_tests
+    change_detectors: tuple[str, ...] = _D.change_detectors
+    multiple_testing: Literal["none", "bonferroni", "benjamini_hochberg"] = "none"
+    psi_bins: int = _D.psi_bins
+    psi_warning: float = _D.psi_warning
+    psi_critical: float = _D.psi_critical
+    ks_alpha: float = _D.ks_alpha
+    ks_critical_effect: float = _D.ks_critical_effect
+    chi_square_alpha: float = _D.chi_square_alpha
+    chi_square_critical_effect: float = _D.chi_square_critical_effect
+    wasserstein_warning: float = _D.wasserstein_warning
+    wasserstein_critical: float = _D.wasserstein_critical
+    jensen_shannon_warning: float = _D.jensen_shannon_warning
+    jensen_shannon_critical: float = _D.jensen_shannon_critical
+    unseen_rate_warning: float = _D.unseen_rate_warning
+    unseen_rate_critical: float = _D.unseen_rate_critical
+    null_rate_warning: float = _D.null_rate_warning
+    null_rate_critical: float = _D.null_rate_critical
+    max_categories: int = _D.max_categories
+    reference_points: int = _D.reference_points
+    category_map_size: int = _D.category_map_size
+    adwin_delta: float = _D.adwin_delta
+    ph_delta: float = _D.ph_delta
+    ph_threshold: float = _D.ph_threshold
+    ph_alpha: float = _D.ph_alpha
+    ph_min_instances: int = _D.ph_min_instances
+    change_critical_sigma: float = _D.change_critical_sigma
+    resolve_after: int = _D.resolve_after
+    max_features: int = _D.max_features
 
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
 
@@ -115,19 +141,16 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @model_validator(mode="after")
+    def _detection_is_valid(self) -> Settings:
+        try:
+            self.monitor_config()
+        except ValueError as exc:
+            raise ValueError(f"detection settings: {exc}") from exc
+        return self
+
     def monitor_config(self) -> MonitorConfig:
-        return MonitorConfig(
-            reference_size=self.reference_size,
-            window_size=self.window_size,
-            psi_bins=self.psi_bins,
-            psi_warning=self.psi_warning,
-            psi_critical=self.psi_critical,
-            max_categories=self.max_categories,
-            max_features=self.max_features,
-            resolve_after=self.resolve_after,
-            null_rate_warning=self.null_rate_warning,
-            null_rate_critical=self.null_rate_critical,
-        )
+        return MonitorConfig(**{field.name: getattr(self, field.name) for field in fields(MonitorConfig)})
 
     def feature_kinds(self, model: str) -> dict[str, FeatureKind]:
         config = self.models.get(model)

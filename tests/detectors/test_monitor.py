@@ -34,7 +34,7 @@ def test_only_the_shifted_feature_alerts() -> None:
     alerts = run(monitor, batches())
     firing = [a for a in alerts if a.status == "firing"]
     assert {a.feature for a in firing} == {"x1"}
-    assert {a.detector for a in firing} == {"adwin", "page_hinkley", "psi"}
+    assert {a.detector for a in firing} == {"adwin", "page_hinkley", "psi", "ks"}
     psi_alert = next(a for a in firing if a.detector == "psi")
     assert psi_alert.severity == "critical" and psi_alert.statistic >= 0.25
     assert 6000 <= psi_alert.event_index < 6500 + CONFIG.window_size

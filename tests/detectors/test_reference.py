@@ -24,8 +24,10 @@ def test_numeric_reference_bins_hold_equal_shares() -> None:
     values = np.random.default_rng(1).standard_normal(10_000)
     reference = NumericReference.build(values, bins=10)
     assert reference.edges.size == 9
-    np.testing.assert_allclose(reference.proportions, 0.1, atol=1e-3)
-    assert psi(reference.proportions, reference.bin_counts(values)) < 1e-4
+    # 10,000 values compacted into 512 points: shares within the summary's rank error.
+    assert reference.rank_error == pytest.approx(20 / 10_000)
+    np.testing.assert_allclose(reference.proportions, 0.1, atol=2 * reference.rank_error)
+    assert psi(reference.proportions, reference.bin_counts(values)) < 1e-3
     shifted = psi(reference.proportions, reference.bin_counts(values + 1.0))
     assert shifted > 0.25
 
