@@ -223,7 +223,8 @@ class NumericReference:
             "std": std,
             "min": float(items[0]),
             "max": float(items[-1]),
-            "quantiles": {f"p{round(q * 100):02d}": float(v) for q, v in zip(_SUMMARY_QUANTILES, quantiles, strict=True)},
+            "quantiles": {f"p{round(q * 100):02d}": float(v)
+                          for q, v in zip(_SUMMARY_QUANTILES, quantiles, strict=True)},
         }  # fmt: skip
         return cls(
             items=items,
@@ -304,8 +305,9 @@ class CategoricalReferenceBuilder:
     def build(self, max_categories: int) -> CategoricalReference:
         if self.items.is_empty():
             raise ValueError("a categorical reference needs at least one non-missing value")
-        # Every candidate: exact while the categories fit the map, else estimates.
-        error = datasketches.frequent_items_error_type.NO_FALSE_NEGATIVES
+        # Exact counts while the categories fit the map; past that, only the
+        # categories proven frequent (the rest fall into the "other" bucket).
+        error = datasketches.frequent_items_error_type.NO_FALSE_POSITIVES
         estimates = {item: int(estimate) for item, estimate, _, _ in self.items.get_frequent_items(error)}
         return CategoricalReference.from_counts(
             Counter(estimates), self.missing, max_categories, present=self.present,

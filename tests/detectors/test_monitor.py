@@ -99,8 +99,10 @@ def test_high_cardinality_categories_stay_bounded() -> None:
         labels = [f"id-{i}" for i in range(start, start + 10_000)]
         monitor.observe(ModelBatch({"user": labels}, np.zeros(10_000)))
     feature = monitor.features["user"]
-    assert feature.reference is not None and len(feature.reference.categories) == 20
-    assert len(msgpack.packb(monitor.snapshot())) < 200_000
+    # 1000 distinct ids overflow the frequent-items map: none is frequent, all are "other".
+    assert feature.reference is not None and feature.reference.categories == ()
+    assert feature.reference.other_share == 1.0 and feature.reference.distinct > 900
+    assert len(msgpack.packb(monitor.snapshot())) < 40_000
 
 
 def test_snapshot_restore_continues_byte_identically() -> None:
@@ -138,4 +140,92 @@ def test_restore_refuses_unknown_versions_and_garbage() -> None:
 )
 def test_config_errors_name_the_parameter(kwargs: dict, parameter: str) -> None:
     with pytest.raises(ValueError, match=parameter):
+        MonitorConfig(**kwargs)
+
+
+def test_a_million_distinct_strings_do_not_grow_a_feature_past_its_bound() -> None:
+    config = MonitorConfig(reference_size=100_000, window_size=1000, category_map_size=8)
+    monitor = ModelMonitor("m", config)
+    sizes = {}
+    for start in range(0, 1_000_000, 50_000):
+        labels = [f"session-{i:08d}" for i in range(start, start + 50_000)]
+        monitor.observe(ModelBatch({"session": labels}, np.zeros(50_000)))
+        sizes[start + 50_000] = len(msgpack.packb(monitor.snapshot()))
+    feature = monitor.features["session"]
+    assert feature.window is not None and feature.window.recent().size == 1000  # the window holds codes
+    # The reference is 2^8 map slots and a HyperLogLog; the window 1000 codes. Nothing grows with the stream.
+    assert sizes[1_000_000] == sizes[150_000] and sizes[1_000_000] < 32_000
+    assert sizes[50_000] < 32_000  # even while the reference is still being collected
+
+
+def _stable_features(n_features: int, rows: int, seed: int) -> list[ModelBatch]:
+    rng = np.random.default_rng(seed)
+    data = {f"f{i}": rng.standard_normal(rows) for i in range(n_features)}
+    data["f0"][rows // 2 :] += 1.0  # one real shift among stable features
+    return [ModelBatch({n: v[s : s + 500].tolist() for n, v in data.items()}, np.zeros(500))
+            for s in range(0, rows, 500)]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "benjamini_hochberg"])
+def test_multiple_testing_correction_spans_the_models_features(method: str) -> None:
+    loose = {"reference_size": 1000, "window_size": 500, "ks_alpha": 0.05, "change_detectors": (),
+             "numeric_tests": ("ks",)}  # fmt: skip
+    items = _stable_features(20, 20_000, seed=11)
+    plain = [a for a in run(ModelMonitor("m", MonitorConfig(**loose)), items) if a.status == "firing"]
+    corrected = [a for a in run(ModelMonitor("m", MonitorConfig(**loose, multiple_testing=method)), items)
+                 if a.status == "firing"]  # fmt: skip
+    # At alpha 0.05 over 20 stable features the plain test fires somewhere; corrected, only the shift does.
+    assert {a.feature for a in plain} > {"f0"}
+    assert {a.feature for a in corrected} == {"f0"}
+    assert all(a.p_value < 0.05 and f"{method} over 20" in a.message for a in corrected)
+    first = corrected[0]
+    assert 10_000 <= first.event_index < 11_000
+
+
+def test_categorical_drift_new_categories_and_their_alerts() -> None:
+    rng = np.random.default_rng(5)
+    before = rng.choice(["a", "b", "c"], 4000, p=[0.5, 0.3, 0.2]).tolist()
+    after = rng.choice(["a", "b", "c", "new"], 2000, p=[0.35, 0.25, 0.2, 0.2]).tolist()
+    labels = before + after
+    monitor = ModelMonitor("m", CONFIG)
+    alerts = run(monitor, [ModelBatch({"plan": labels[s : s + 500]}, np.zeros(500)) for s in range(0, 6000, 500)])
+    firing: dict = {}
+    for alert in alerts:
+        if alert.status == "firing":
+            firing.setdefault(alert.detector, alert)  # the first of each
+    assert set(firing) == {"chi_square", "psi", "unseen_rate"}
+    assert firing["unseen_rate"].statistic == pytest.approx(after[:500].count("new") / 500)
+    assert firing["chi_square"].p_value < 1e-4 and firing["chi_square"].event_index == 4499
+    assert firing["psi"].current["top_categories"]["__other__"] > 0.1
+
+
+def test_restore_under_a_new_config_keeps_the_window_and_uses_the_new_tests() -> None:
+    items = list(batches())
+    first = ModelMonitor("m", CONFIG)
+    run(first, items[:20])  # references built, a window half full
+    wider = MonitorConfig(reference_size=2000, window_size=500, numeric_tests=("wasserstein",), change_detectors=())
+    second = ModelMonitor.restore(msgpack.unpackb(msgpack.packb(first.snapshot())), wider)
+    feature = second.features["x1"]
+    assert [t.name for t in feature.window.tests] == ["wasserstein"] and feature.changes == {}
+    assert feature.window.fill == first.features["x1"].window.fill
+    firing = [a for a in run(second, items[20:]) if a.status == "firing"]
+    assert {(a.feature, a.detector) for a in firing} == {("x1", "wasserstein")}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"numeric_tests": ("chi_square",)}, "numeric_tests: 'chi_square'"),
+        ({"categorical_tests": ("nope",)}, "categorical_tests: 'nope'"),
+        ({"change_detectors": ("ddm",)}, "change_detectors: 'ddm'"),
+        ({"multiple_testing": "holm"}, "multiple_testing"),
+        ({"ks_alpha": 1.5}, "ks_alpha"),
+        ({"wasserstein_warning": 0.6}, "wasserstein_critical"),
+        ({"reference_size": 10**6}, "reference_size"),
+        ({"window_step": 2000}, "window_step"),
+        ({"multiple_testing": 3}, "multiple_testing"),
+    ],
+)
+def test_detection_options_are_validated_by_name(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         MonitorConfig(**kwargs)

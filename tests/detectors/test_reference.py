@@ -2,11 +2,19 @@ from __future__ import annotations
 
 from collections import Counter
 
+import datasketches
+import msgpack
 import numpy as np
 import pytest
 
 from detectors import SnapshotError
-from detectors.reference import CategoricalReference, NumericReference, psi, reference_from_plain
+from detectors.reference import (
+    CategoricalReference,
+    CategoricalReferenceBuilder,
+    NumericReference,
+    psi,
+    reference_from_plain,
+)
 
 
 def test_psi_matches_hand_computation() -> None:
@@ -60,3 +68,60 @@ def test_reference_plain_round_trip_and_bad_input() -> None:
         reference_from_plain({"kind": "histogram"})
     with pytest.raises(SnapshotError):
         reference_from_plain({"kind": "numeric"})
+
+
+def _cdf_gap(reference: NumericReference, values: np.ndarray) -> float:
+    """Largest gap between the summary's CDF and the exact one, at every value."""
+    exact = np.sort(values)
+    points = np.unique(exact)
+    f_exact = np.searchsorted(exact, points, side="right") / exact.size
+    cumulative = np.concatenate(([0.0], np.cumsum(reference.weights))) / reference.weights.sum()
+    f_summary = cumulative[np.searchsorted(reference.items, points, side="right")]
+    return float(np.abs(f_exact - f_summary).max())
+
+
+def test_a_large_reference_is_compacted_deterministically_within_its_rank_error() -> None:
+    values = np.random.default_rng(7).standard_normal(50_000)
+    first = NumericReference.build(values, bins=10, points=512)
+    again = NumericReference.build(values.copy(), bins=10, points=512)
+    assert first.items.size == 512 and first.count == 50_000
+    assert first.to_plain() == again.to_plain()  # a replay rebuilds the same bytes
+    assert first.rank_error == pytest.approx(98 / 50_000)
+    assert _cdf_gap(first, values) <= first.rank_error
+    small = NumericReference.build(values[:300], bins=10, points=512)
+    assert small.exact and _cdf_gap(small, values[:300]) == 0.0
+
+
+def test_a_kll_baseline_reference_stays_within_the_sketch_error() -> None:
+    values = np.random.default_rng(8).standard_normal(200_000)
+    sketch = datasketches.kll_doubles_sketch(200)
+    for chunk in np.array_split(values, 20):  # a file read in chunks
+        sketch.update(chunk)
+    reference = NumericReference.from_sketch(sketch, 10, float(values.mean()), float(values.std()), 0)
+    assert 0 < reference.rank_error < 0.02 and reference.items.size < 2000
+    assert _cdf_gap(reference, values) <= reference.rank_error
+    assert reference_from_plain(reference.to_plain()).to_plain() == reference.to_plain()
+
+
+def test_a_million_distinct_categories_stay_within_the_sketch_bound() -> None:
+    builder = CategoricalReferenceBuilder(map_size=8)
+    sizes = []
+    for start in range(0, 1_000_000, 100_000):
+        builder.update([f"user-{i:07d}" for i in range(start, start + 100_000)])
+        sizes.append(len(msgpack.packb(builder.to_plain())))
+    # 2^8 slots of 12-character labels plus the HyperLogLog: the size stops growing.
+    assert max(sizes) < 16_384 and sizes[-1] <= sizes[0] * 1.5
+    reference = builder.build(max_categories=20)
+    assert len(reference.categories) <= 20 and reference.present == 1_000_000
+    assert 950_000 < reference.distinct < 1_050_000  # HyperLogLog estimate
+    assert reference.other_share > 0.99
+
+
+def test_categorical_builder_round_trips_and_refuses_garbage() -> None:
+    builder = CategoricalReferenceBuilder()
+    builder.update(["a", "b", None, "a"])
+    again = CategoricalReferenceBuilder.from_plain(msgpack.unpackb(msgpack.packb(builder.to_plain())))
+    assert again.build(5).to_plain() == builder.build(5).to_plain()
+    assert again.missing == 1 and again.present == 3
+    with pytest.raises(SnapshotError):
+        CategoricalReferenceBuilder.from_plain({"items": b"junk", "distinct": b"", "missing": 0})
