@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,9 +21,9 @@ from streams.settings import Settings
 
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
-    for name, value in settings.model_dump(exclude={"models"}).items():
+    for name, value in settings.model_dump(mode="json", exclude={"models"}).items():
         if value is not None:
-            env[f"DRIFTSTREAM_{name.upper()}"] = str(value)
+            env[f"DRIFTSTREAM_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
     return env
 
 
