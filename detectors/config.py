@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from detectors.reference import EXACT_LIMIT
 from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
 from detectors.two_sample import (
     TESTS,
@@ -25,7 +26,7 @@ from detectors.two_sample import (
 
 CHANGE_DETECTORS = ("adwin", "page_hinkley")
 MULTIPLE_TESTING = ("none", "bonferroni", "benjamini_hochberg")
-MAX_REFERENCE_SIZE = 100_000
+MAX_REFERENCE_SIZE = EXACT_LIMIT
 
 
 @dataclass(frozen=True)

@@ -256,14 +256,15 @@ class FeatureMonitor:
             severity, line = test.judge(score)
             out.statistics[(self.name_or_none, test.name)] = score.statistic
             self._judge_window(test.name, severity, score, line, item, out)
-        for detector in self.changes:
+        for detector, change in self.changes.items():
             state = self._alerts.get(detector)
             if state and state.severity and item.index - state.last_change >= self.config.resolve_after:
                 message = (
                     f"{detector} on {_describe(self.name_or_none)}: no further change in "
                     f"{self.config.resolve_after} events; the detector has adapted"
                 )
-                out.alerts.append(self._alert("resolved", state.severity, detector, 0.0, 0.0, None, item.index,
+                statistic, line = (change.statistic, change.threshold) if detector != "adwin" else (0.0, 0.0)
+                out.alerts.append(self._alert("resolved", state.severity, detector, statistic, line, None, item.index,
                                               item.at, message, evaluation.summary, evaluation.count,
                                               evaluation.start_time))  # fmt: skip
                 state.severity = None

@@ -104,12 +104,12 @@ def baseline(
     path: Path = typer.Argument(..., help="CSV (with header) or Parquet file of training data"),
 ) -> None:
     """Load a model's reference distributions from training data into the state store."""
-    from streams.baseline import baseline_blob, build_references, read_columns
+    from streams.baseline import baseline_blob, build_references, read_chunks
     from streams.state import open_store
 
     config = _settings()
     try:
-        references = build_references(read_columns(path), config.monitor_config(), config.feature_kinds(model))
+        references = build_references(read_chunks(path), config.monitor_config(), config.feature_kinds(model))
     except (DriftstreamError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
 

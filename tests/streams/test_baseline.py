@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from detectors.reference import CategoricalReference, NumericReference
-from streams.baseline import baseline_blob, build_references, read_columns
+from streams.baseline import baseline_blob, build_references, read_chunks, read_columns
 from streams.cli import app
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
@@ -91,3 +91,23 @@ def test_the_baseline_command_stores_it_in_redis(tmp_path: Path, redis_url: str,
     assert blob is not None and b"amount" in blob
     missing = CliRunner().invoke(app, ["baseline", "fraud", str(tmp_path / "nope.csv")])
     assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_a_baseline_larger_than_memory_limits_is_streamed_into_sketches(tmp_path: Path) -> None:
+    rows = 250_000
+    rng = np.random.default_rng(9)
+    amount = rng.normal(50, 5, rows)
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"amount": amount, "shop": [f"s{i % 300}" for i in range(rows)]}), path)
+    chunks = list(read_chunks(path, rows=40_000))
+    assert len(chunks) == 7  # the file is read 40,000 rows at a time
+    references = build_references(iter(chunks), Settings().monitor_config())
+    numeric = references["amount"]
+    assert isinstance(numeric, NumericReference)
+    # Past 100,000 values the builder spilled into KLL: a bounded summary with a stated rank error.
+    assert 0 < numeric.rank_error < 0.005 and numeric.items.size < 5000 and numeric.count == rows
+    assert numeric.mean == pytest.approx(amount.mean()) and numeric.summary["std"] == pytest.approx(amount.std())
+    exact_median = float(np.median(amount))
+    assert abs(numeric.summary["quantiles"]["p50"] - exact_median) < 0.05
+    shops = references["shop"]
+    assert isinstance(shops, CategoricalReference) and shops.present == rows and 290 < shops.distinct < 310
