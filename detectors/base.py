@@ -93,7 +93,7 @@ def check_snapshot(data: object, name: str, version: int) -> dict[str, Any]:
     """The snapshot as a dict, or SnapshotError when it is not ``name``'s ``version``."""
     if not isinstance(data, dict):
         raise SnapshotError(f"{name} snapshot must be a mapping, got {type(data).__name__}")
-    if data.get("detector") != name or data.get("v") != version:
+    if data.get("detector") != name or type(data.get("v")) is not int or data.get("v") != version:  # not True
         raise SnapshotError(
             f"snapshot of {data.get('detector')!r} version {data.get('v')!r} is not {name} version {version}"
         )

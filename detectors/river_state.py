@@ -43,6 +43,9 @@ def load(obj: object, state: dict[str, Any], path: str = "") -> None:
     if not isinstance(state, dict):
         raise SnapshotError(f"state of {path or type(obj).__name__} must be a mapping")
     current = vars(obj)
+    missing = sorted(name for name in _dumped(obj) if name not in state)
+    if missing:
+        raise SnapshotError(f"state of {path or type(obj).__name__} lacks {missing}")
     for name, value in state.items():
         where = f"{path}.{name}" if path else name
         if name not in current:
@@ -51,9 +54,13 @@ def load(obj: object, state: dict[str, Any], path: str = "") -> None:
         if isinstance(value, dict) and "attrs" in value and hasattr(target, "__dict__"):
             load(target, value["attrs"], where)
         elif isinstance(value, dict) and "bytes" in value and not hasattr(target, "__dict__"):
+            if not isinstance(value["bytes"], bytes):
+                raise SnapshotError(f"byte state for {where!r} is not bytes")
             try:
-                target.__setstate__(bytes(value["bytes"]))
-            except Exception as exc:  # the Rust side raises its own error types
+                target.__setstate__(value["bytes"])
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # the Rust side raises its own errors, even panics (BaseException)
                 raise SnapshotError(f"bad byte state for {where!r}: {exc}") from exc
         elif isinstance(value, _SCALARS) and _same_kind(target, value):
             setattr(obj, name, value)
@@ -61,9 +68,17 @@ def load(obj: object, state: dict[str, Any], path: str = "") -> None:
             raise SnapshotError(f"state attribute {where!r} has the wrong type {type(value).__name__}")
 
 
+def _dumped(obj: object) -> list[str]:
+    """The attributes ``dump`` writes: all but bound methods and functions."""
+    return [name for name, value in vars(obj).items() if not (inspect.ismethod(value) or inspect.isfunction(value))]
+
+
 def _same_kind(target: object, value: object) -> bool:
-    if target is None or value is None:
-        return True  # optional attributes (e.g. not yet initialised)
+    if target is None:
+        # An attribute not yet initialised (e.g. DDM's minima before warm-up) holds a number later.
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if value is None:
+        return False
     if isinstance(target, bool) or isinstance(value, bool):
         return isinstance(target, bool) and isinstance(value, bool)
     if isinstance(target, (int, float)):

@@ -74,7 +74,10 @@ class RiverDetector:
     def update(self, values: np.ndarray) -> list[Verdict]:
         detector = self._river
         found: list[Verdict] = []
-        for position, value in enumerate(self._check_values(np.asarray(values, dtype=np.float64))):
+        checked = self._check_values(np.asarray(values, dtype=np.float64))
+        if not checked:
+            return found  # nothing happened: the last result stands
+        for position, value in enumerate(checked):
             detector.update(value)
             if detector.drift_detected:
                 statistic, threshold = self._measure()
@@ -95,11 +98,22 @@ class RiverDetector:
     def restore(cls, data: dict[str, Any]) -> RiverDetector:
         data = check_snapshot(data, cls.name, _VERSION)
         try:
-            detector = cls(**data["params"])
-        except (TypeError, ValueError) as exc:
+            params = data["params"]
+            detector = cls(**params)
+        except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"bad {cls.name} parameters in snapshot: {exc}") from exc
-        river_state.load(detector._river, data.get("state"))
-        detector._drift = bool(data.get("drift"))
+        if set(params) != set(detector.params):
+            raise SnapshotError(f"{cls.name} snapshot has parameters {sorted(params)}, not {sorted(detector.params)}")
+        # river keeps its hyperparameters as public attributes: the state must not change them.
+        fresh = {name: value for name, value in vars(detector._river).items() if not name.startswith("_")}
+        state = data.get("state")
+        river_state.load(detector._river, state)
+        if any(vars(detector._river)[name] != value for name, value in fresh.items()):
+            raise SnapshotError(f"{cls.name} snapshot state contradicts its parameters")
+        drift = data.get("drift")
+        if not isinstance(drift, bool):
+            raise SnapshotError(f"{cls.name} snapshot drift flag must be a bool, got {drift!r}")
+        detector._drift = drift
         return detector
 
 
@@ -149,7 +163,10 @@ class AdwinDetector(RiverDetector):
         adwin = self._river
         found: list[Verdict] = []
         clock, blocks, block = self.clock, self._blocks, self._open
-        for position, value in enumerate(self._check_values(np.asarray(values, dtype=np.float64))):
+        checked = self._check_values(np.asarray(values, dtype=np.float64))
+        if not checked:
+            return found  # nothing happened: the last result stands
+        for position, value in enumerate(checked):
             if adwin.drift_detected:  # river starts a new, empty window with this value
                 blocks.clear()
                 block[:] = (0.0, 0.0, 0.0)
@@ -200,7 +217,9 @@ class AdwinDetector(RiverDetector):
         try:
             statistic, threshold, shift = (float(x) for x in data["cut"])
             blocks = np.frombuffer(data["blocks"], dtype="<f8").reshape(-1, 3)
-            detector._open = [float(x) for x in data["open"]][:3]
+            detector._open = [float(x) for x in data["open"]]
+            if len(detector._open) != 3:
+                raise ValueError(f"the open block has {len(detector._open)} entries, not 3")
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"bad adwin blocks in snapshot: {exc}") from exc
         detector._cut = (statistic, threshold, shift)
@@ -224,9 +243,10 @@ class PageHinkleyDetector(RiverDetector):
     def __init__(self, delta: float = 0.1, threshold: float = 50.0, alpha: float = 1.0,
                  min_instances: int = 30) -> None:  # fmt: skip
         super().__init__()
-        require(isinstance(delta, (int, float)) and delta >= 0, "delta", delta, ">= 0")
+        require(isinstance(delta, (int, float)) and not isinstance(delta, bool) and delta >= 0, "delta", delta, ">= 0")
         check_positive("threshold", threshold)
-        require(isinstance(alpha, (int, float)) and 0 < alpha <= 1, "alpha", alpha, "in (0, 1]")
+        require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha <= 1, "alpha", alpha,
+                "in (0, 1]")  # fmt: skip
         check_count("min_instances", min_instances)
         self.delta, self.limit, self.alpha, self.min_instances = delta, threshold, alpha, min_instances
         self._river = drift.PageHinkley(
@@ -275,6 +295,8 @@ class DDMDetector(RiverDetector):
         ddm = self._river
         p, n = ddm._p.get(), ddm._p.n
         s = math.sqrt(p * (1 - p) / n) if n else 0.0
+        if ddm._p_min is None:  # still warming up: river has no minimum to judge against yet
+            return p + s, math.inf
         return p + s, ddm._p_min + self.drift_threshold * ddm._s_min
 
 
@@ -318,7 +340,8 @@ class HDDMADetector(RiverDetector):
     """HDDM_A (Frías-Blanco et al. 2014): Hoeffding bound on the error-rate average.
 
     ``statistic`` is the rise of the error rate since its best cut point and
-    ``threshold`` the Hoeffding bound at ``drift_confidence``.
+    ``threshold`` the Hoeffding bound at ``drift_confidence`` (with
+    ``two_sided_test``, the rise or the fall, whichever is nearer its bound).
     """
 
     name = "hddm_a"
@@ -345,18 +368,24 @@ class HDDMADetector(RiverDetector):
 
     def _measure(self) -> tuple[float, float]:
         hddm = self._river
-        z, cut = hddm._z, hddm._x_min
-        if cut.n == 0 or z.n == cut.n:
-            return 0.0, 1.0
-        m = (z.n - cut.n) / cut.n * (1.0 / z.n)
-        return z.get() - cut.get(), math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))
+        z = hddm._z
+        # the rise since the increase cut point; two-sided, also the fall since the decrease cut point
+        sides = [(hddm._x_min, 1.0), (hddm._x_max, -1.0)] if self.two_sided_test else [(hddm._x_min, 1.0)]
+        found = []
+        for cut, sign in sides:
+            if cut.n == 0 or z.n == cut.n:
+                continue
+            m = (z.n - cut.n) / cut.n * (1.0 / z.n)
+            found.append((sign * (z.get() - cut.get()), math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))))
+        return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
 
 
 class HDDMWDetector(RiverDetector):
     """HDDM_W (Frías-Blanco et al. 2014): McDiarmid bound on EWMA error rates.
 
     ``statistic`` is the rise of the recent EWMA error rate over the one at the
-    cut point and ``threshold`` the McDiarmid bound at ``drift_confidence``.
+    cut point and ``threshold`` the McDiarmid bound at ``drift_confidence``
+    (with ``two_sided_test``, the rise or the fall, whichever is nearer its bound).
     """
 
     name = "hddm_w"
@@ -384,11 +413,13 @@ class HDDMWDetector(RiverDetector):
 
     def _measure(self) -> tuple[float, float]:
         hddm = self._river
-        s1, s2 = hddm._s1_incr, hddm._s2_incr
-        if not (s1.is_init and s2.is_init):
-            return 0.0, 1.0
-        bound = math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / self.drift_confidence) / 2.0)
-        return s2.ewma - s1.ewma, bound
+        # river compares (before, after) EWMA pairs: for a rise, and two-sided also (after, before) for a fall
+        pairs = [(hddm._s1_incr, hddm._s2_incr)]
+        if self.two_sided_test:
+            pairs.append((hddm._s2_decr, hddm._s1_decr))
+        found = [(s2.ewma - s1.ewma, math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / self.drift_confidence) / 2.0))
+                 for s1, s2 in pairs if s1.is_init and s2.is_init]  # fmt: skip
+        return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
 
 
 def _binary(name: str, values: np.ndarray) -> list[float]:

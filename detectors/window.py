@@ -209,10 +209,19 @@ class WindowedDetector:
                 raise ValueError("ring size does not match the window size")
             detector._ring = ring.astype(detector._ring.dtype)
             detector._times = times.copy()
-            detector._next, detector._fill = int(data["next"]) % detector.size, min(int(data["fill"]), detector.size)
-            detector._until = max(1, min(int(data["until"]), detector.size))
-            detector._last = [Verdict(int(p), float(s), float(t), None if pv is None else float(pv), sev, str(name))
+            detector._next, detector._fill, detector._until = int(data["next"]), int(data["fill"]), int(data["until"])
+            if not (0 <= detector._next < detector.size and 0 <= detector._fill <= detector.size
+                    and 1 <= detector._until <= detector.size):  # fmt: skip
+                raise ValueError(f"ring position {detector._next}, fill {detector._fill} or countdown "
+                                 f"{detector._until} out of range for a window of {detector.size}")  # fmt: skip
+            for (name, params), test in zip(data["tests"], tests, strict=True):
+                if set(params) != set(test.params):
+                    raise ValueError(f"{name} parameters {sorted(params)} are not {sorted(test.params)}")
+            detector._last = [Verdict(int(p), float(s), float(t), None if pv is None else float(pv), sev, test=name)
                               for p, s, t, pv, sev, name in data["last"]]  # fmt: skip
+            if any(v.severity not in (None, "warning", "critical") or not isinstance(v.test, str)
+                   for v in detector._last):  # fmt: skip
+                raise ValueError("a last verdict has an unknown severity or test name")
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

@@ -64,12 +64,46 @@ def test_restore_of_a_snapshot_continues_exactly(cls: type) -> None:
         assert msgpack.packb(second.snapshot()) == msgpack.packb(straight.snapshot())
 
 
-def test_change_point_reports_a_shift_against_its_threshold() -> None:
-    points = AdwinDetector().update(stream())
-    first = points[0]
-    assert first.shift > 0.5 and first.statistic == pytest.approx(abs(first.shift))
-    # Both are estimates of the split river cut at, so only their scale is pinned.
-    assert 0.5 * first.statistic < first.threshold < 2 * first.statistic
+def best_block_split(window: np.ndarray, clock: int = 32, delta: float = 0.002,
+                     min_window_length: int = 5) -> tuple[float, float, float]:  # fmt: skip
+    """|gap|, ADWIN's bound and gap of the split between clock blocks that is furthest past its bound."""
+    width = window.size
+    n0 = np.arange(clock, width, clock, dtype=np.float64)
+    n1 = width - n0
+    gap = np.array([window[int(k) :].mean() - window[: int(k)].mean() for k in n0])
+    d = np.log(2.0 * np.log(width) / delta)
+    m = 1.0 / (n0 - min_window_length + 1) + 1.0 / (n1 - min_window_length + 1)
+    bound = np.sqrt(2.0 * m * window.var() * d) + 2.0 / 3.0 * d * m
+    best = int(np.argmax(np.abs(gap) / bound))
+    return abs(gap[best]), bound[best], gap[best]
+
+
+@pytest.mark.parametrize("size", [37, 9000])
+def test_change_point_reports_a_shift_against_its_threshold(size: int) -> None:
+    values = stream()
+    points = batched_points(AdwinDetector(), values, size)
+    assert len(points) >= 2
+    (first_index, first), (second_index, second) = points[:2]
+    assert first_index > 3000 and 6000 < second_index
+    # the mean rose by 1, then fell by 1 (with 3 times the spread)
+    assert first.shift > 0.5 and second.shift < -0.5
+    for start, (index, point) in zip((0, first_index + 1), points[:2], strict=True):
+        # the best split of river's window (it restarts after a change) at clock blocks:
+        # the gap of the two sub-window means there against ADWIN's bound for that split
+        statistic, threshold, shift = best_block_split(values[start : index + 1])
+        assert point.statistic == pytest.approx(statistic, rel=1e-9)
+        assert point.threshold == pytest.approx(threshold, rel=1e-9)
+        assert point.shift == pytest.approx(shift, rel=1e-9)
+        assert point.statistic == pytest.approx(abs(point.shift))
+        # river cut at a split of its own buckets, not of the blocks: near its bound, not always past it
+        assert point.statistic > 0.8 * point.threshold
+
+
+def batched_points(detector: AdwinDetector, values: np.ndarray, size: int) -> list:
+    found = []
+    for start in range(0, values.size, size):
+        found += [(start + p.position, p) for p in detector.update(values[start : start + size])]
+    return found
 
 
 @pytest.mark.parametrize(
