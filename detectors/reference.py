@@ -12,6 +12,7 @@ on it is exact.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -287,10 +288,14 @@ class NumericReference:
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> NumericReference:
-        items = np.frombuffer(bytes(data["items"]), dtype="<f8").copy()
-        weights = np.frombuffer(bytes(data["weights"]), dtype="<f8").copy()
-        return cls.from_summary(items, weights, float(data["rank_error"]), int(data["bins"]), float(data["mean"]),
-                                float(data["std"]), int(data["missing"]))  # fmt: skip
+        items = np.frombuffer(_bytes(data["items"]), dtype="<f8").copy()
+        weights = np.frombuffer(_bytes(data["weights"]), dtype="<f8").copy()
+        rank_error, mean, std = float(data["rank_error"]), float(data["mean"]), float(data["std"])
+        missing = int(data["missing"])
+        if not (np.isfinite(items).all() and np.isfinite(weights).all() and math.isfinite(mean)
+                and math.isfinite(std) and std >= 0 and 0 <= rank_error < 1 and missing >= 0):  # fmt: skip
+            raise ValueError("numeric reference with non-finite or out-of-range numbers")
+        return cls.from_summary(items, weights, rank_error, int(data["bins"]), mean, std, missing)
 
 
 def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, qs: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -434,16 +439,31 @@ class CategoricalReference:
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> CategoricalReference:
-        categories = tuple(str(c) for c in data["categories"])
+        categories = tuple(data["categories"])
         proportions = np.asarray(data["proportions"], dtype=np.float64)
+        if not all(isinstance(c, str) for c in categories) or len(set(categories)) != len(categories):
+            raise ValueError("categories must be distinct strings")
         if proportions.shape != (len(categories) + 1,):
             raise ValueError("one proportion per category plus the other bucket")
+        if not (np.isfinite(proportions).all() and (proportions >= 0).all() and abs(proportions.sum() - 1) < 1e-6):
+            raise ValueError("proportions must be shares summing to 1")
+        if int(data["present"]) < 1 or int(data["missing"]) < 0 or int(data["distinct"]) < 0:
+            raise ValueError("present must be >= 1, missing and distinct >= 0")
+        null_rate = data["summary"].get("null_rate", 0.0)
+        if isinstance(null_rate, bool) or not isinstance(null_rate, (int, float)) or not 0 <= null_rate <= 1:
+            raise ValueError("summary null_rate must be a share")
         return cls(categories=categories, proportions=proportions, present=int(data["present"]),
                    missing=int(data["missing"]), distinct=int(data["distinct"]),
                    summary=dict(data["summary"]))  # fmt: skip
 
 
 Reference = NumericReference | CategoricalReference
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected bytes, got {type(value).__name__}")
+    return value
 
 
 def reference_from_plain(data: dict[str, Any]) -> Reference:
@@ -454,6 +474,6 @@ def reference_from_plain(data: dict[str, Any]) -> Reference:
             return NumericReference.from_plain(data)
         if kind == "categorical":
             return CategoricalReference.from_plain(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed {kind} reference: {exc!r}") from exc
     raise SnapshotError(f"unknown reference kind {kind!r}")

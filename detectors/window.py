@@ -69,13 +69,14 @@ class WindowedDetector:
         self._next = 0  # ring position of the next value
         self._fill = 0
         self._until = size  # values until the next evaluation
-        self._last: list[Verdict] = []
+        self._last: list[Verdict] = []  # of the last judged window: the readable results
+        self._drift = False  # whether the last update judged a window as drift
 
     # -- results -----------------------------------------------------------
 
     @property
     def drift_detected(self) -> bool:
-        return any(v.drift for v in self._last)
+        return self._drift
 
     @property
     def statistic(self) -> float:
@@ -110,6 +111,8 @@ class WindowedDetector:
         n = column.size
         if times is not None and len(times) != n:
             raise ValueError(f"times has {len(times)} entries for {n} values")
+        if n == 0:
+            return []  # nothing happened: the last results stand
         found: list[Evaluation] = []
         start = 0
         while start < n:
@@ -126,6 +129,7 @@ class WindowedDetector:
                 self._until = self.step
         if found:
             self._last = found[-1].verdicts
+        self._drift = any(verdict.drift for evaluation in found for verdict in evaluation.verdicts)
         return found
 
     def _encode(self, values: np.ndarray | Sequence[Any]) -> np.ndarray:
@@ -136,6 +140,8 @@ class WindowedDetector:
             if np.isinf(column).any():
                 raise ValueError(f"{self.name} takes finite numbers or NaN for missing")
             return column
+        if isinstance(values, (str, bytes)):
+            raise ValueError(f"{self.name} takes a sequence of category strings, not one string")
         labels = list(values)
         if any(value is not None and not isinstance(value, str) for value in labels):
             raise ValueError(f"{self.name} takes category strings or None for missing")
@@ -193,6 +199,7 @@ class WindowedDetector:
             "fill": self._fill,
             "until": self._until,
             "last": [[v.position, v.statistic, v.threshold, v.p_value, v.severity, v.test] for v in self._last],
+            "drift": self._drift,
         }
 
     @classmethod
@@ -222,6 +229,9 @@ class WindowedDetector:
             if any(v.severity not in (None, "warning", "critical") or not isinstance(v.test, str)
                    for v in detector._last):  # fmt: skip
                 raise ValueError("a last verdict has an unknown severity or test name")
+            if not isinstance(data["drift"], bool):
+                raise ValueError("drift must be a bool")
+            detector._drift = data["drift"]
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
