@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from detectors import streaming
 from detectors.reference import EXACT_LIMIT
 from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
 from detectors.two_sample import (
@@ -62,9 +63,9 @@ class MonitorConfig:
     max_categories: int = 50  # reference categories kept; the rest share one bucket
     reference_points: int = 512  # points of a numeric reference summary (rank error <= 1/512)
     category_map_size: int = 10  # log2 slots of the categorical reference's frequent-items sketch
-    adwin_delta: float = 0.002
-    ph_delta: float = 0.1
-    ph_threshold: float = 50.0
+    adwin_delta: float = streaming.ADWIN_DELTA
+    ph_delta: float = streaming.PH_DELTA
+    ph_threshold: float = streaming.PH_THRESHOLD
     ph_alpha: float = 1.0
     ph_min_instances: int = 30
     change_critical_sigma: float = 1.0  # a change-point shift this large (in reference std) is critical

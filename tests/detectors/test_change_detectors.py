@@ -81,7 +81,7 @@ def best_block_split(window: np.ndarray, clock: int = 32, delta: float = 0.002,
 @pytest.mark.parametrize("size", [37, 9000])
 def test_change_point_reports_a_shift_against_its_threshold(size: int) -> None:
     values = stream()
-    points = batched_points(AdwinDetector(), values, size)
+    points = batched_points(AdwinDetector(delta=0.002), values, size)
     assert len(points) >= 2
     (first_index, first), (second_index, second) = points[:2]
     assert first_index > 3000 and 6000 < second_index
