@@ -30,9 +30,9 @@ DEMO_TRAFFIC = Traffic(
     categorical=2,
     seed=42,
     drifts=(
-        Drift("f2", start=6000, kind="mean_shift", magnitude=1.0, model="fraud"),
-        Drift("c0", start=9000, kind="category_mix", model="fraud"),
-        Drift("f4", start=12000, kind="null_rate", magnitude=0.3, model="churn"),
+        Drift("f2", start=8000, kind="mean_shift", magnitude=1.0, model="fraud"),
+        Drift("c0", start=11000, kind="category_mix", model="fraud"),
+        Drift("f4", start=14000, kind="null_rate", magnitude=0.3, model="churn"),
     ),
 )
 
@@ -86,7 +86,6 @@ def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
             DRIFTSTREAM_WEB_PORT=str(web_port),
             DRIFTSTREAM_WEB_HOST="127.0.0.1",
             DRIFTSTREAM_APP_ID="driftstream-demo",
-            DRIFTSTREAM_REFERENCE_SIZE="2000",
             DRIFTSTREAM_WINDOW_SIZE="1000",
             DRIFTSTREAM_LOG_LEVEL="WARNING",
         )
@@ -98,8 +97,8 @@ def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
         console.print(f"[bold]worker[/]   metrics on http://127.0.0.1:{web_port}/metrics, "
                       f"health on /healthz, log in {log_path}")  # fmt: skip
         console.print(f"[bold]traffic[/]  models fraud and churn at {rate:g} events/s in envelopes "
-                      "of 50; drift: fraud/f2 mean +1 sigma from event 6000, fraud/c0 category mix "
-                      "from 9000, churn/f4 30% missing from 12000")  # fmt: skip
+                      "of 50; drift: fraud/f2 mean +1 sigma from event 8000, fraud/c0 category mix "
+                      "from 11000, churn/f4 30% missing from 14000")  # fmt: skip
         producer = threading.Thread(
             target=produce,
             kwargs=dict(settings=settings, traffic=DEMO_TRAFFIC, count=0, rate=rate, batch_size=50,
