@@ -187,8 +187,12 @@ class FeatureMonitor:
         n = len(values)
         start = 0
         if self.builder is not None:
-            start = min(n, max(1, self.config.reference_size - self.builder.rows))
-            self._feed_reference(values[:start])
+            start = min(n, max(0, self.config.reference_size - self.builder.rows))
+            if start:
+                self._feed_reference(values[:start])
+            if self.builder is not None and start < n:  # enough rows but no value among them yet: take all
+                self._feed_reference(values[start:])
+                start = n
         judged: list[_Judged] = []
         if self.window is not None and start < n:
             rest, index, times = values[start:], event_index[start:], timestamps[start:]

@@ -229,3 +229,16 @@ def test_restore_under_a_new_config_keeps_the_window_and_uses_the_new_tests() ->
 def test_detection_options_are_validated_by_name(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MonitorConfig(**kwargs)
+
+
+def test_a_feature_missing_through_its_reference_rows_builds_it_from_the_next_values() -> None:
+    config = MonitorConfig(reference_size=100, window_size=100)
+    monitor = ModelMonitor("m", config)
+    monitor.observe(ModelBatch({"v": [1.0] + [None] * 149}, np.zeros(150)))  # 150 rows, 1 value
+    assert monitor.features["v"].reference is not None  # 100 rows seen, one of them a value
+    late = ModelMonitor("m", config)
+    late.observe(ModelBatch({"v": [None] * 150}, np.zeros(150)))
+    assert late.features == {}  # no value yet: its kind is unknown
+    late.observe(ModelBatch({"v": [None] * 120 + [2.0] * 30}, np.zeros(150)))
+    feature = late.features["v"]
+    assert feature.reference is not None and feature.reference.count == 30  # every value of the batch
