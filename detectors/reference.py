@@ -124,7 +124,7 @@ class NumericReferenceBuilder:
         return self.count + self.missing
 
     def update(self, values: np.ndarray) -> None:
-        present = values[~np.isnan(values)]
+        present = values[np.isfinite(values)]  # an infinity (e.g. "inf" in a CSV) is no measurement either
         self.missing += int(values.size - present.size)
         if not present.size:
             return
@@ -186,6 +186,7 @@ class NumericReference:
     items: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
     rank_error: float
+    bins: int  # bins asked for; ties can leave fewer (len(edges) + 1)
     edges: np.ndarray  # inner bin edges, ascending; len(edges) + 1 bins
     proportions: np.ndarray
     mean: float
@@ -213,7 +214,7 @@ class NumericReference:
         """
         check_count("points", points, 2)
         values = np.asarray(values, dtype=np.float64)
-        present = np.sort(values[~np.isnan(values)])
+        present = np.sort(values[np.isfinite(values)])
         if not present.size:
             raise ValueError("a numeric reference needs at least one non-missing value")
         mean, std = float(present.mean()), float(present.std())
@@ -241,14 +242,21 @@ class NumericReference:
 
     @classmethod
     def from_summary(cls, items: np.ndarray, weights: np.ndarray, rank_error: float, bins: int, mean: float,
-                     std: float, missing: int) -> NumericReference:  # fmt: skip
-        """Bins at the summary's quantiles, so each holds about 1/bins of the reference."""
+                     std: float, missing: int, edges: np.ndarray | None = None) -> NumericReference:  # fmt: skip
+        """Bins at the summary's quantiles, so each holds about 1/bins of the reference.
+
+        Ties merge quantiles, so a restore passes the ``edges`` it saved rather
+        than computing them again.
+        """
         if bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins}")
         if items.size == 0 or items.shape != weights.shape or (weights <= 0).any() or (np.diff(items) < 0).any():
             raise ValueError("a reference summary needs ascending items with positive weights")
         count = float(weights.sum())
-        edges = np.unique(_weighted_quantiles(items, weights, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+        if edges is None:
+            edges = np.unique(_weighted_quantiles(items, weights, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+        elif edges.ndim != 1 or edges.size >= bins or not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+            raise ValueError("bin edges must be finite, strictly ascending and fewer than the bins")
         proportions = np.diff(np.concatenate(([0.0], _share_below(items, weights, edges), [1.0])))
         quantiles = _weighted_quantiles(items, weights, _SUMMARY_QUANTILES)
         summary = {
@@ -265,6 +273,7 @@ class NumericReference:
             items=items,
             weights=weights,
             rank_error=rank_error,
+            bins=bins,
             edges=edges,
             proportions=proportions,
             mean=mean,
@@ -283,8 +292,8 @@ class NumericReference:
     def to_plain(self) -> dict[str, Any]:
         return {"kind": "numeric", "items": self.items.astype("<f8").tobytes(),
                 "weights": self.weights.astype("<f8").tobytes(), "rank_error": self.rank_error,
-                "bins": int(self.edges.size + 1), "mean": self.mean, "std": self.summary["std"],
-                "missing": self.missing}  # fmt: skip
+                "bins": self.bins, "edges": self.edges.astype("<f8").tobytes(), "mean": self.mean,
+                "std": self.summary["std"], "missing": self.missing}  # fmt: skip
 
     @classmethod
     def from_plain(cls, data: dict[str, Any]) -> NumericReference:
@@ -295,7 +304,8 @@ class NumericReference:
         if not (np.isfinite(items).all() and np.isfinite(weights).all() and math.isfinite(mean)
                 and math.isfinite(std) and std >= 0 and 0 <= rank_error < 1 and missing >= 0):  # fmt: skip
             raise ValueError("numeric reference with non-finite or out-of-range numbers")
-        return cls.from_summary(items, weights, rank_error, int(data["bins"]), mean, std, missing)
+        edges = np.frombuffer(_bytes(data["edges"]), dtype="<f8").copy()
+        return cls.from_summary(items, weights, rank_error, int(data["bins"]), mean, std, missing, edges)
 
 
 def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, qs: Sequence[float] | np.ndarray) -> np.ndarray:

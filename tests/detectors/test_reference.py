@@ -12,6 +12,7 @@ from detectors.reference import (
     CategoricalReference,
     CategoricalReferenceBuilder,
     NumericReference,
+    NumericReferenceBuilder,
     psi,
     reference_from_plain,
 )
@@ -125,3 +126,22 @@ def test_categorical_builder_round_trips_and_refuses_garbage() -> None:
     assert again.missing == 1 and again.present == 3
     with pytest.raises(SnapshotError):
         CategoricalReferenceBuilder.from_plain({"items": b"junk", "distinct": b"", "missing": 0})
+
+
+def test_a_reference_of_tied_values_restores_with_the_same_bins() -> None:
+    values = np.repeat([0.0, 1.0, 2.0], [700, 200, 100])  # a count feature: most quantiles tie
+    reference = NumericReference.build(values, bins=10)
+    again = reference_from_plain(msgpack.unpackb(msgpack.packb(reference.to_plain())))
+    assert isinstance(again, NumericReference)
+    np.testing.assert_array_equal(again.edges, reference.edges)
+    np.testing.assert_array_equal(again.proportions, reference.proportions)
+    window = np.repeat([0.0, 1.0, 2.0], [500, 300, 200])
+    assert psi(again.proportions, again.bin_counts(window)) == psi(reference.proportions, reference.bin_counts(window))
+
+
+def test_infinities_in_a_baseline_count_as_missing() -> None:
+    reference = NumericReference.build(np.array([1.0, np.inf, 2.0, -np.inf, 3.0]), bins=2, missing=2)
+    assert reference.count == 3 and np.isfinite(reference.mean)
+    builder = NumericReferenceBuilder()
+    builder.update(np.array([1.0, np.inf, 2.0]))
+    assert builder.count == 2 and builder.missing == 1
