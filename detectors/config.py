@@ -7,6 +7,7 @@ per 10^6 stable events there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -83,11 +84,15 @@ class MonitorConfig:
                     raise ValueError(f"{field.name} must be a name, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{field.name} must be a number, got {value!r}")
-        positive = ("reference_size", "window_size", "max_categories", "resolve_after", "max_features",
-                    "change_critical_sigma", "reference_points")  # fmt: skip
+            elif not math.isfinite(value):
+                raise ValueError(f"{field.name} must be finite, got {value!r}")
+        positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("window_size", "reference_points"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)!r}")
         if self.reference_size > MAX_REFERENCE_SIZE:
             raise ValueError(f"reference_size must be <= {MAX_REFERENCE_SIZE} (the stream's reference rows are "
                              f"held until it is built; load a larger baseline instead), got {self.reference_size}")

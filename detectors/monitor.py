@@ -105,7 +105,7 @@ class _Judged:
     evaluation: Evaluation
     index: int  # event index that closed it
     at: float  # its event time
-    adjusted: dict[str, float] = field(default_factory=dict)  # test -> corrected p-value
+    alphas: dict[str, float] = field(default_factory=dict)  # test -> alpha after the correction
     family: int = 1  # how many p-values the correction spanned
 
 
@@ -254,10 +254,7 @@ class FeatureMonitor:
         out.windows_judged += 1
         for test in self.window.tests if self.window else ():
             score = evaluation.scores[test.name]
-            p_value = item.adjusted.get(test.name, score.p_value)
-            if p_value is not score.p_value:
-                score = Score(score.statistic, p_value, score.effect, score.size)
-            severity, line = test.judge(score)
+            severity, line = test.judge(score, item.alphas.get(test.name))
             out.statistics[(self.name_or_none, test.name)] = score.statistic
             self._judge_window(test.name, severity, score, line, item, out)
         for detector, change in self.changes.items():
@@ -281,7 +278,8 @@ class FeatureMonitor:
         subject = _describe(self.name_or_none)
         p_text = ""
         if score.p_value is not None:
-            corrected = f", {self.config.multiple_testing} over {item.family}" if test in item.adjusted else ""
+            corrected = (f", {self.config.multiple_testing} over {item.family}: alpha {item.alphas[test]:.2g}"
+                         if test in item.alphas else "")  # fmt: skip
             p_text = f", p={score.p_value:.2g}{corrected}"
         if severity is not None:
             if state.severity == severity or state.severity == "critical":
@@ -399,24 +397,40 @@ class ModelMonitor:
         return out
 
     def _correct(self, judged: list[_Judged]) -> None:
-        """Adjust the p-values of windows closed by the same event across this model's features."""
+        """Lower the alpha of the p-value tests judged at one event across this model's features.
+
+        One family per closing event, whatever the test: Bonferroni divides each
+        alpha by the family size; Benjamini-Hochberg gives alpha * k / m, where k
+        is how many of the m p-values its step-up procedure rejects. A test is
+        then judged on its raw p-value against that alpha, and its line is the
+        statistic at that alpha.
+        """
         method = self.config.multiple_testing
         if method == "none":
             return
-        families: dict[tuple[int, str], list[_Judged]] = {}
+        families: dict[int, list[tuple[_Judged, str]]] = {}
         for item in judged:
             for test, score in item.evaluation.scores.items():
                 if score.p_value is not None and TESTS[test].has_p_value:
-                    families.setdefault((item.index, test), []).append(item)
-        for (_, test), items in families.items():
-            p_values = np.array([item.evaluation.scores[test].p_value for item in items], dtype=np.float64)
-            if method == "bonferroni":
-                adjusted = np.minimum(1.0, p_values * len(items))
-            else:
-                adjusted = stats.false_discovery_control(p_values, method="bh")
-            for item, value in zip(items, adjusted.tolist(), strict=True):
-                item.adjusted[test] = value
-                item.family = len(items)
+                    families.setdefault(item.index, []).append((item, test))
+        for members in families.values():
+            m = len(members)
+            p_values = np.array([item.evaluation.scores[test].p_value for item, test in members], dtype=np.float64)
+            adjusted = stats.false_discovery_control(p_values, method="bh") if method == "benjamini_hochberg" else None
+            for item, test in members:
+                alpha = self._alpha(item, test)
+                if adjusted is None:
+                    item.alphas[test] = alpha / m
+                else:
+                    rejected = int((adjusted <= alpha).sum())
+                    item.alphas[test] = alpha * max(rejected, 1) / m
+                item.family = m
+
+    @staticmethod
+    def _alpha(item: _Judged, test: str) -> float:
+        window = item.feature.window
+        assert window is not None
+        return next(t.alpha for t in window.tests if t.name == test)  # type: ignore[attr-defined]
 
     def _new_feature(self, name: str, raw: Sequence[Any], out: Observation) -> FeatureMonitor | None:
         if len(self.features) >= self.config.max_features:

@@ -204,8 +204,9 @@ def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarr
 class ChiSquareTest(PValueTest):
     """Chi-square test of homogeneity, reference counts vs window counts per category.
 
-    Critical when Cramér's V (``sqrt(chi2 / n)`` for two rows) reaches
-    ``critical_effect``. Buckets empty in both are left out.
+    Critical when Cramér's V reaches ``critical_effect``, computed with the
+    reference scaled to the window's size (``cramers_v``) so the same change is
+    as critical against any reference size. Buckets empty in both are left out.
     """
 
     name = "chi_square"
@@ -221,11 +222,25 @@ class ChiSquareTest(PValueTest):
         if table.shape[1] < 2 or window.counts.sum() == 0:
             return Score(0.0, 1.0, 0.0, table.shape[1])
         chi2, p_value, dof, _ = stats.chi2_contingency(table, correction=False)
-        total = float(table.sum())
-        return Score(float(chi2), float(p_value), math.sqrt(chi2 / total), int(dof))
+        return Score(float(chi2), float(p_value), cramers_v(reference.proportions, window.counts), int(dof))
 
     def line_at(self, alpha: float, score: Score) -> float:
         return _chi2_line(alpha, score.size) if score.size else math.inf
+
+
+def cramers_v(reference_shares: np.ndarray, counts: np.ndarray) -> float:
+    """Cramér's V of the window against the reference scaled to the window's size.
+
+    Scaling makes the effect size a property of the two distributions, not of
+    how many rows the reference happened to have.
+    """
+    n = float(counts.sum())
+    table = np.vstack([reference_shares * n, counts]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or n == 0:
+        return 0.0
+    chi2 = stats.chi2_contingency(table, correction=False)[0]
+    return math.sqrt(float(chi2) / (2.0 * n))
 
 
 @functools.lru_cache(maxsize=256)

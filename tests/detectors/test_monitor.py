@@ -178,6 +178,9 @@ def test_multiple_testing_correction_spans_the_models_features(method: str) -> N
     assert {a.feature for a in plain} > {"f0"}
     assert {a.feature for a in corrected} == {"f0"}
     assert all(a.p_value < 0.05 and f"{method} over 20" in a.message for a in corrected)
+    # the line reported is the statistic at the corrected alpha, so a firing window is past it
+    assert all(a.statistic >= a.threshold for a in corrected)
+    assert min(a.threshold for a in corrected) > min(a.threshold for a in plain if a.detector == "ks")
     first = corrected[0]
     assert 10_000 <= first.event_index < 11_000
 
@@ -224,6 +227,9 @@ def test_restore_under_a_new_config_keeps_the_window_and_uses_the_new_tests() ->
         ({"reference_size": 10**6}, "reference_size"),
         ({"window_step": 2000}, "window_step"),
         ({"multiple_testing": 3}, "multiple_testing"),
+        ({"window_size": 1}, "window_size"),
+        ({"reference_points": 1}, "reference_points"),
+        ({"psi_warning": float("inf")}, "psi_warning"),
     ],
 )
 def test_detection_options_are_validated_by_name(kwargs: dict, message: str) -> None:

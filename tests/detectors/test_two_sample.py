@@ -128,7 +128,11 @@ def test_chi_square_equals_scipy(seed: int, max_categories: int, window_names: l
     assert verdict.threshold == pytest.approx(stats.chi2.isf(1e-3, dof), rel=1e-12)
     assert verdict.drift == (p_value < 1e-3)
     if verdict.drift:
-        cramers_v = math.sqrt(chi2 / table.sum())
+        # the effect size: Cramér's V with the reference scaled to the window's size
+        n = counts.sum()
+        scaled = np.vstack([reference.proportions * n, counts])
+        scaled = scaled[:, scaled.sum(axis=0) > 0]
+        cramers_v = math.sqrt(stats.chi2_contingency(scaled, correction=False)[0] / (2 * n))
         assert verdict.severity == ("critical" if cramers_v >= test.critical_effect else "warning")
 
 
@@ -290,3 +294,21 @@ def test_a_categorical_window_holds_the_last_values() -> None:
         detector.update(values[start : start + 9])
         end = min(start + 9, values.size)
         np.testing.assert_array_equal(detector.recent(), reference.codes(list(values[max(0, end - 10) : end])))
+
+
+def test_chi_square_severity_does_not_depend_on_the_reference_size() -> None:
+    from detectors.reference import CategoricalReference
+    from detectors.two_sample import CategoricalWindow, ChiSquareTest
+
+    rng = np.random.default_rng(12)
+    shares = [0.4, 0.3, 0.2, 0.1]
+    window = CategoricalWindow(np.array([100, 200, 300, 400, 0]), 0)  # the mix reversed; nothing "other"
+    test = ChiSquareTest()
+    effects = []
+    for size in (5_000, 100_000):
+        labels = rng.choice(list("abcd"), size, p=shares).tolist()
+        reference = CategoricalReference.build(labels, max_categories=10)
+        score = test.score(reference, window)
+        assert test.judge(score)[0] == "critical"
+        effects.append(score.effect)
+    assert effects[0] == pytest.approx(effects[1], abs=0.02)
