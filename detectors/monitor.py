@@ -164,13 +164,26 @@ class FeatureMonitor:
         if isinstance(builder, NumericReferenceBuilder):
             assert isinstance(values, np.ndarray)
             builder.update(values)
-            if builder.rows >= self.config.reference_size and builder.count:  # all missing: keep waiting
+            if builder.count >= self.config.reference_size:
                 self._use_reference(builder.build(self.config.psi_bins, self.config.reference_points))
         else:
             assert isinstance(values, list)
             builder.update(values)
-            if builder.rows >= self.config.reference_size and builder.present:
+            if builder.present >= self.config.reference_size:
                 self._use_reference(builder.build(self.config.max_categories))
+
+    def _reference_rows(self, values: np.ndarray | list[str | None]) -> int:
+        """Rows of this batch the reference takes: up to the one that brings its values to REFERENCE_SIZE.
+
+        Counting values, not rows, ends the reference on the same row whatever the batching.
+        """
+        builder = self.builder
+        assert builder is not None
+        have = builder.count if isinstance(builder, NumericReferenceBuilder) else builder.present
+        present = ~np.isnan(values) if isinstance(values, np.ndarray) else np.fromiter(
+            (value is not None for value in values), dtype=bool, count=len(values))  # fmt: skip
+        reached = np.flatnonzero(np.cumsum(present) >= self.config.reference_size - have)
+        return int(reached[0]) + 1 if reached.size else len(values)
 
     # -- the stream --------------------------------------------------------
 
@@ -187,12 +200,8 @@ class FeatureMonitor:
         n = len(values)
         start = 0
         if self.builder is not None:
-            start = min(n, max(0, self.config.reference_size - self.builder.rows))
-            if start:
-                self._feed_reference(values[:start])
-            if self.builder is not None and start < n:  # enough rows but no value among them yet: take all
-                self._feed_reference(values[start:])
-                start = n
+            start = self._reference_rows(values)
+            self._feed_reference(values[:start])
         judged: list[_Judged] = []
         if self.window is not None and start < n:
             rest, index, times = values[start:], event_index[start:], timestamps[start:]
@@ -381,12 +390,20 @@ class ModelMonitor:
         event_index = np.arange(self.events_seen, self.events_seen + n)
         judged: list[_Judged] = []
         for name, raw in batch.columns.items():
-            monitor = self.features.get(name) or self._new_feature(name, raw, out)
+            monitor = self.features.get(name)
+            rows, times = event_index, batch.timestamps
             if monitor is None:
-                continue
+                # A feature starts at its first value, wherever the batch boundaries fall.
+                first = next((i for i, value in enumerate(raw) if value is not None), None)
+                if first is None:
+                    continue
+                raw, rows, times = raw[first:], event_index[first:], batch.timestamps[first:]
+                monitor = self._new_feature(name, raw, out)
+                if monitor is None:
+                    continue
             values, invalid = monitor.convert(raw)
             out.invalid_values += invalid
-            judged += monitor.update(values, event_index, batch.timestamps, out)
+            judged += monitor.update(values, rows, times, out)
         self._correct(judged)
         for item in sorted(judged, key=lambda item: item.index):
             item.feature.judge(item, out)

@@ -237,14 +237,22 @@ def test_detection_options_are_validated_by_name(kwargs: dict, message: str) -> 
         MonitorConfig(**kwargs)
 
 
-def test_a_feature_missing_through_its_reference_rows_builds_it_from_the_next_values() -> None:
-    config = MonitorConfig(reference_size=100, window_size=100)
-    monitor = ModelMonitor("m", config)
-    monitor.observe(ModelBatch({"v": [1.0] + [None] * 149}, np.zeros(150)))  # 150 rows, 1 value
-    assert monitor.features["v"].reference is not None  # 100 rows seen, one of them a value
-    late = ModelMonitor("m", config)
-    late.observe(ModelBatch({"v": [None] * 150}, np.zeros(150)))
-    assert late.features == {}  # no value yet: its kind is unknown
-    late.observe(ModelBatch({"v": [None] * 120 + [2.0] * 30}, np.zeros(150)))
-    feature = late.features["v"]
-    assert feature.reference is not None and feature.reference.count == 30  # every value of the batch
+@pytest.mark.parametrize("size", [1, 7, 100, 1000])
+def test_the_reference_ends_on_the_same_row_whatever_the_batching(size: int) -> None:
+    rng = np.random.default_rng(13)
+    values: list[float | None] = [None] * 150 + rng.standard_normal(3000).tolist()
+    for i in range(200, 3150, 3):
+        values[i] = None  # a third missing
+    config = MonitorConfig(reference_size=500, window_size=250)
+    monitor = ModelMonitor("m", config, kinds={"v": "numeric"})
+    run(monitor, [ModelBatch({"v": values[s : s + size]}, np.zeros(len(values[s : s + size])))
+                  for s in range(0, len(values), size)])  # fmt: skip
+    feature = monitor.features["v"]
+    assert feature.reference is not None and feature.reference.count == 500  # the first 500 values
+    expected = ModelMonitor("m", config, kinds={"v": "numeric"})
+    run(expected, [ModelBatch({"v": values}, np.zeros(len(values)))])
+    # (whole snapshots differ only in batch positions: where in its batch the last verdict fell)
+    again = expected.features["v"]
+    assert feature.reference.to_plain() == again.reference.to_plain()
+    np.testing.assert_array_equal(feature.window.recent(), again.window.recent())
+    assert feature.builder is None and feature.rows_seen == again.rows_seen == len(values) - 150
