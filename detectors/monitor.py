@@ -228,34 +228,43 @@ class FeatureMonitor:
         for name, detector in self.changes.items():
             out.statistics[(self.name_or_none, name)] = detector.statistic
 
-    def _recent_shift(self, batch_z: np.ndarray) -> float | None:
-        """Mean of the last window_size values up to a change point, in reference std from its mean."""
+    def _recent_shift(self, batch_z: np.ndarray) -> float:
+        """Mean of the last _MIN_SHIFT_ROWS values up to a change point, in reference std from its mean.
+
+        Few values, because a change is caught within tens of them: a longer
+        stretch would mostly hold the values from before it.
+        """
         reference = self.reference
         assert isinstance(reference, NumericReference) and self.window is not None
         before = self.window.recent()
         before = (before[~np.isnan(before)] - reference.mean) / reference.std
-        recent = np.concatenate([before, batch_z])[-self.config.window_size :]
-        return float(recent.mean()) if recent.size >= _MIN_SHIFT_ROWS else None
+        recent = np.concatenate([before, batch_z])[-_MIN_SHIFT_ROWS:]
+        return float(recent.mean()) if recent.size else 0.0
 
     def _on_change(self, detector: str, verdict: Verdict, batch_z: np.ndarray, index: int, at: float,
                    out: Observation) -> None:  # fmt: skip
         state = self._alerts.setdefault(detector, _AlertState())
         state.last_change = index
-        shift = self._recent_shift(batch_z)
-        if shift is None:
-            shift = verdict.shift or 0.0
+        # ADWIN's best split measures the change itself; Page-Hinkley says only that there was one.
+        shift = verdict.shift if verdict.shift is not None else self._recent_shift(batch_z)
+        self._fire_change(detector, state, shift, verdict.statistic, verdict.threshold, index, at,
+                          "the values after the change are {size:.2f} reference std {direction} from the "
+                          "reference mean", out)  # fmt: skip
+
+    def _fire_change(self, detector: str, state: _AlertState, shift: float, statistic: float, threshold: float,
+                     index: int, at: float, template: str, out: Observation,
+                     evaluation: Evaluation | None = None) -> None:  # fmt: skip
         severity: Severity = "critical" if abs(shift) >= self.config.change_critical_sigma else "warning"
         if state.severity == severity or state.severity == "critical":
             return
         state.severity = severity
-        direction = "up" if shift >= 0 else "down"
-        message = (
-            f"{detector} detected a change in the mean of {_describe(self.name_or_none)}: the last "
-            f"{self.config.window_size} values are {abs(shift):.2f} reference std {direction} from the reference mean"
-        )
-        current = {"mean_shift_sigma": shift}
-        out.alerts.append(self._alert("firing", severity, detector, verdict.statistic, verdict.threshold, None,
-                                      index, at, message, current, 0, at))  # fmt: skip
+        detail = template.format(size=abs(shift), direction="up" if shift >= 0 else "down")
+        message = f"{detector} detected a change in the mean of {_describe(self.name_or_none)}: {detail}"
+        current = evaluation.summary if evaluation and evaluation.summary else {}
+        current = {**current, "mean_shift_sigma": shift}
+        count, start = (evaluation.count, evaluation.start_time) if evaluation else (0, at)
+        out.alerts.append(self._alert("firing", severity, detector, statistic, threshold, None, index, at, message,
+                                      current, count, start))  # fmt: skip
 
     def judge(self, item: _Judged, out: Observation) -> None:
         """Alerts for one completed window, with p-values already corrected model-wide."""
@@ -266,8 +275,16 @@ class FeatureMonitor:
             severity, line = test.judge(score, item.alphas.get(test.name))
             out.statistics[(self.name_or_none, test.name)] = score.statistic
             self._judge_window(test.name, severity, score, line, item, out)
+        reference = self.reference
         for detector, change in self.changes.items():
             state = self._alerts.get(detector)
+            summary = evaluation.summary or {}
+            if state and state.severity == "warning" and "mean" in summary and isinstance(reference, NumericReference):
+                # A change caught early looks small; a window that has since moved far enough escalates it.
+                shift = (summary["mean"] - reference.mean) / reference.std
+                self._fire_change(detector, state, shift, change.statistic, change.threshold, item.index, item.at,
+                                  f"the last {evaluation.count} values are {{size:.2f}} reference std {{direction}} "
+                                  f"from the reference mean", out, evaluation)  # fmt: skip
             if state and state.severity and item.index - state.last_change >= self.config.resolve_after:
                 message = (
                     f"{detector} on {_describe(self.name_or_none)}: no further change in "

@@ -256,3 +256,25 @@ def test_the_reference_ends_on_the_same_row_whatever_the_batching(size: int) -> 
     assert feature.reference.to_plain() == again.reference.to_plain()
     np.testing.assert_array_equal(feature.window.recent(), again.window.recent())
     assert feature.builder is None and feature.rows_seen == again.rows_seen == len(values) - 150
+
+
+def test_a_large_sudden_shift_is_a_critical_change_point() -> None:
+    rng = np.random.default_rng(14)
+    values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 3.0])
+    monitor = ModelMonitor("m", CONFIG)
+    alerts = run(monitor, [ModelBatch({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
+    changes = {a.detector: a for a in alerts if a.detector in ("adwin", "page_hinkley") and a.status == "firing"}
+    assert set(changes) == {"adwin", "page_hinkley"}
+    for alert in changes.values():
+        assert alert.severity == "critical" and 3000 <= alert.event_index < 3100
+        assert alert.current["mean_shift_sigma"] > 1.0
+
+
+def test_a_change_point_that_grows_escalates_at_a_window() -> None:
+    rng = np.random.default_rng(15)
+    ramp = np.linspace(0.0, 2.0, 3000)  # a slow drift: caught small, then it keeps going
+    values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + ramp])
+    monitor = ModelMonitor("m", CONFIG)
+    alerts = run(monitor, [ModelBatch({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
+    page_hinkley = [(a.status, a.severity) for a in alerts if a.detector == "page_hinkley"][:2]
+    assert page_hinkley == [("firing", "warning"), ("firing", "critical")]
