@@ -2,10 +2,10 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.detection                              # full run
-    .venv/bin/python -m bench.detection --quick                      # smoke test, under a minute
+    .venv/bin/python -m bench.detection                              # full run, about 10 min on 2 cores
+    .venv/bin/python -m bench.detection --quick                      # smoke test, about 35 s
     .venv/bin/python -m bench.detection --out docs/detection-table.md
-    .venv/bin/python -m bench.detection --sweep                      # also the parameter sweeps
+    .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 16 min
 
 Protocol (what the production monitor does with one feature):
 

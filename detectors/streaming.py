@@ -119,6 +119,16 @@ class RiverDetector:
         river_state.load(detector._river, state)
         if any(vars(detector._river)[name] != value for name, value in fresh.items()):
             raise SnapshotError(f"{cls.name} snapshot state contradicts its parameters")
+        # Rust state that deserialises can still be inconsistent and panic on the next update:
+        # try one update on a separate copy now, so a bad snapshot fails here, as a SnapshotError.
+        probe = cls(**params)
+        river_state.load(probe._river, state)
+        try:
+            probe._river.update(0)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # pyo3 panics are BaseExceptions
+            raise SnapshotError(f"{cls.name} snapshot state does not run: {exc!r}") from exc
         drift = data.get("drift")
         if not isinstance(drift, bool):
             raise SnapshotError(f"{cls.name} snapshot drift flag must be a bool, got {drift!r}")

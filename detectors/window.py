@@ -214,6 +214,12 @@ class WindowedDetector:
             times = np.frombuffer(data["times"], dtype="<f8")
             if ring.size != detector.size or times.size != detector.size:
                 raise ValueError("ring size does not match the window size")
+            if detector.input_kind == "categorical":
+                buckets = len(detector.reference.categories)  # type: ignore[union-attr]
+                if ring.size and (ring.min() < -1 or ring.max() > buckets):
+                    raise ValueError(f"ring codes must be in [-1, {buckets}]")
+            elif np.isinf(ring).any():
+                raise ValueError("ring values must be finite or NaN")
             detector._ring = ring.astype(detector._ring.dtype)
             detector._times = times.copy()
             detector._next, detector._fill, detector._until = int(data["next"]), int(data["fill"]), int(data["until"])

@@ -125,3 +125,14 @@ def test_unknown_snapshot_version_is_refused() -> None:
     snapshot = AdwinDetector().snapshot() | {"v": 99}
     with pytest.raises(SnapshotError):
         AdwinDetector.restore(snapshot)
+
+
+def test_adwin_state_that_deserialises_but_cannot_run_is_refused_at_restore() -> None:
+    detector = AdwinDetector()
+    detector.update(stream()[:3000])
+    snapshot = detector.snapshot()
+    raw = bytearray(snapshot["state"]["_helper"]["bytes"])
+    raw[96:104] = b"\xff" * 8  # an index inside river's buckets, out of range
+    snapshot["state"]["_helper"]["bytes"] = bytes(raw)
+    with pytest.raises(SnapshotError, match="does not run"):
+        AdwinDetector.restore(snapshot)
