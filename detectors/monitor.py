@@ -203,14 +203,20 @@ class FeatureMonitor:
             start = self._reference_rows(values)
             self._feed_reference(values[:start])
         judged: list[_Judged] = []
-        if self.window is not None and start < n:
-            rest, index, times = values[start:], event_index[start:], timestamps[start:]
+        window = self.window
+        while window is not None and start < n:
+            # Up to the next window close at a time, so change points and window closes are
+            # handled in event order, whatever the batching.
+            stop = min(n, start + window.until_next)
+            values_, index, times = values[start:stop], event_index[start:stop], timestamps[start:stop]
             if self.changes:
-                assert isinstance(rest, np.ndarray)
-                self._change_points(rest, index, times, out)
-            for evaluation in self.window.evaluate(rest, times, summaries=True):
-                judged.append(_Judged(self, evaluation, int(index[evaluation.position]),
-                                      float(times[evaluation.position])))  # fmt: skip
+                assert isinstance(values_, np.ndarray)
+                self._change_points(values_, index, times, out)
+            for evaluation in window.evaluate(values_, times, summaries=True):
+                item = _Judged(self, evaluation, int(index[evaluation.position]), float(times[evaluation.position]))
+                self._review_changes(item, out)
+                judged.append(item)
+            start = stop
         self.rows_seen += n
         return judged
 
@@ -275,10 +281,13 @@ class FeatureMonitor:
             severity, line = test.judge(score, item.alphas.get(test.name))
             out.statistics[(self.name_or_none, test.name)] = score.statistic
             self._judge_window(test.name, severity, score, line, item, out)
-        reference = self.reference
+
+    def _review_changes(self, item: _Judged, out: Observation) -> None:
+        """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""
+        evaluation, reference = item.evaluation, self.reference
+        summary = evaluation.summary or {}
         for detector, change in self.changes.items():
             state = self._alerts.get(detector)
-            summary = evaluation.summary or {}
             if state and state.severity == "warning" and "mean" in summary and isinstance(reference, NumericReference):
                 # A change caught early looks small; a window that has since moved far enough escalates it.
                 shift = (summary["mean"] - reference.mean) / reference.std

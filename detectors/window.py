@@ -94,6 +94,11 @@ class WindowedDetector:
     def fill(self) -> int:
         return self._fill
 
+    @property
+    def until_next(self) -> int:
+        """Values still to come before the next judgement."""
+        return self._until
+
     def recent(self) -> np.ndarray:
         """The window's values (codes for categories), oldest first."""
         order = (self._next - self._fill + np.arange(self._fill)) % self.size

@@ -278,3 +278,22 @@ def test_a_change_point_that_grows_escalates_at_a_window() -> None:
     alerts = run(monitor, [ModelBatch({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
     page_hinkley = [(a.status, a.severity) for a in alerts if a.detector == "page_hinkley"][:2]
     assert page_hinkley == [("firing", "warning"), ("firing", "critical")]
+
+
+@pytest.mark.parametrize("size", [1, 37, 4000])
+def test_change_alerts_fire_and_resolve_in_event_order_whatever_the_batching(size: int) -> None:
+    rng = np.random.default_rng(16)
+    values = rng.standard_normal(4000)
+    values[1500:2500] += 3.0  # up, then back down: two changes, a quiet stretch between
+    config = MonitorConfig(reference_size=1000, window_size=100, resolve_after=500)
+    expected = run(ModelMonitor("m", config), [ModelBatch({"v": values.tolist()}, np.zeros(4000))])
+    alerts = run(ModelMonitor("m", config), [ModelBatch({"v": values[s : s + size].tolist()}, np.zeros(size))
+                                             for s in range(0, 4000, size)])  # fmt: skip
+    def key(alert):
+        return (alert.detector, alert.status, alert.severity, alert.event_index)
+
+    assert sorted(map(key, alerts)) == sorted(map(key, expected))
+    page_hinkley = [(a.status, a.event_index) for a in expected if a.detector == "page_hinkley"]
+    # fired on the way up, resolved in the quiet stretch, fired again on the way down
+    assert [status for status, _ in page_hinkley][:3] == ["firing", "resolved", "firing"]
+    assert 1500 <= page_hinkley[0][1] < 1600 and page_hinkley[1][1] < 2500 <= page_hinkley[2][1]
