@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python -m bench.detection                              # full run, about 10 min on 2 cores
     .venv/bin/python -m bench.detection --quick                      # smoke test, about 35 s
     .venv/bin/python -m bench.detection --out docs/detection-table.md
-    .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 16 min
+    .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 20 min
 
 Protocol (what the production monitor does with one feature):
 
@@ -642,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
+    revision = _git_revision()  # now: the code this process has imported, not whatever is checked out later
 
     cases = default_cases()
     params = {c.kind + c.name: _parameters(c)[-1] for c in cases}
@@ -664,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Detection benchmark ({'quick' if args.quick else 'full'} run)",
         "",
         f"`python -m bench.detection{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}"
-        f" --seed {args.seed}`: git {_git_revision()}, {args.workers} worker(s), {elapsed:.0f} s "
+        f" --seed {args.seed}`: git {revision}, {args.workers} worker(s), {elapsed:.0f} s "
         f"on {os.cpu_count()} cores. Protocol and measures: the docstring of `bench/detection.py`.",
         "",
         f"* Reference: {REFERENCE_SIZE} stable values per repetition ({BINS} quantile bins; categorical: "

@@ -1,8 +1,9 @@
 """Tunable parameters of a model's monitor, validated once.
 
-The defaults come from the detection benchmark (``bench/detection.py``, table
-in docs/detection.md): each default test raised no more than 1 false alarm
-per 10^6 stable events there.
+The defaults come from the detection benchmark (``bench/detection.py``; why
+each was chosen: docs/detection.md, the tables: docs/detection-table.md and
+docs/detection-sweeps.md): each default raised no more than 1 false alarm per
+10^6 stable events there.
 """
 
 from __future__ import annotations
