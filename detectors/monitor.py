@@ -208,11 +208,11 @@ class FeatureMonitor:
             # Up to the next window close at a time, so change points and window closes are
             # handled in event order, whatever the batching.
             stop = min(n, start + window.until_next)
-            values_, index, times = values[start:stop], event_index[start:stop], timestamps[start:stop]
+            chunk, index, times = values[start:stop], event_index[start:stop], timestamps[start:stop]
             if self.changes:
-                assert isinstance(values_, np.ndarray)
-                self._change_points(values_, index, times, out)
-            for evaluation in window.evaluate(values_, times, summaries=True):
+                assert isinstance(chunk, np.ndarray)
+                self._change_points(chunk, index, times, out)
+            for evaluation in window.evaluate(chunk, times, summaries=True):
                 item = _Judged(self, evaluation, int(index[evaluation.position]), float(times[evaluation.position]))
                 self._review_changes(item, out)
                 judged.append(item)

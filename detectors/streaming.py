@@ -251,8 +251,9 @@ class PageHinkleyDetector(RiverDetector):
     The defaults are for standardized input (z-scores against the reference)
     and come from the detection benchmark (``bench/detection.py``): river's own
     (delta=0.005, alpha=0.9999) raise about 400 false alarms per 10^6 stable
-    N(0,1) values (``bench.detection.false_alarm_rate``) because with alpha < 1 the cumulative sums are a stationary process
-    whose spread exceeds the threshold.
+    N(0,1) values (``bench.detection.false_alarm_rate``) because with alpha < 1
+    the cumulative sums are a stationary process whose spread exceeds the
+    threshold.
     """
 
     name = "page_hinkley"
