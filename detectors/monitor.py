@@ -29,7 +29,7 @@ from detectors.reference import (
     NumericReferenceBuilder,
     Reference,
 )
-from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
+from detectors.streaming import RiverDetector
 from detectors.two_sample import TESTS, Score
 from detectors.window import Evaluation, WindowedDetector
 
@@ -39,7 +39,6 @@ SNAPSHOT_VERSION = 2
 PREDICTION = "__prediction__"
 
 Status = Literal["firing", "resolved"]
-_CHANGE_CLASSES: dict[str, type[RiverDetector]] = {"adwin": AdwinDetector, "page_hinkley": PageHinkleyDetector}
 _MIN_SHIFT_ROWS = 50
 _WHAT = {
     "psi": "PSI",
@@ -382,7 +381,7 @@ class FeatureMonitor:
                 monitor.window = window
             for detector, state in data["changes"].items():
                 if detector in monitor.changes:
-                    monitor.changes[detector] = _CHANGE_CLASSES[detector].restore(state)
+                    monitor.changes[detector] = type(monitor.changes[detector]).restore(state)
         monitor._alerts = {
             detector: _AlertState(severity, int(last)) for detector, (severity, last) in data["alerts"].items()
         }

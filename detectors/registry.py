@@ -38,8 +38,6 @@ class DetectorSpec:
 
 
 def _streaming(cls: type[RiverDetector]) -> DetectorSpec:
-
-
     def build(reference: Reference | None = None, **params: Any) -> Detector:
         return cls(**params)
 
@@ -48,8 +46,6 @@ def _streaming(cls: type[RiverDetector]) -> DetectorSpec:
 
 
 def _windowed(name: str) -> DetectorSpec:
-
-
     test_cls = TESTS[name]
 
     def build(reference: Reference | None = None, size: int = 1000, step: int | None = None,

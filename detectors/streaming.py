@@ -282,7 +282,20 @@ class PageHinkleyDetector(RiverDetector):
         return max(ph._sum_increase - ph._min_increase, ph._max_decrease - ph._sum_decrease), self.limit
 
 
-class DDMDetector(RiverDetector):
+class BinaryDetector(RiverDetector):
+    """A detector of 0/1 error streams (1 = the model was wrong)."""
+
+    input_kind = "binary"
+
+    def _check_values(self, values: np.ndarray) -> list[float]:
+        if values.ndim != 1:
+            raise ValueError(f"{self.name} takes a 1-D array, got shape {values.shape}")
+        if values.size and not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(f"{self.name} takes an error stream of 0 (right) and 1 (wrong) only")
+        return values.astype(np.int64).tolist()
+
+
+class DDMDetector(BinaryDetector):
     """Drift Detection Method (Gama et al. 2004) on a 0/1 error stream.
 
     ``statistic`` is ``p + s`` (error rate plus its standard error) and
@@ -290,7 +303,6 @@ class DDMDetector(RiverDetector):
     """
 
     name = "ddm"
-    input_kind = "binary"
 
     def __init__(self, warm_start: int = DDM_WARM_START, warning_threshold: float = 2.0,
                  drift_threshold: float = DDM_DRIFT_THRESHOLD) -> None:  # fmt: skip
@@ -308,9 +320,6 @@ class DDMDetector(RiverDetector):
         return {"warm_start": self.warm_start, "warning_threshold": self.warning_threshold,
                 "drift_threshold": self.drift_threshold}  # fmt: skip
 
-    def _check_values(self, values: np.ndarray) -> list[float]:
-        return _binary(self.name, values)
-
     def _measure(self) -> tuple[float, float]:
         ddm = self._river
         p, n = ddm._p.get(), ddm._p.n
@@ -320,7 +329,7 @@ class DDMDetector(RiverDetector):
         return p + s, ddm._p_min + self.drift_threshold * ddm._s_min
 
 
-class EDDMDetector(RiverDetector):
+class EDDMDetector(BinaryDetector):
     """Early Drift Detection Method (Baena-García et al. 2006) on a 0/1 error stream.
 
     river's defaults. No setting met 1 false alarm per 10^6 stable events in
@@ -333,7 +342,6 @@ class EDDMDetector(RiverDetector):
     """
 
     name = "eddm"
-    input_kind = "binary"
 
     def __init__(self, warm_start: int = 30, alpha: float = 0.95, beta: float = 0.9) -> None:
         super().__init__()
@@ -348,9 +356,6 @@ class EDDMDetector(RiverDetector):
     def params(self) -> dict[str, Any]:
         return {"warm_start": self.warm_start, "alpha": self.alpha, "beta": self.beta}
 
-    def _check_values(self, values: np.ndarray) -> list[float]:
-        return _binary(self.name, values)
-
     def _measure(self) -> tuple[float, float]:
         eddm = self._river
         distances = eddm._error_distances
@@ -360,7 +365,7 @@ class EDDMDetector(RiverDetector):
         return 1.0 - level, 1.0 - self.beta
 
 
-class HDDMADetector(RiverDetector):
+class HDDMADetector(BinaryDetector):
     """HDDM_A (Frías-Blanco et al. 2014): Hoeffding bound on the error-rate average.
 
     ``statistic`` is the rise of the error rate since its best cut point and
@@ -369,7 +374,6 @@ class HDDMADetector(RiverDetector):
     """
 
     name = "hddm_a"
-    input_kind = "binary"
 
     def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
                  two_sided_test: bool = False) -> None:  # fmt: skip
@@ -387,9 +391,6 @@ class HDDMADetector(RiverDetector):
         return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
                 "two_sided_test": self.two_sided_test}  # fmt: skip
 
-    def _check_values(self, values: np.ndarray) -> list[float]:
-        return _binary(self.name, values)
-
     def _measure(self) -> tuple[float, float]:
         hddm = self._river
         z = hddm._z
@@ -404,7 +405,7 @@ class HDDMADetector(RiverDetector):
         return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
 
 
-class HDDMWDetector(RiverDetector):
+class HDDMWDetector(BinaryDetector):
     """HDDM_W (Frías-Blanco et al. 2014): McDiarmid bound on EWMA error rates.
 
     ``statistic`` is the rise of the recent EWMA error rate over the one at the
@@ -413,7 +414,6 @@ class HDDMWDetector(RiverDetector):
     """
 
     name = "hddm_w"
-    input_kind = "binary"
 
     def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
                  lambda_val: float = HDDM_W_LAMBDA, two_sided_test: bool = False) -> None:  # fmt: skip
@@ -432,9 +432,6 @@ class HDDMWDetector(RiverDetector):
         return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
                 "lambda_val": self.lambda_val, "two_sided_test": self.two_sided_test}  # fmt: skip
 
-    def _check_values(self, values: np.ndarray) -> list[float]:
-        return _binary(self.name, values)
-
     def _measure(self) -> tuple[float, float]:
         hddm = self._river
         # river compares (before, after) EWMA pairs: for a rise, and two-sided also (after, before) for a fall
@@ -444,11 +441,3 @@ class HDDMWDetector(RiverDetector):
         found = [(s2.ewma - s1.ewma, math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / self.drift_confidence) / 2.0))
                  for s1, s2 in pairs if s1.is_init and s2.is_init]  # fmt: skip
         return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
-
-
-def _binary(name: str, values: np.ndarray) -> list[float]:
-    if values.ndim != 1:
-        raise ValueError(f"{name} takes a 1-D array, got shape {values.shape}")
-    if values.size and not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"{name} takes an error stream of 0 (right) and 1 (wrong) only")
-    return values.astype(np.int64).tolist()
