@@ -8,6 +8,7 @@ docs/detection-sweeps.md): each default raised no more than 1 false alarm per
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, fields
 from typing import Any
@@ -15,17 +16,7 @@ from typing import Any
 from detectors import streaming
 from detectors.reference import EXACT_LIMIT
 from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
-from detectors.two_sample import (
-    TESTS,
-    ChiSquareTest,
-    JensenShannonTest,
-    KSTest,
-    NullRateTest,
-    PSITest,
-    UnseenRateTest,
-    WassersteinTest,
-    WindowTest,
-)
+from detectors.two_sample import TESTS, WindowTest
 
 CHANGE_DETECTORS = ("adwin", "page_hinkley")
 MULTIPLE_TESTING = ("none", "bonferroni", "benjamini_hochberg")
@@ -128,18 +119,9 @@ class MonitorConfig:
         return [self._build_test(name) for name in names]
 
     def _build_test(self, name: str) -> WindowTest:
-        options: dict[str, tuple[type[WindowTest], dict[str, Any]]] = {
-            "psi": (PSITest, {"warning": "psi_warning", "critical": "psi_critical"}),
-            "ks": (KSTest, {"alpha": "ks_alpha", "critical_effect": "ks_critical_effect"}),
-            "chi_square": (ChiSquareTest, {"alpha": "chi_square_alpha",
-                                           "critical_effect": "chi_square_critical_effect"}),
-            "wasserstein": (WassersteinTest, {"warning": "wasserstein_warning", "critical": "wasserstein_critical"}),
-            "jensen_shannon": (JensenShannonTest, {"warning": "jensen_shannon_warning",
-                                                   "critical": "jensen_shannon_critical"}),
-            "unseen_rate": (UnseenRateTest, {"warning": "unseen_rate_warning", "critical": "unseen_rate_critical"}),
-            "null_rate": (NullRateTest, {"warning": "null_rate_warning", "critical": "null_rate_critical"}),
-        }  # fmt: skip
-        cls, params = options[name]
+        # Each line of a test is the option named after it: ks_alpha, psi_warning, ...
+        cls = TESTS[name]
+        params = {param: f"{name}_{param}" for param in inspect.signature(cls.__init__).parameters if param != "self"}
         return _named(params, lambda: cls(**{p: getattr(self, o) for p, o in params.items()}))
 
     def build_change_detectors(self, names: tuple[str, ...] | None = None) -> dict[str, RiverDetector]:
