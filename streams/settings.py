@@ -57,14 +57,27 @@ class Settings(BaseSettings):
     broker_heartbeat_interval: float = Field(1.0, gt=0, description="seconds")
 
     # Redis
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone", description="standalone and cluster connect to redis_url; sentinel asks redis_sentinels"
+    )
     redis_url: str = Field("redis://localhost:6379/0", description="redis:// or rediss:// (TLS)")
+    redis_username: str | None = Field(None, description="ACL user (Redis 6+) when not in the URL")
     redis_password: str | None = Field(None, description="AUTH password when not in the URL")
-    redis_ssl_ca_certs: str | None = None
+    redis_ssl_ca_certs: str | None = Field(None, description="CA bundle to verify the server (TLS)")
+    redis_ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS)")
+    redis_ssl_keyfile: str | None = Field(None, description="client key (mutual TLS)")
+    redis_sentinels: str = Field("", description="host:port[,host:port] of the sentinels (redis_mode=sentinel)")
+    redis_sentinel_master: str = Field("mymaster", description="service name the sentinels monitor")
+    redis_sentinel_password: str | None = Field(None, description="AUTH password of the sentinels themselves")
+    redis_socket_timeout: float = Field(5.0, gt=0, description="seconds before a Redis call counts as failed")
     state_prefix: str = Field("driftstream", description="prefix of every Redis key")
     state_backend: Literal["redis", "memory"] = Field(
         "redis", description="memory keeps state in-process only (demo without redis-server)"
     )
     checkpoint_interval: float = Field(1.0, gt=0, description="seconds between state checkpoints")
+    max_unsaved_messages: int = Field(
+        100_000, ge=1, description="stop consuming while this many processed messages wait for a checkpoint"
+    )
 
     # Worker
     web_host: str = "0.0.0.0"
@@ -80,6 +93,9 @@ class Settings(BaseSettings):
     max_models: int = Field(100, ge=1, description="models tracked per worker; more are rejected")
     max_name_length: int = Field(200, ge=1)
     max_string_length: int = Field(1024, ge=1)
+    dlq_max_value_bytes: int = Field(
+        900_000, ge=1024, description="longer bad messages reach the DLQ cut to this size (headers say where the whole one is)"
+    )
 
     # Detection: every field of detectors.config.MonitorConfig, same names and defaults
     # (lists as JSON in the environment, e.g. DRIFTSTREAM_NUMERIC_TESTS='["psi","ks"]').
