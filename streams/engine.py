@@ -25,7 +25,7 @@ from streams.alerts import to_wire
 from streams.decode import Event, Limits, Rejection, decode_message
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.state import BASELINE_VERSION, Checkpoint, StateStore, decode, encode
+from streams.state import BASELINE_VERSION, STATE_VERSION, Checkpoint, StateStore, Write, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class Outputs:
     dlq: list[tuple[bytes | None, bytes, Headers]] = field(default_factory=list)
     metrics: list[tuple[bytes, bytes]] = field(default_factory=list)
     alert_objects: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # the reason of each DLQ message
 
 
 @dataclass
@@ -58,6 +59,8 @@ class PartitionState:
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     offset_dirty: bool = False
+    write: Write = Write.FORWARD  # how the next checkpoint may change the stored state
+    last_seen: int = -1  # highest offset read since this state was loaded
 
 
 class Engine:
@@ -90,10 +93,24 @@ class Engine:
 
     async def _partition(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get((topic, partition))
-        if state is not None:
-            return state
+        return state if state is not None else await self.load(topic, partition)
+
+    async def load(self, topic: str, partition: int, end_offset: int | None = None) -> PartitionState:
+        """(Re)load a partition's state from the store, replacing what memory held.
+
+        ``end_offset``, the partition's log end offset when known, tells a log that
+        restarted (a topic recreated, a broker that lost its data) from a replay: a
+        log shorter than the checkpoint's offset cannot hold the events it covers.
+        """
         state = PartitionState()
         checkpoint = await self.store.load(topic, partition)
+        if checkpoint is not None and checkpoint.version != STATE_VERSION:
+            # Unknown layout: nothing in it can be trusted, so the whole partition starts fresh.
+            self.metrics.state_restore_failures.inc()
+            log.warning("state of %s[%d] has layout version %r, not %d; starting that partition fresh",
+                        topic, partition, checkpoint.version, STATE_VERSION)  # fmt: skip
+            state.write = Write.REPLACE
+            checkpoint = None
         if checkpoint is not None:
             state.offset = checkpoint.offset
             for model, blob in checkpoint.models.items():
@@ -108,9 +125,20 @@ class Engine:
                                 model, topic, partition, exc)  # fmt: skip
             log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
                      len(state.monitors))  # fmt: skip
+            if end_offset is not None and 0 <= end_offset <= state.offset:
+                self._log_restarted(topic, partition, state, f"its log ends at {end_offset}")
+                state.offset = -1  # every record of the new log is new
         self.partitions[(topic, partition)] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
+
+    def _log_restarted(self, topic: str, partition: int, state: PartitionState, evidence: str) -> None:
+        """The partition's offsets started over: keep the detectors, track offsets anew."""
+        self.metrics.offset_resets.inc()
+        log.warning("offsets of %s[%d] restarted (%s, state covers up to %d); keeping detector state",
+                    topic, partition, evidence, state.offset)  # fmt: skip
+        state.write = Write.RESET
+        state.offset_dirty = True
 
     async def _baseline(self, model: str) -> dict[str, Reference]:
         cached = self._baselines.get(model)
@@ -131,22 +159,35 @@ class Engine:
         return references
 
     async def checkpoint(self) -> int:
-        """Write every changed partition to the store; the number written."""
+        """Write every changed partition to the store; the number written.
+
+        Raises ``StoreUnavailable`` with memory unchanged. A partition the store
+        refused (a newer owner saved a later offset) is dropped from memory: its
+        next record reloads the newer state.
+        """
         checkpoints = [
             Checkpoint(topic, partition, state.offset,
-                       {model: encode(state.monitors[model].snapshot()) for model in state.dirty})
+                       {model: encode(state.monitors[model].snapshot()) for model in state.dirty},
+                       write=state.write)
             for (topic, partition), state in self.partitions.items()
-            if state.dirty or state.offset_dirty
+            if state.dirty or state.offset_dirty or state.write is not Write.FORWARD
         ]  # fmt: skip
         if not checkpoints:
             return 0
         started = time.perf_counter()
-        await self.store.save(checkpoints)
+        refused = await self.store.save(checkpoints)
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        for state in self.partitions.values():
+        for checkpoint in checkpoints:
+            state = self.partitions[(checkpoint.topic, checkpoint.partition)]
             state.dirty.clear()
             state.offset_dirty = False
-        return len(checkpoints)
+            state.write = Write.FORWARD
+        for checkpoint in refused:
+            self.metrics.checkpoint_conflicts.inc()
+            log.warning("%s[%d]: the store holds a later offset than %d (another worker owned it); reloading",
+                        checkpoint.topic, checkpoint.partition, checkpoint.offset)  # fmt: skip
+        self.forget((c.topic, c.partition) for c in refused)
+        return len(checkpoints) - len(refused)
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the in-memory state of partitions this worker no longer owns."""
@@ -166,12 +207,20 @@ class Engine:
         groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
         admitted: set[str] = set()  # models new to this worker, let in by this batch
         applied = {key: state.offset for key, state in self.partitions.items()}
+        seen = {key: state.last_seen for key, state in self.partitions.items()}
+        restarted: dict[tuple[str, int], int] = {}
         for record in records:
             key = (record.topic, record.partition)
+            state = self.partitions[key]
+            if record.offset <= seen[key]:
+                # Kafka never hands out an offset twice between two loads of a partition
+                # (the worker reloads on every assignment): its log started over.
+                restarted[key] = record.offset
+                applied[key] = record.offset - 1
+            seen[key] = record.offset
             if record.offset <= applied[key]:
                 continue  # already applied (before the last checkpoint, or earlier in this batch)
             applied[key] = record.offset
-            state = self.partitions[key]
             events, rejections = decode_message(record.value, self.limits)
             for rejection in rejections:
                 self._reject(record, rejection, out)
@@ -183,13 +232,18 @@ class Engine:
                 )
         new_models = {m for (t, p, m) in groups if m not in self.partitions[(t, p)].monitors}
         baselines = {model: await self._baseline(model) for model in new_models}
+        for key, offset in restarted.items():
+            self._log_restarted(*key, self.partitions[key], f"offset {offset} read again")
         for key, offset in applied.items():
             state = self.partitions[key]
+            state.last_seen = seen[key]
             if offset != state.offset:
                 state.offset = offset
                 state.offset_dirty = True
         for (topic, partition, model), rows in groups.items():
             self._observe(topic, partition, model, rows, baselines, out)
+        for reason in out.rejected:
+            self.metrics.events_rejected.labels(reason).inc()
         self.metrics.messages_consumed.inc(len(records))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_messages.observe(len(records))
@@ -256,7 +310,7 @@ class Engine:
             out.metrics.append((key, orjson.dumps(snapshot)))
 
     def _reject(self, record: Record, rejection: Rejection, out: Outputs) -> None:
-        self.metrics.events_rejected.labels(rejection.reason).inc()
+        out.rejected.append(rejection.reason)
         headers: Headers = [
             ("driftstream-reason", rejection.reason.encode()),
             ("driftstream-detail", rejection.detail[:1000].encode()),
@@ -271,6 +325,10 @@ class Engine:
             if rejection.index is not None:
                 headers.append(("driftstream-batch-index", str(rejection.index).encode()))
             value = orjson.dumps(rejection.element, option=orjson.OPT_PASSTHROUGH_DATACLASS, default=str)
+        if len(value) > self.settings.dlq_max_value_bytes:
+            # Brokers cap message size (1 MB by default); the source headers locate the whole message.
+            headers.append(("driftstream-truncated-from", str(len(value)).encode()))
+            value = value[: self.settings.dlq_max_value_bytes]
         out.dlq.append((record.key, value, headers))
 
 

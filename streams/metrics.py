@@ -59,6 +59,25 @@ class Metrics:
             "driftstream_state_restore_failures_total", "Snapshots that could not be restored (started fresh)",
             registry=registry,
         )  # fmt: skip
+        self.checkpoint_conflicts = Counter(
+            "driftstream_checkpoint_conflicts_total",
+            "Partition checkpoints refused because the store held a later offset (another owner)", registry=registry,
+        )  # fmt: skip
+        self.offset_resets = Counter(
+            "driftstream_offset_resets_total", "Partitions whose offsets started over (log recreated or lost)",
+            registry=registry,
+        )  # fmt: skip
+        self.unsaved_messages = Gauge(
+            "driftstream_unsaved_messages", "Messages processed but not yet covered by a checkpoint",
+            registry=registry,
+        )  # fmt: skip
+        self.last_checkpoint = Gauge(
+            "driftstream_last_checkpoint_timestamp_seconds", "Unix time of the last checkpoint the store accepted",
+            registry=registry,
+        )  # fmt: skip
+        self.partitions_assigned = Gauge(
+            "driftstream_partitions_assigned", "Events-topic partitions assigned to this worker", registry=registry
+        )
         self.models_tracked = Gauge(
             "driftstream_models_tracked", "Models with a monitor on this worker", registry=registry
         )

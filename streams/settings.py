@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     max_name_length: int = Field(200, ge=1)
     max_string_length: int = Field(1024, ge=1)
     dlq_max_value_bytes: int = Field(
-        900_000, ge=1024, description="longer bad messages reach the DLQ cut to this size (headers say where the whole one is)"
+        900_000, ge=1024, description="bad messages reach the DLQ cut to this size; headers point at the whole one"
     )
 
     # Detection: every field of detectors.config.MonitorConfig, same names and defaults

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
+from streams.services import free_port
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, model_events
-from streams.state import MemoryStateStore, RedisStateStore, StateStore
+from streams.state import MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable
 
 
 def settings(unique: str, **overrides) -> Settings:
@@ -121,7 +122,7 @@ def test_an_unreadable_snapshot_starts_that_model_fresh(unique: str, redis_url: 
     async def scenario() -> Engine:
         store = RedisStateStore.from_settings(config)
         key = store.partition_key("events", 0)
-        await store._redis.hset(key, mapping={"offset": 4, "model:fraud": b"\xc1garbage", "model:ok": b"\x80"})
+        await store._redis.hset(key, mapping={"v": 1, "offset": 4, "model:fraud": b"\xc1garbage", "model:ok": b"\x80"})
         engine = make_engine(config, store)
         await engine.process(records(TRAFFIC, 10)[5:])
         await store.close()
@@ -151,3 +152,125 @@ def test_a_forgotten_partition_is_reloaded_from_the_store(unique: str) -> None:
     state = engine.partitions[("events", 0)]
     # The unsaved 50 were dropped with the memory and applied again from Kafka: 300, not 350.
     assert state.offset == 299 and state.monitors["fraud"].events_seen == 300
+
+
+def test_a_partition_of_an_unknown_layout_version_starts_fresh_and_is_replaced(unique: str, redis_url: str) -> None:
+    config = settings(unique, redis_url=redis_url)
+
+    async def scenario() -> tuple[Engine, dict]:
+        store = RedisStateStore.from_settings(config)
+        key = store.partition_key("events", 0)
+        await store._redis.hset(key, mapping={"v": 99, "offset": 500, "model:fraud": b"from the future"})
+        engine = make_engine(config, store)
+        await engine.process(records(TRAFFIC, 10))
+        await engine.checkpoint()
+        stored = await store._redis.hgetall(key)
+        await store.close()
+        return engine, stored
+
+    engine, stored = asyncio.run(scenario())
+    # Nothing of the unknown layout is trusted, not even its offset: all 10 records apply.
+    assert engine.partitions[("events", 0)].monitors["fraud"].events_seen == 10
+    assert engine.metrics.registry.get_sample_value("driftstream_state_restore_failures_total") == 1
+    assert stored[b"v"] == b"1" and stored[b"offset"] == b"9" and stored[b"model:fraud"] != b"from the future"
+
+
+def test_a_checkpoint_behind_the_stored_offset_is_refused_and_newer_state_reloaded(unique: str, store_factory) -> None:
+    config = settings(unique)
+    items = records(TRAFFIC, 400)
+
+    async def scenario() -> Engine:
+        stalled, owner = make_engine(config, store_factory(config)), make_engine(config, store_factory(config))
+        await stalled.process(items[:100])
+        await owner.process(items[:300])  # took the partition over and went further
+        await owner.checkpoint()
+        assert await stalled.checkpoint() == 0  # would move the stored offset back from 299 to 99
+        await stalled.process(items[100:])  # redelivered: reloads the owner's state, applies 300..399
+        await stalled.checkpoint()
+        return stalled
+
+    engine = asyncio.run(scenario())
+    assert engine.metrics.registry.get_sample_value("driftstream_checkpoint_conflicts_total") == 1
+    state = engine.partitions[("events", 0)]
+    assert state.offset == 399 and state.monitors["fraud"].events_seen == 400
+
+
+def test_offsets_that_start_over_are_applied_with_the_detectors_kept(unique: str, store_factory) -> None:
+    """A broker that lost its log (or a recreated topic) hands out offsets already seen."""
+    config = settings(unique)
+    items = records(TRAFFIC, 700)
+    restarted = [Record(r.topic, r.partition, r.offset - 500, r.timestamp, r.key, r.value) for r in items[500:]]
+
+    async def scenario() -> tuple[Engine, Engine]:
+        engine = make_engine(config, store_factory(config))
+        await engine.process(items[:500])
+        await engine.checkpoint()
+        await engine.process(restarted[:50])
+        await engine.checkpoint()  # moves the stored offset back to 49
+        await engine.process(restarted[50:])
+        await engine.checkpoint()
+        # The log (end offset 200) holds what the checkpoint (199) covers: no restart.
+        fresh = make_engine(config, store_factory(config))
+        await fresh.load("events", 0, end_offset=200)
+        return engine, fresh
+
+    engine, fresh = asyncio.run(scenario())
+    state = engine.partitions[("events", 0)]
+    assert state.offset == 199 and state.monitors["fraud"].events_seen == 700
+    assert engine.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 1
+    assert fresh.partitions[("events", 0)].offset == 199
+    assert fresh.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 0
+
+
+def test_a_log_shorter_than_the_checkpoint_restarts_offset_tracking(unique: str) -> None:
+    config = settings(unique)
+    store = MemoryStateStore()
+
+    async def scenario() -> Engine:
+        engine = make_engine(config, store)
+        await engine.process(records(TRAFFIC, 300))
+        await engine.checkpoint()
+        fresh = make_engine(config, store)
+        await fresh.load("events", 0, end_offset=40)
+        await fresh.process(records(TRAFFIC, 40))  # offsets 0..39 of the new log all apply
+        return fresh
+
+    fresh = asyncio.run(scenario())
+    state = fresh.partitions[("events", 0)]
+    assert state.offset == 39 and state.monitors["fraud"].events_seen == 340
+    assert fresh.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 1
+
+
+def test_a_store_outage_fails_the_batch_before_any_state_changes(unique: str, redis_url: str) -> None:
+    items = records(TRAFFIC, 300)
+    down = settings(unique, redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_socket_timeout=0.5)
+    up = settings(unique, redis_url=redis_url)
+
+    async def scenario() -> Engine:
+        engine = make_engine(down, RedisStateStore.from_settings(down))
+        with pytest.raises(StoreUnavailable):
+            await engine.process(items[:100])
+        assert engine.partitions == {}
+        engine.store = RedisStateStore.from_settings(up)  # the store is back
+        await engine.process(items[:100])
+        await engine.process(items[100:])
+        engine.store = RedisStateStore.from_settings(down)
+        with pytest.raises(StoreUnavailable):
+            await engine.checkpoint()
+        engine.store = RedisStateStore.from_settings(up)
+        assert await engine.checkpoint() == 1
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert engine.partitions[("events", 0)].monitors["fraud"].events_seen == 300
+    assert engine.metrics.registry.get_sample_value("driftstream_messages_consumed_total") == 300
+
+
+def test_a_huge_bad_message_reaches_the_dlq_cut_with_a_pointer_to_the_whole(unique: str) -> None:
+    config = settings(unique, dlq_max_value_bytes=2048)
+    huge = b"[" + b"1," * 5000 + b"]"
+    out = asyncio.run(make_engine(config, MemoryStateStore()).process([Record("events", 2, 7, 1.8e9, None, huge)]))
+    (key, value, headers), = out.dlq
+    assert value == huge[:2048]
+    assert dict(headers)["driftstream-truncated-from"] == str(len(huge)).encode()
+    assert dict(headers)["driftstream-source-offset"] == b"7"
