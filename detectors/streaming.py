@@ -100,8 +100,7 @@ class RiverDetector:
             "v": _VERSION,
             "params": self.params,
             "state": river_state.dump(self._river),
-            "drift": self._drift,
-        }
+        }  # no drift flag: it tells of the last update call, not of the stream
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> RiverDetector:
@@ -129,11 +128,7 @@ class RiverDetector:
             raise
         except BaseException as exc:  # pyo3 panics are BaseExceptions
             raise SnapshotError(f"{cls.name} snapshot state does not run: {exc!r}") from exc
-        drift = data.get("drift")
-        if not isinstance(drift, bool):
-            raise SnapshotError(f"{cls.name} snapshot drift flag must be a bool, got {drift!r}")
-        detector._drift = drift
-        return detector
+        return detector  # drift_detected is False: a restored detector has had no update yet
 
 
 class AdwinDetector(RiverDetector):

@@ -203,8 +203,9 @@ class WindowedDetector:
             "next": self._next,
             "fill": self._fill,
             "until": self._until,
-            "last": [[v.position, v.statistic, v.threshold, v.p_value, v.severity, v.test] for v in self._last],
-            "drift": self._drift,
+            # Positions and the drift flag tell of the last update call, not of the stream: left out
+            # (positions saved as 0), so the same stream cut into other batches saves the same bytes.
+            "last": [[0, v.statistic, v.threshold, v.p_value, v.severity, v.test] for v in self._last],
         }
 
     @classmethod
@@ -240,9 +241,6 @@ class WindowedDetector:
             if any(v.severity not in (None, "warning", "critical") or not isinstance(v.test, str)
                    for v in detector._last):  # fmt: skip
                 raise ValueError("a last verdict has an unknown severity or test name")
-            if not isinstance(data["drift"], bool):
-                raise ValueError("drift must be a bool")
-            detector._drift = data["drift"]
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
