@@ -1,25 +1,34 @@
 """The Faust worker: consumes inference events in batches, publishes alerts.
 
 Faust's per-message cost is fixed, so all real work happens per batch in
-``streams.engine.Engine``; this module only moves records in and results out.
+``streams.engine.Engine``; this module moves records in and results out, and
+decides when Kafka may learn that a message is done.
+
+Exactly-once state: a message is acked to Faust (and so may be committed to
+Kafka) only after a checkpoint covering it is in the state store and the alerts
+it caused are flushed to the broker. A crash anywhere replays from the last
+committed offset, and the engine skips what the checkpoint already covers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import time
+from collections import defaultdict
 from typing import Any
 
 import faust
+from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
 from streams.kafka import faust_credentials
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.state import StateStore
+from streams.state import StateStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +42,14 @@ class Worker:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.engine = Engine(settings, store, self.metrics)
-        self._lock = asyncio.Lock()  # one of: a batch, a checkpoint, a revocation
+        self._lock = asyncio.Lock()  # one of: a batch, a checkpoint, a rebalance step
         self._unpublished = False  # a batch changed state but its outputs are not all sent
         self._last_checkpoint = time.monotonic()
+        self._store_ok = True
+        # Processed events not yet covered by a checkpoint, acked only once they are.
+        self._unsaved: dict[TP, list[EventT]] = defaultdict(list)
+        self._unsaved_count = 0
+        self._stream: faust.StreamT | None = None
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -57,6 +71,10 @@ class Worker:
             topic_replication_factor=s.topic_replication,
             topic_allow_declare=False,
             stream_buffer_maxsize=max(4096, 2 * s.batch_max),
+            # Unacked events wait for a checkpoint; a rebalance must not wait for them to be acked.
+            stream_wait_empty=False,
+            consumer_max_fetch_size=max(1024 * 1024, s.max_message_bytes + 64 * 1024),
+            producer_max_request_size=max(1024 * 1024, s.dlq_max_value_bytes + 64 * 1024),
         )
         events = app.topic(s.topic_events, value_serializer="raw", key_serializer="raw")
         alerts = app.topic(s.topic_alerts, value_serializer="raw", key_serializer="raw")
@@ -73,31 +91,37 @@ class Worker:
 
         @app.agent(events, name="driftstream-monitor")
         async def monitor(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(s.batch_max, within=s.batch_within):
-                records = [
-                    Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
-                    for m in (event.message for event in batch)
-                ]
-                async with self._lock:
-                    self._unpublished = True
-                    out = await self.engine.process(records)
-                    await publish(out)
-                    self._unpublished = False
-                    if time.monotonic() - self._last_checkpoint >= s.checkpoint_interval:
+            self._stream = stream
+            async for batch in stream.noack_take(s.batch_max, within=s.batch_within):
+                await self._handle(batch, publish)
+                # A store outage must not grow memory without end: stop taking more until saved.
+                while self._unsaved_count >= s.max_unsaved_messages:
+                    await asyncio.sleep(s.checkpoint_interval)
+                    async with self._lock:
                         await self._checkpoint()
 
         @app.timer(s.checkpoint_interval)
         async def checkpoint_when_idle() -> None:
             async with self._lock:
                 await self._checkpoint()
+            await self.is_ready()  # keeps the readiness gauge current between scrapes of /healthz
 
         @app.on_partitions_revoked.connect
-        async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
             async with self._lock:
                 # Save what is consistent, then always forget: whoever owns a partition next
-                # (maybe this worker again) must start from the store, not from stale memory.
-                await self._checkpoint()
+                # (maybe this worker again) starts from the store and Kafka's committed
+                # offset, not from this memory. Events of revoked partitions are never
+                # acked: Faust no longer tracks them, and the next owner replays them.
+                await self._checkpoint(keep=revoked)
+                for tp in revoked:
+                    self._drop_unsaved(tp)
                 self.engine.forget((tp.topic, tp.partition) for tp in revoked)
+                self._count_assigned()
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+            self._count_assigned()
 
         @app.on_before_shutdown.connect
         async def on_shutdown(sender: Any, **_: Any) -> None:
@@ -113,28 +137,101 @@ class Worker:
         @app.page("/healthz")
         async def health_page(web: Any, request: Any) -> Any:
             ready = await self.is_ready()
-            body = {"ready": ready, "partitions": len(self.engine.partitions)}
+            body = {"ready": ready, "partitions": len(self.engine.partitions), "unsaved_messages": self._unsaved_count}
             return web.json(body, status=200 if ready else 503)
 
         return app
 
+    async def _handle(self, batch: list[EventT], publish: Any) -> None:
+        """Apply one batch, retrying while the store is down (the engine changes nothing then)."""
+        while True:
+            async with self._lock:
+                # Events fetched before the last rebalance, or of partitions no longer ours,
+                # are left unacked: their partition's owner reads them again from Kafka.
+                generation = self.app.consumer_generation_id
+                assigned = self.app.consumer.assignment()
+                live = [e for e in batch if e.message.generation_id == generation and e.message.tp in assigned]
+                if not live:
+                    return
+                records = [
+                    Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+                    for m in (event.message for event in live)
+                ]
+                try:
+                    out = await self.engine.process(records)
+                except StoreUnavailable as exc:
+                    self._store_failed(exc)
+                else:
+                    self._unpublished = True
+                    try:
+                        await publish(out)
+                    except BaseException as exc:
+                        # Memory is ahead of what was published: only a replay can fix that.
+                        self._die("publishing a batch's outputs failed", exc)
+                    self._unpublished = False
+                    for event in live:
+                        self._unsaved[event.message.tp].append(event)
+                    self._unsaved_count += len(live)
+                    self.metrics.unsaved_messages.set(self._unsaved_count)
+                    if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
+                        await self._checkpoint()
+                    return
+            await asyncio.sleep(self.settings.checkpoint_interval)
+
     async def is_ready(self) -> bool:
+        """Consuming with a store that answers (so checkpoints, and offset commits, can go on)."""
         ready = (not self.app.rebalancing) and await self.store.ping()
         self.metrics.ready.set(1 if ready else 0)
         return ready
 
-    async def _checkpoint(self) -> None:
-        """Flush what was published, then save state; skipped while outputs are pending."""
+    async def _checkpoint(self, keep: set[TP] = frozenset()) -> None:  # type: ignore[assignment]
+        """Flush what was published, save state, then ack what the save covers (except ``keep``)."""
         if self._unpublished:
             return
         try:
             await self.app.producer.flush()
-            await self.engine.checkpoint()
-        except Exception as exc:  # noqa: BLE001 - a store outage must not kill the worker
-            self.metrics.checkpoint_failures.inc()
-            log.warning("checkpoint failed, will retry: %s", exc)
-        else:
-            self._last_checkpoint = time.monotonic()
+            written = await self.engine.checkpoint()
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            return
+        self._last_checkpoint = time.monotonic()
+        if written:
+            self.metrics.last_checkpoint.set(time.time())
+            if not self._store_ok:
+                log.warning("state store answers again; checkpoint written")
+            self._store_ok = True
+        if self._stream is None:
+            return
+        acked = False
+        for tp in [tp for tp in self._unsaved if tp not in keep]:
+            for event in self._unsaved.pop(tp):
+                await self._stream.ack(event)
+                acked = True
+        self._unsaved_count = sum(len(events) for events in self._unsaved.values())
+        self.metrics.unsaved_messages.set(self._unsaved_count)
+        if acked and not keep:
+            await self.app.consumer.commit()
+
+    def _drop_unsaved(self, tp: TP) -> None:
+        self._unsaved_count -= len(self._unsaved.pop(tp, ()))
+        self.metrics.unsaved_messages.set(self._unsaved_count)
+
+    def _count_assigned(self) -> None:
+        assigned = self.app.consumer.assignment()
+        self.metrics.partitions_assigned.set(sum(1 for tp in assigned if tp.topic == self.settings.topic_events))
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.metrics.checkpoint_failures.inc()
+        self.metrics.ready.set(0)
+        if self._store_ok:  # log the change, not every retry
+            log.warning("state store unavailable; holding offsets until it answers: %s", exc)
+        self._store_ok = False
+
+    def _die(self, what: str, exc: BaseException) -> None:
+        """Exit at once: Redis and Kafka hold a consistent past, memory does not."""
+        log.critical("%s; exiting so that a restart replays from the last checkpoint: %r", what, exc)
+        logging.shutdown()
+        os._exit(70)
 
     def run(self) -> None:
         """Run until stopped by a signal (blocks)."""

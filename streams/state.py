@@ -17,17 +17,15 @@ Snapshots are msgpack of plain data (never pickle): reading one cannot run code.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
 import msgpack
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from streams import DriftstreamError
-from streams.redis_client import connect
+from streams.redis_client import connect, eval_per_key
 from streams.settings import Settings
 
 STATE_VERSION = 1
@@ -131,20 +129,13 @@ class RedisStateStore:
 
     async def save(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
         calls = [
-            ([self.partition_key(c.topic, c.partition)],
+            (self.partition_key(c.topic, c.partition),
              [c.write.value, STATE_VERSION, c.offset,
               *(item for model, blob in c.models.items() for item in (_MODEL_FIELD + model, blob))])
             for c in checkpoints
         ]  # fmt: skip
         try:
-            if isinstance(self._redis, RedisCluster):
-                # Each call touches one key, so each goes to its own shard.
-                done = await asyncio.gather(*(self._save_partition(keys=k, args=a) for k, a in calls))
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        await self._save_partition(keys=keys, args=args, client=pipe)
-                    done = await pipe.execute()
+            done = await eval_per_key(self._redis, self._save_partition, calls)
         except (aioredis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"checkpoint of {len(checkpoints)} partition(s): {exc}") from exc
         return [c for c, written in zip(checkpoints, done, strict=True) if not written]

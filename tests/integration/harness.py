@@ -10,12 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import msgpack
+import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from streams.services import free_port, stop_process_group
+from streams.services import EmbeddedRedis, free_port, stop_process_group
 from streams.settings import Settings
 
 
@@ -65,6 +68,23 @@ class WorkerProcess:
         self.wait_for(lambda: self.metric("driftstream_messages_consumed_total") >= messages, timeout,
                       f"{messages} messages consumed")  # fmt: skip
 
+    def health(self) -> int:
+        """The HTTP status of /healthz (-1 when nothing answers)."""
+        try:
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/healthz", timeout=2).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return -1
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            kb = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+        return int(kb) * 1024
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def tail(self, lines: int = 40) -> str:
         with open(self.log.name, errors="replace") as handle:
             return "".join(handle.readlines()[-lines:])
@@ -90,3 +110,84 @@ def read_topic(settings: Settings, topic: str, timeout: float = 5.0) -> list[Mes
         return messages
     finally:
         consumer.close()
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, workers: tuple[WorkerProcess, ...] = ()
+) -> float:
+    """Poll ``condition``; the seconds it took. Fails with the workers' logs on timeout or exit."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        for worker in workers:
+            if not worker.alive():
+                raise AssertionError(f"worker exited ({worker.process.returncode}); log:\n{worker.tail()}")
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    logs = "\n".join(worker.tail() for worker in workers)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; logs:\n{logs}")
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    """Offsets the worker group committed on the events topic (partitions without one left out)."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        topic = settings.topic_events
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def stored_state(settings: Settings) -> dict[int, dict[bytes, bytes]]:
+    """Every partition hash the worker group wrote to Redis, by partition."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        prefix = f"{settings.state_prefix}:{settings.app_id}:state:{settings.topic_events}:"
+        return {int(key.decode().rsplit(":", 1)[1]): client.hgetall(key) for key in client.keys(prefix + "*")}
+    finally:
+        client.close()
+
+
+def caught_up(settings: Settings, messages: int) -> bool:
+    """The stored offsets cover all ``messages`` of the events topic (its offsets start at 0)."""
+    return sum(int(state.get(b"offset", -1)) + 1 for state in stored_state(settings).values()) == messages
+
+
+class PersistentRedis(EmbeddedRedis):
+    """A redis-server that keeps its data across a restart (append-only file, fsync always)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_dir = tempfile.mkdtemp(prefix="driftstream-redis-")
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "always"]
+
+
+def state_differences(got: dict[int, dict[bytes, bytes]], want: dict[int, dict[bytes, bytes]]) -> list[str]:
+    """Where two stored states differ, as paths into the decoded snapshots (for failure messages)."""
+    found: list[str] = []
+
+    def walk(a: object, b: object, path: str) -> None:
+        if len(found) >= 20:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key), b.get(key), f"{path}.{key}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{path}[{i}]")
+        elif a != b:
+            found.append(f"{path}: {str(a)[:80]} != {str(b)[:80]}")
+
+    for partition in sorted(set(got) | set(want)):
+        mine, theirs = got.get(partition, {}), want.get(partition, {})
+        for field in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(field), theirs.get(field)
+            if a != b and field.startswith(b"model:") and a and b:
+                walk(msgpack.unpackb(a), msgpack.unpackb(b), f"[{partition}]{field.decode()}")
+            elif a != b:
+                found.append(f"[{partition}]{field.decode()}: {str(a)[:80]} != {str(b)[:80]}")
+    return found

@@ -1,0 +1,115 @@
+"""Crashes and takeovers: state in Redis stays exactly-once (real broker, redis-server, SIGKILL)."""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from streams.kafka import ensure_topics
+from streams.settings import Settings
+from streams.simulate import Drift, Traffic, produce
+from tests.integration.harness import WorkerProcess, caught_up, read_topic, state_differences, stored_state, wait_until
+
+pytestmark = pytest.mark.integration
+
+MODELS = tuple(f"model-{i}" for i in range(6))
+EVENTS = 50_004  # 8334 per model, one event per message
+TRAFFIC = Traffic(models=MODELS, numeric=4, categorical=1, seed=21,
+                  drifts=(Drift("f1", start=4000, kind="mean_shift", magnitude=1.0),
+                          Drift("c0", start=6000, kind="category_mix", magnitude=0.5)))  # fmt: skip
+
+
+def group(base: Settings, name: str) -> Settings:
+    """A worker group of its own over the shared input: own consumer group, Redis keys, outputs."""
+    config = base.model_copy(update={
+        "app_id": f"{base.app_id}-{name}", "topic_alerts": f"{base.topic_alerts}-{name}",
+        "topic_metrics": f"{base.topic_metrics}-{name}", "topic_dlq": f"{base.topic_dlq}-{name}",
+    })  # fmt: skip
+    ensure_topics(config)
+    return config
+
+
+def run_to_the_end(config: Settings, timeout: float = 180) -> None:
+    worker = WorkerProcess(config)
+    try:
+        wait_until(lambda: caught_up(config, EVENTS), timeout, "the checkpoint to cover every event", (worker,))
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+
+def alert_ids(config: Settings) -> list[str]:
+    return [orjson.loads(m.value())["alert_id"] for m in read_topic(config, config.topic_alerts)]
+
+
+@pytest.fixture(scope="module")
+def shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, dict, list[str]]]:
+    """The input, produced once, and what one uninterrupted worker makes of it."""
+    suffix = random.Random().randbytes(5).hex()
+    base = Settings(
+        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"rec-{suffix}",
+        state_prefix=f"rec-{suffix}", topic_events=f"events-{suffix}", topic_labels=f"labels-{suffix}",
+        topic_alerts=f"alerts-{suffix}", topic_metrics=f"metrics-{suffix}", topic_dlq=f"dlq-{suffix}",
+        topic_partitions=4, reference_size=2000, log_level="WARNING",
+        broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
+    )  # fmt: skip
+    ensure_topics(base)
+    assert produce(base, TRAFFIC, count=EVENTS // len(MODELS), batch_size=1) == EVENTS
+    reference = group(base, "straight")
+    run_to_the_end(reference)
+    state, alerts = stored_state(reference), alert_ids(reference)
+    assert len(state) >= 3, "the models should spread over most partitions"
+    assert len(alerts) >= 5, "the drifts should fire alerts to compare"
+    assert len(set(alerts)) == len(alerts)
+    yield base, state, alerts
+
+
+def test_kill_9_at_random_points_changes_no_state_and_no_alert(shared) -> None:
+    base, reference_state, reference_alerts = shared
+    config = group(base, "killed")
+    rng = random.Random(4)
+    kills = []
+    while len(kills) < 6:
+        worker = WorkerProcess(config)
+        target = rng.randint(800, 9000)  # messages this life reads (replays included) before the kill
+        try:
+            wait_until(lambda w=worker, n=target: w.metric("driftstream_messages_consumed_total") >= n
+                       or caught_up(config, EVENTS), 120, f"{target} messages consumed", (worker,))  # fmt: skip
+        finally:
+            worker.stop(signal.SIGKILL)
+        if caught_up(config, EVENTS):
+            break  # the stream ran out before six kills: the test would prove less than it says
+        offsets = {p: int(h[b"offset"]) for p, h in stored_state(config).items()}
+        kills.append((target, offsets))
+    assert len(kills) == 6, f"only {len(kills)} kills before the end of the stream"
+    run_to_the_end(config)
+    assert stored_state(config) == reference_state, state_differences(stored_state(config), reference_state)
+    ids = alert_ids(config)
+    assert set(ids) == set(reference_alerts), kills
+    print(f"kill points (messages read in that life, stored offsets at the kill): {kills}")
+
+
+def test_a_second_worker_takes_over_the_partitions_of_a_killed_one(shared) -> None:
+    base, reference_state, reference_alerts = shared
+    config = group(base, "pair")
+    first, second = WorkerProcess(config), WorkerProcess(config)
+    try:
+        both = (first, second)
+        wait_until(lambda: all(w.metric("driftstream_partitions_assigned") >= 1 for w in both), 60,
+                   "both workers to own partitions", both)  # fmt: skip
+        wait_until(lambda: first.metric("driftstream_messages_consumed_total") >= 3000, 60,
+                   "the first worker to be well into its partitions", both)  # fmt: skip
+        owned = first.metric("driftstream_partitions_assigned")
+        first.stop(signal.SIGKILL)
+        wait_until(lambda: second.metric("driftstream_partitions_assigned") == 4, 60,
+                   "the survivor to own all four partitions", (second,))  # fmt: skip
+        wait_until(lambda: caught_up(config, EVENTS), 180, "the checkpoint to cover every event", (second,))
+    finally:
+        first.stop(signal.SIGKILL)
+        second.stop()
+    assert owned >= 1
+    assert stored_state(config) == reference_state, state_differences(stored_state(config), reference_state)
+    assert set(alert_ids(config)) == set(reference_alerts)
