@@ -25,7 +25,7 @@ from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
-from streams.kafka import faust_credentials
+from streams.kafka import faust_credentials, group_positions
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
@@ -121,7 +121,26 @@ class Worker:
 
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+            # Runs while the new partitions are still paused, so state is loaded before any record.
             self._count_assigned()
+            mine = sorted(tp.partition for tp in assigned if tp.topic == s.topic_events)
+            if not mine:
+                return
+            try:
+                positions = await asyncio.to_thread(group_positions, s, s.topic_events, mine)
+            except Exception as exc:  # noqa: BLE001 - the first batch of each partition loads it anyway
+                log.warning("could not read the group's offsets on assignment: %s", exc)
+                return
+            async with self._lock:
+                for partition, (committed, end) in positions.items():
+                    # The worker commits right after each checkpoint, so a partition with a
+                    # checkpoint but no committed offset belongs to a broker that forgot the
+                    # group: its log end tells whether the log restarted too.
+                    try:
+                        await self.engine.load(s.topic_events, partition, end_offset=end if committed is None else None)
+                    except StoreUnavailable as exc:
+                        self._store_failed(exc)
+                        return
 
         @app.on_before_shutdown.connect
         async def on_shutdown(sender: Any, **_: Any) -> None:

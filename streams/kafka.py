@@ -7,7 +7,7 @@ import ssl
 
 import faust
 from aiokafka.helpers import create_ssl_context
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams import DriftstreamError
@@ -66,3 +66,20 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise DriftstreamError(f"cannot create topic {name}: {exc}") from exc
+
+
+def group_positions(settings: Settings, topic: str, partitions: list[int]) -> dict[int, tuple[int | None, int]]:
+    """Per partition: the offset the worker group committed (None if it has none) and the log end.
+
+    Blocking (librdkafka); reads only, without joining the group.
+    """
+    consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {
+            tp.partition: (tp.offset if tp.offset >= 0 else None,
+                           consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
+            for tp in committed
+        }  # fmt: skip
+    finally:
+        consumer.close()

@@ -155,15 +155,10 @@ def caught_up(settings: Settings, messages: int) -> bool:
     return sum(int(state.get(b"offset", -1)) + 1 for state in stored_state(settings).values()) == messages
 
 
-class PersistentRedis(EmbeddedRedis):
+def persistent_redis() -> EmbeddedRedis:
     """A redis-server that keeps its data across a restart (append-only file, fsync always)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.data_dir = tempfile.mkdtemp(prefix="driftstream-redis-")
-
-    def command(self) -> list[str]:
-        return [*super().command(), "--dir", self.data_dir, "--appendonly", "yes", "--appendfsync", "always"]
+    data_dir = tempfile.mkdtemp(prefix="driftstream-redis-data-")
+    return EmbeddedRedis(extra_args=("--dir", data_dir, "--appendonly", "yes", "--appendfsync", "always"))
 
 
 def state_differences(got: dict[int, dict[bytes, bytes]], want: dict[int, dict[bytes, bytes]]) -> list[str]:
