@@ -1,0 +1,113 @@
+"""Redis and the broker go away mid-stream; the worker waits, says so, and loses nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from detectors.monitor import ModelMonitor
+from streams.kafka import ensure_topics
+from streams.services import EmbeddedBroker
+from streams.settings import Settings
+from streams.simulate import Traffic, produce
+from streams.state import decode
+from tests.integration.harness import (
+    WorkerProcess,
+    caught_up,
+    committed_offsets,
+    persistent_redis,
+    stored_state,
+    wait_until,
+)  # fmt: skip
+
+pytestmark = pytest.mark.integration
+
+TRAFFIC = Traffic(models=("fraud", "churn", "credit", "ads"), numeric=4, categorical=1, seed=8)
+
+
+def settings_for(bootstrap: str, redis_url: str, **overrides) -> Settings:
+    unique = uuid.uuid4().hex[:10]
+    values = dict(
+        kafka_bootstrap_servers=bootstrap, redis_url=redis_url, app_id=f"out-{unique}", state_prefix=f"out-{unique}",
+        topic_events=f"events-{unique}", topic_labels=f"labels-{unique}", topic_alerts=f"alerts-{unique}",
+        topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}", topic_partitions=4, reference_size=1000,
+        log_level="WARNING", broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
+    )  # fmt: skip
+    config = Settings(**(values | overrides))
+    ensure_topics(config)
+    return config
+
+
+def events_applied(config: Settings) -> int:
+    """Events the stored snapshots have seen, over every model of every partition."""
+    total = 0
+    for fields in stored_state(config).values():
+        for name, blob in fields.items():
+            if name.startswith(b"model:"):
+                total += ModelMonitor.restore(decode(blob), config.monitor_config(), {}).events_seen
+    return total
+
+
+def test_a_redis_outage_holds_offsets_back_and_the_worker_catches_up(kafka_bootstrap: str) -> None:
+    redis = persistent_redis()
+    redis.start()
+    try:
+        config = settings_for(kafka_bootstrap, redis.url)
+        worker = WorkerProcess(config)
+        per_model = 2500
+        total = len(TRAFFIC.models) * per_model
+        produce(config, TRAFFIC, count=per_model)
+        wait_until(lambda: caught_up(config, total), 120, "the first part checkpointed", (worker,))
+        saved = {p: int(fields[b"offset"]) for p, fields in stored_state(config).items()}
+        redis.stop()
+        outage = time.monotonic()
+        produce(config, TRAFFIC, count=per_model)  # the second part arrives while Redis is down
+        wait_until(lambda: worker.health() == 503 and worker.metric("driftstream_ready") == 0, 30,
+                   "the worker to report not-ready", (worker,))  # fmt: skip
+        wait_until(lambda: worker.metric("driftstream_unsaved_messages") >= total, 60,
+                   "the second part to be read while Redis is down", (worker,))  # fmt: skip
+        while time.monotonic() - outage < 20:
+            # Kafka never learns of an offset Redis does not hold.
+            assert all(offset <= saved[p] + 1 for p, offset in committed_offsets(config).items())
+            time.sleep(1)
+        assert worker.alive() and worker.health() == 503
+        redis.start()
+        catch_up = wait_until(lambda: caught_up(config, 2 * total), 60, "the catch-up after Redis returns",
+                              (worker,))  # fmt: skip
+        wait_until(lambda: worker.health() == 200, 10, "the worker to report ready again", (worker,))
+        assert events_applied(config) == 2 * total  # nothing lost, nothing counted twice
+        assert worker.metric("driftstream_checkpoint_failures_total") >= 1
+        assert worker.metric("driftstream_unsaved_messages") == 0
+        print(f"Redis down {time.monotonic() - outage - catch_up:.1f}s; caught up {catch_up:.2f}s after it returned")
+        assert worker.stop() == 0
+    finally:
+        redis.stop()
+
+
+def test_a_broker_restart_is_survived(redis_url: str) -> None:
+    """The test broker keeps its log in memory, so a restart brings back an empty broker:
+    no topics, no group offsets, offsets from 0 again. The worker must reconnect, notice
+    that the log restarted (its checkpoint covers offsets the new log does not have) and
+    apply the new events instead of skipping them as already seen."""
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        config = settings_for(broker.bootstrap, redis_url, topic_partitions=2)
+        worker = WorkerProcess(config)
+        produce(config, TRAFFIC, count=1500)
+        wait_until(lambda: caught_up(config, 6000), 120, "the first part checkpointed", (worker,))
+        broker.stop()
+        time.sleep(5)
+        assert worker.alive()
+        broker.start()
+        ensure_topics(config)
+        wait_until(lambda: worker.metric("driftstream_offset_resets_total") >= 1, 60,
+                   "the worker to notice the restarted log", (worker,))  # fmt: skip
+        produce(config, TRAFFIC, count=500)
+        wait_until(lambda: caught_up(config, 2000), 120, "the new log checkpointed", (worker,))
+        assert events_applied(config) == 6000 + 2000
+        assert worker.stop() == 0
+    finally:
+        broker.stop()
