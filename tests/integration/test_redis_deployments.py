@@ -1,8 +1,9 @@
 """``connect(settings)`` against real redis-server deployments: AUTH, ACL, TLS, Sentinel, Cluster.
 
 Each test starts its own servers on free loopback ports and stops them; every
-round trip is the state store's: PING, one Lua script call per partition key
-(pipelined, or one call per key on a Cluster), HGETALL, SET and GET.
+round trip is the state store's own: PING, a checkpoint of eight partitions (one
+Lua script call per partition key, pipelined, or one call per key on a Cluster),
+a refused write behind the stored offset, loads, and a baseline.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams import DriftstreamError
-from streams.redis_client import SentinelMaster, connect, eval_per_key, is_cluster
+from streams.redis_client import SentinelMaster, connect, is_cluster
 from streams.services import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinel, RedisTls
 from streams.settings import Settings
+from streams.state import STATE_VERSION, Checkpoint, RedisStateStore
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +36,9 @@ PASSWORD = "s3cret/p@ss:word"  # characters a URL must quote
 ALICE = "alice on >alice-pw ~* &* +@all"
 SENTINEL_PASSWORD = "sentinel-pw"
 
-# What a checkpoint does to one partition's hash: store the offset and a snapshot.
-CHECKPOINT = """
-redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'model:m', ARGV[2])
-return redis.call('HLEN', KEYS[1])
-"""
-PARTITION_KEYS = [f"rt:app:state:events:{p}" for p in range(8)]
+PARTITIONS = range(8)
+PARTITION_KEYS = [f"rt:app:state:events:{p}" for p in PARTITIONS]  # the store's keys for prefix rt, app id app
+
 
 S = TypeVar("S", EmbeddedRedis, EmbeddedSentinel, EmbeddedCluster)
 
@@ -62,21 +61,24 @@ def settings_for(url: str, **redis: Any) -> Settings:
 
 
 async def round_trip(settings: Settings) -> Any:
-    """The state store's calls through ``connect``; the client's class, for the caller to check."""
-    client = connect(settings)
+    """The state store itself through ``connect``; the client's class, for the caller to check."""
+    store = RedisStateStore.from_settings(settings.model_copy(update={"state_prefix": "rt", "app_id": "app"}))
     try:
-        assert await client.ping()
-        script = client.register_script(CHECKPOINT)
+        assert await store.ping()
         for offset in (10, 20):  # the second round runs the script by its SHA only
-            calls = [(key, [offset + p, b"\x00snapshot\xff%d" % p]) for p, key in enumerate(PARTITION_KEYS)]
-            assert await eval_per_key(client, script, calls) == [2] * len(PARTITION_KEYS)
-        for p, key in enumerate(PARTITION_KEYS):
-            assert await client.hgetall(key) == {b"offset": b"%d" % (20 + p), b"model:m": b"\x00snapshot\xff%d" % p}
-        assert await client.set("rt:baseline:m", b"\x00\xffbaseline")
-        assert await client.get("rt:baseline:m") == b"\x00\xffbaseline"
-        return type(client)
+            saved = [Checkpoint("events", p, offset + p, {"m": b"\x00snapshot\xff%d" % p}) for p in PARTITIONS]
+            assert await store.save(saved) == []
+        behind = Checkpoint("events", 3, 5, {"m": b"stale"})
+        assert await store.save([behind]) == [behind]  # an offset never moves back
+        for p in PARTITIONS:
+            loaded = await store.load("events", p)
+            assert loaded is not None and loaded.version == STATE_VERSION
+            assert (loaded.offset, loaded.models) == (20 + p, {"m": b"\x00snapshot\xff%d" % p})
+        await store.save_baseline("m", b"\x00\xffbaseline")
+        assert await store.load_baseline("m") == b"\x00\xffbaseline"
+        return type(store._redis)
     finally:
-        await client.aclose()
+        await store.close()
 
 
 async def ping(settings: Settings) -> bool:
