@@ -229,7 +229,10 @@ class Worker:
         self._unsaved_count = sum(len(events) for events in self._unsaved.values())
         self.metrics.unsaved_messages.set(self._unsaved_count)
         if acked and not keep:
-            await self.app.consumer.commit()
+            try:
+                await self.app.consumer.commit()
+            except Exception as exc:  # noqa: BLE001 - acked offsets stay acked; Faust's own timer commits them
+                log.warning("offset commit failed, will retry: %s", exc)
 
     def _drop_unsaved(self, tp: TP) -> None:
         self._unsaved_count -= len(self._unsaved.pop(tp, ()))
