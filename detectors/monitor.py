@@ -363,7 +363,8 @@ class FeatureMonitor:
             "builder": self.builder.to_plain() if self.builder else None,
             "window": self.window.snapshot() if self.window else None,
             "changes": {name: detector.snapshot() for name, detector in self.changes.items()},
-            "alerts": {name: [state.severity, state.last_change] for name, state in self._alerts.items()},
+            # sorted: the order alerts first fired in depends on how the stream was batched
+            "alerts": {name: [state.severity, state.last_change] for name, state in sorted(self._alerts.items())},
         }
 
     @classmethod
