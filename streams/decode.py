@@ -30,6 +30,7 @@ REASONS = (
 )
 
 _SCALARS = (str, int, float, bool, type(None))
+_MAX_SECONDS = 1e11  # year 5138: beyond it (or before 1970) a timestamp is a unit or parsing mistake
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class Rejection:
     reason: str  # one of REASONS
     detail: str
     index: int | None = None  # position in a batch envelope; None for the whole message
-    element: Any = None  # the rejected element of a batch envelope, as decoded
+    # The rejected element of a batch envelope, as decoded (or, when nested too deep for
+    # orjson.dumps, its JSON as an orjson.Fragment): orjson.dumps re-encodes it for the DLQ.
+    element: Any = None
 
 
 class Invalid(Exception):
@@ -92,8 +95,54 @@ def decode_message(value: bytes | None, limits: Limits) -> tuple[list[Event], li
         try:
             events.append(parse_event(element, limits))
         except Invalid as exc:
-            rejections.append(Rejection(exc.reason, exc.detail, index, element))
+            rejections.append(Rejection(exc.reason, exc.detail, index, _reencodable(element)))
     return events, rejections
+
+
+def _reencodable(element: Any) -> Any:
+    """The element, or its JSON as a Fragment when orjson.dumps cannot encode it.
+
+    orjson.loads takes 1024 levels of nesting but orjson.dumps only 254, so an element
+    nested between the two would make the DLQ write fail.
+    """
+    try:
+        orjson.dumps(element)
+    except orjson.JSONEncodeError:
+        return orjson.Fragment(_dumps_deep(element))
+    return element
+
+
+def _dumps_deep(value: Any) -> bytes:
+    """JSON text of a decoded value, without recursion (nesting may exceed the stack)."""
+    out: list[bytes] = []
+    todo: list[Any] = [value]  # popped from the end; bytes are text to write (JSON has no bytes)
+    while todo:
+        item = todo.pop()
+        if type(item) is bytes:
+            out.append(item)
+        elif type(item) is list:
+            todo.append(b"]")
+            for i in range(len(item) - 1, -1, -1):
+                todo.append(item[i])
+                if i:
+                    todo.append(b",")
+            todo.append(b"[")
+        elif type(item) is dict:
+            todo.append(b"}")
+            members = list(item.items())
+            for i in range(len(members) - 1, -1, -1):
+                todo += (members[i][1], orjson.dumps(members[i][0]) + b":")
+                if i:
+                    todo.append(b",")
+            todo.append(b"{")
+        else:
+            out.append(orjson.dumps(item))
+    return b"".join(out)
+
+
+def _shown(text: str) -> str:
+    """Untrusted text for a detail: the repr of at most 64 of its characters (under 650 in all)."""
+    return repr(text[:64]) + ("..." if len(text) > 64 else "")
 
 
 def _optional_id(event: dict[str, Any], name: str, limits: Limits) -> str | None:
@@ -115,10 +164,14 @@ def parse_timestamp(value: Any) -> float | None:
     if isinstance(value, bool):
         raise Invalid("invalid_timestamp", "timestamp must be RFC 3339 text or Unix seconds")
     if isinstance(value, (int, float)):
-        if not 0 <= value < 1e11:
+        if not 0 <= value < _MAX_SECONDS:
             raise Invalid("invalid_timestamp", f"timestamp {value} is not plausible Unix seconds")
         return float(value)
-    if isinstance(value, str) and len(value) <= 64:
+    if not isinstance(value, str):
+        # Never str() the value: a big one costs its size, a deeply nested one overflows the stack.
+        detail = f"timestamp must be RFC 3339 text or Unix seconds, got {type(value).__name__}"
+        raise Invalid("invalid_timestamp", detail)
+    if len(value) <= 64:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -126,18 +179,22 @@ def parse_timestamp(value: Any) -> float | None:
         else:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
-    raise Invalid("invalid_timestamp", f"timestamp {str(value)[:64]!r} is not RFC 3339")
+            seconds = parsed.timestamp()
+            # The same window as Unix seconds: year 1 at +01:00 would break every RFC 3339 output.
+            if not 0 <= seconds < _MAX_SECONDS:
+                raise Invalid("invalid_timestamp", f"timestamp {_shown(value)} is before 1970 or too far ahead")
+            return seconds
+    raise Invalid("invalid_timestamp", f"timestamp {_shown(value)} is not RFC 3339")
 
 
 def _check_scalar(name: str, value: Any, limits: Limits) -> None:
     if isinstance(value, str):
         if len(value) > limits.max_string_length:
-            raise Invalid("invalid_feature_value", f"{name!r} longer than {limits.max_string_length} characters")
+            raise Invalid("invalid_feature_value", f"{_shown(name)} longer than {limits.max_string_length} characters")
     elif not isinstance(value, _SCALARS):
-        raise Invalid("invalid_feature_value", f"{name!r} must be a number, string, boolean or null")
+        raise Invalid("invalid_feature_value", f"{_shown(name)} must be a number, string, boolean or null")
     elif isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - JSON has none
-        raise Invalid("invalid_feature_value", f"{name!r} is not finite")
+        raise Invalid("invalid_feature_value", f"{_shown(name)} is not finite")
 
 
 def parse_event(event: Any, limits: Limits) -> Event:
@@ -163,6 +220,8 @@ def parse_event(event: Any, limits: Limits) -> Event:
         ):
             raise Invalid("invalid_prediction", "prediction object must map classes to probabilities")
         prediction = max(prediction, key=prediction.__getitem__)  # monitored as the top class
+        if len(prediction) > limits.max_string_length:  # class names are keys, checked by no one else
+            raise Invalid("invalid_prediction", f"top class longer than {limits.max_string_length} characters")
     elif prediction is not None:
         if isinstance(prediction, list):
             raise Invalid("invalid_prediction", "prediction must be a number, string or object")
