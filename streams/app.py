@@ -18,14 +18,15 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
-from streams.kafka import faust_credentials, group_positions
+from streams.kafka import committed_offsets, faust_credentials, log_holds
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
@@ -49,7 +50,12 @@ class Worker:
         # Processed events not yet covered by a checkpoint, acked only once they are.
         self._unsaved: dict[TP, list[EventT]] = defaultdict(list)
         self._unsaved_count = 0
+        self._unsaved_bytes = 0
+        self._sent: list[Awaitable[Any]] = []  # outputs queued since the last checkpoint
         self._stream: faust.StreamT | None = None
+        # Set once the partitions of the current assignment are loaded (Faust may resume
+        # fetching before its assignment signal handlers finish).
+        self._settled = asyncio.Event()
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -81,13 +87,12 @@ class Worker:
         dlq = app.topic(s.topic_dlq, value_serializer="raw", key_serializer="raw")
         statistics = app.topic(s.topic_metrics, value_serializer="raw", key_serializer="raw")
 
-        async def publish(out: Outputs) -> None:
-            for key, value in out.alerts:
-                await alerts.send(key=key, value=value)
-            for dlq_key, value, headers in out.dlq:
-                await dlq.send(key=dlq_key, value=value, headers=headers)
-            for key, value in out.metrics:
-                await statistics.send(key=key, value=value)
+        async def publish(out: Outputs) -> list[Awaitable[Any]]:
+            """Queue a batch's outputs; the futures tell, once flushed, whether each was delivered."""
+            sent = [await alerts.send(key=key, value=value) for key, value in out.alerts]
+            sent += [await dlq.send(key=key, value=value, headers=headers) for key, value, headers in out.dlq]
+            sent += [await statistics.send(key=key, value=value) for key, value in out.metrics]
+            return sent
 
         @app.agent(events, name="driftstream-monitor")
         async def monitor(stream: faust.StreamT) -> None:
@@ -95,7 +100,7 @@ class Worker:
             async for batch in stream.noack_take(s.batch_max, within=s.batch_within):
                 await self._handle(batch, publish)
                 # A store outage must not grow memory without end: stop taking more until saved.
-                while self._unsaved_count >= s.max_unsaved_messages:
+                while self._unsaved_bytes >= s.max_unsaved_bytes:
                     await asyncio.sleep(s.checkpoint_interval)
                     async with self._lock:
                         await self._checkpoint()
@@ -108,6 +113,7 @@ class Worker:
 
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+            self._settled.clear()  # no batch until the new assignment is loaded
             async with self._lock:
                 # Save what is consistent, then always forget: whoever owns a partition next
                 # (maybe this worker again) starts from the store and Kafka's committed
@@ -121,26 +127,11 @@ class Worker:
 
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
-            # Runs while the new partitions are still paused, so state is loaded before any record.
-            self._count_assigned()
-            mine = sorted(tp.partition for tp in assigned if tp.topic == s.topic_events)
-            if not mine:
-                return
             try:
-                positions = await asyncio.to_thread(group_positions, s, s.topic_events, mine)
-            except Exception as exc:  # noqa: BLE001 - the first batch of each partition loads it anyway
-                log.warning("could not read the group's offsets on assignment: %s", exc)
-                return
-            async with self._lock:
-                for partition, (committed, end) in positions.items():
-                    # The worker commits right after each checkpoint, so a partition with a
-                    # checkpoint but no committed offset belongs to a broker that forgot the
-                    # group: its log end tells whether the log restarted too.
-                    try:
-                        await self.engine.load(s.topic_events, partition, end_offset=end if committed is None else None)
-                    except StoreUnavailable as exc:
-                        self._store_failed(exc)
-                        return
+                self._count_assigned()
+                await self._load_assigned(sorted(tp.partition for tp in assigned if tp.topic == s.topic_events))
+            finally:
+                self._settled.set()
 
         @app.on_before_shutdown.connect
         async def on_shutdown(sender: Any, **_: Any) -> None:
@@ -161,9 +152,48 @@ class Worker:
 
         return app
 
+    async def _load_assigned(self, partitions: list[int]) -> None:
+        """Load the state of newly assigned partitions, and find logs that restarted.
+
+        The worker commits right after each checkpoint, so a checkpointed partition with
+        no committed group offset belongs to a broker that may have lost the group, and
+        maybe its log: if the log no longer holds the record the checkpoint ends on, the
+        new log is applied from its start instead of being skipped as already seen.
+        """
+        topic = self.settings.topic_events
+        try:
+            committed = await _retry(lambda: asyncio.to_thread(committed_offsets, self.settings, topic, partitions))
+        except Exception as exc:  # noqa: BLE001 - no restarted-log check then; state still loads lazily
+            log.warning("could not read the group's committed offsets: %s", exc)
+            committed = {p: 0 for p in partitions}
+        async with self._lock:
+            try:
+                states = {p: await self.engine.load(topic, p) for p in partitions
+                          if (topic, p) not in self.engine.partitions}  # fmt: skip
+            except StoreUnavailable as exc:
+                self._store_failed(exc)
+                return
+        unverified = {
+            p: (state.offset, state.offset_timestamp) for p, state in states.items()
+            if committed.get(p) is None and state.offset >= 0 and state.offset_timestamp is not None
+        }  # fmt: skip
+        if not unverified:
+            return
+        try:
+            holds = await asyncio.to_thread(log_holds, self.settings, topic, unverified)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not check whether the logs of %s restarted: %s", sorted(unverified), exc)
+            return
+        async with self._lock:
+            for partition, held in holds.items():
+                if held is False and (topic, partition) in self.engine.partitions:
+                    evidence = f"no committed offset and the log no longer holds record {unverified[partition][0]}"
+                    self.engine.restart_offsets(topic, partition, evidence)
+
     async def _handle(self, batch: list[EventT], publish: Any) -> None:
         """Apply one batch, retrying while the store is down (the engine changes nothing then)."""
         while True:
+            await self._settled.wait()
             async with self._lock:
                 # Events fetched before the last rebalance, or of partitions no longer ours,
                 # are left unacked: their partition's owner reads them again from Kafka.
@@ -180,17 +210,20 @@ class Worker:
                     out = await self.engine.process(records)
                 except StoreUnavailable as exc:
                     self._store_failed(exc)
+                except Exception as exc:  # noqa: BLE001
+                    # Monitors may be half updated past their offset: only a replay can mend that.
+                    self._die("processing a batch failed", exc)
                 else:
                     self._unpublished = True
                     try:
-                        await publish(out)
+                        self._sent += await publish(out)
                     except BaseException as exc:
-                        # Memory is ahead of what was published: only a replay can fix that.
                         self._die("publishing a batch's outputs failed", exc)
                     self._unpublished = False
                     for event in live:
                         self._unsaved[event.message.tp].append(event)
                     self._unsaved_count += len(live)
+                    self._unsaved_bytes += sum(len(event.message.value or b"") for event in live)
                     self.metrics.unsaved_messages.set(self._unsaved_count)
                     if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
                         await self._checkpoint()
@@ -209,6 +242,12 @@ class Worker:
             return
         try:
             await self.app.producer.flush()
+            for future in self._sent:
+                await future  # raises if the broker refused it: Faust itself only logs that
+        except Exception as exc:  # noqa: BLE001
+            self._die("an alert, DLQ or metrics message was not delivered", exc)
+        self._sent = []
+        try:
             written = await self.engine.checkpoint()
         except StoreUnavailable as exc:
             self._store_failed(exc)
@@ -226,8 +265,7 @@ class Worker:
             for event in self._unsaved.pop(tp):
                 await self._stream.ack(event)
                 acked = True
-        self._unsaved_count = sum(len(events) for events in self._unsaved.values())
-        self.metrics.unsaved_messages.set(self._unsaved_count)
+        self._count_unsaved()
         if acked and not keep:
             try:
                 await self.app.consumer.commit()
@@ -235,7 +273,13 @@ class Worker:
                 log.warning("offset commit failed, will retry: %s", exc)
 
     def _drop_unsaved(self, tp: TP) -> None:
-        self._unsaved_count -= len(self._unsaved.pop(tp, ()))
+        self._unsaved.pop(tp, None)
+        self._count_unsaved()
+
+    def _count_unsaved(self) -> None:
+        events = [event for pending in self._unsaved.values() for event in pending]
+        self._unsaved_count = len(events)
+        self._unsaved_bytes = sum(len(event.message.value or b"") for event in events)
         self.metrics.unsaved_messages.set(self._unsaved_count)
 
     def _count_assigned(self) -> None:
@@ -259,3 +303,17 @@ class Worker:
         """Run until stopped by a signal (blocks)."""
         worker = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True)
         worker.execute_from_commandline()
+
+
+T = TypeVar("T")
+
+
+async def _retry(attempt: Callable[[], Awaitable[T]], tries: int = 3, pause: float = 1.0) -> T:
+    """``attempt()``, tried again after a pause when it raises (a broker still starting up)."""
+    for _ in range(tries - 1):
+        try:
+            return await attempt()
+        except Exception as exc:  # noqa: BLE001
+            log.info("retrying after: %s", exc)
+            await asyncio.sleep(pause)
+    return await attempt()

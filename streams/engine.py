@@ -25,7 +25,7 @@ from streams.alerts import to_wire
 from streams.decode import Event, Limits, Rejection, decode_message
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.state import BASELINE_VERSION, STATE_VERSION, Checkpoint, StateStore, Write, decode, encode
+from streams.state import BASELINE_VERSION, STATE_VERSION, Checkpoint, SaveResult, StateStore, Write, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class PartitionState:
     dirty: set[str] = field(default_factory=set)
     offset_dirty: bool = False
     write: Write = Write.FORWARD  # how the next checkpoint may change the stored state
+    stored: int | None = None  # the offset the store holds, as far as this worker knows
+    offset_timestamp: int | None = None  # Kafka timestamp (ms) of the record at ``offset``
     last_seen: int = -1  # highest offset read since this state was loaded
 
 
@@ -95,13 +97,8 @@ class Engine:
         state = self.partitions.get((topic, partition))
         return state if state is not None else await self.load(topic, partition)
 
-    async def load(self, topic: str, partition: int, end_offset: int | None = None) -> PartitionState:
-        """(Re)load a partition's state from the store, replacing what memory held.
-
-        ``end_offset``, the partition's log end offset when known, tells a log that
-        restarted (a topic recreated, a broker that lost its data) from a replay: a
-        log shorter than the checkpoint's offset cannot hold the events it covers.
-        """
+    async def load(self, topic: str, partition: int) -> PartitionState:
+        """(Re)load a partition's state from the store, replacing what memory held."""
         state = PartitionState()
         checkpoint = await self.store.load(topic, partition)
         if checkpoint is not None and checkpoint.version != STATE_VERSION:
@@ -112,7 +109,8 @@ class Engine:
             state.write = Write.REPLACE
             checkpoint = None
         if checkpoint is not None:
-            state.offset = checkpoint.offset
+            state.offset = state.stored = checkpoint.offset
+            state.offset_timestamp = checkpoint.offset_timestamp
             for model, blob in checkpoint.models.items():
                 try:
                     state.monitors[model] = ModelMonitor.restore(
@@ -125,15 +123,17 @@ class Engine:
                                 model, topic, partition, exc)  # fmt: skip
             log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
                      len(state.monitors))  # fmt: skip
-            if end_offset is not None and 0 <= end_offset <= state.offset:
-                self._log_restarted(topic, partition, state, f"its log ends at {end_offset}")
-                state.offset = -1  # every record of the new log is new
         self.partitions[(topic, partition)] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
 
+    def restart_offsets(self, topic: str, partition: int, evidence: str) -> None:
+        """The partition's log started over: keep the detectors, apply the new log from its start."""
+        state = self.partitions[(topic, partition)]
+        self._log_restarted(topic, partition, state, evidence)
+        state.offset, state.offset_timestamp = -1, None
+
     def _log_restarted(self, topic: str, partition: int, state: PartitionState, evidence: str) -> None:
-        """The partition's offsets started over: keep the detectors, track offsets anew."""
         self.metrics.offset_resets.inc()
         log.warning("offsets of %s[%d] restarted (%s, state covers up to %d); keeping detector state",
                     topic, partition, evidence, state.offset)  # fmt: skip
@@ -163,31 +163,52 @@ class Engine:
 
         Raises ``StoreUnavailable`` with memory unchanged. A partition the store
         refused (a newer owner saved a later offset) is dropped from memory: its
-        next record reloads the newer state.
+        next record reloads the newer state. A partition whose key is not what this
+        worker last saw (writes lost, or another writer) is rewritten whole.
         """
-        checkpoints = [
-            Checkpoint(topic, partition, state.offset,
-                       {model: encode(state.monitors[model].snapshot()) for model in state.dirty},
-                       write=state.write)
-            for (topic, partition), state in self.partitions.items()
-            if state.dirty or state.offset_dirty or state.write is not Write.FORWARD
-        ]  # fmt: skip
-        if not checkpoints:
-            return 0
         started = time.perf_counter()
-        refused = await self.store.save(checkpoints)
+        changed = [key for key, state in self.partitions.items()
+                   if state.dirty or state.offset_dirty or state.write is not Write.FORWARD]  # fmt: skip
+        result = await self._save(changed)
+        if result.diverged:
+            for checkpoint in result.diverged:
+                self.metrics.checkpoint_conflicts.labels("diverged").inc()
+                log.warning("%s[%d]: the stored offset is not the %s this worker saw; rewriting the whole partition",
+                            checkpoint.topic, checkpoint.partition, checkpoint.expected)  # fmt: skip
+                state = self.partitions[(checkpoint.topic, checkpoint.partition)]
+                state.write, state.dirty = Write.REPLACE, set(state.monitors)
+            again = await self._save([(c.topic, c.partition) for c in result.diverged])
+            result.refused += again.refused
+            result.written += again.written
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        for checkpoint in checkpoints:
-            state = self.partitions[(checkpoint.topic, checkpoint.partition)]
-            state.dirty.clear()
-            state.offset_dirty = False
-            state.write = Write.FORWARD
-        for checkpoint in refused:
-            self.metrics.checkpoint_conflicts.inc()
+        for checkpoint in result.refused:
+            self.metrics.checkpoint_conflicts.labels("newer_owner").inc()
             log.warning("%s[%d]: the store holds a later offset than %d (another worker owned it); reloading",
                         checkpoint.topic, checkpoint.partition, checkpoint.offset)  # fmt: skip
-        self.forget((c.topic, c.partition) for c in refused)
-        return len(checkpoints) - len(refused)
+        self.forget((c.topic, c.partition) for c in result.refused)
+        return result.written
+
+    async def _save(self, keys: list[tuple[str, int]]) -> SaveResult:
+        checkpoints = [
+            Checkpoint(topic, partition, state.offset,
+                       {model: encode(state.monitors[model].snapshot()) for model in sorted(state.dirty)},
+                       offset_timestamp=state.offset_timestamp, write=state.write, expected=state.stored)
+            for topic, partition in keys
+            for state in (self.partitions[(topic, partition)],)
+        ]  # fmt: skip
+        if not checkpoints:
+            return SaveResult()
+        result = await self.store.save(checkpoints)
+        rejected = {id(c) for c in result.refused + result.diverged}
+        for checkpoint in checkpoints:
+            if id(checkpoint) not in rejected:
+                state = self.partitions[(checkpoint.topic, checkpoint.partition)]
+                state.dirty.clear()
+                state.offset_dirty = False
+                state.write = Write.FORWARD
+                state.stored = checkpoint.offset
+                result.written += 1
+        return result
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the in-memory state of partitions this worker no longer owns."""
@@ -208,6 +229,7 @@ class Engine:
         admitted: set[str] = set()  # models new to this worker, let in by this batch
         applied = {key: state.offset for key, state in self.partitions.items()}
         seen = {key: state.last_seen for key, state in self.partitions.items()}
+        stamps: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of each partition's last applied record
         restarted: dict[tuple[str, int], int] = {}
         for record in records:
             key = (record.topic, record.partition)
@@ -221,6 +243,7 @@ class Engine:
             if record.offset <= applied[key]:
                 continue  # already applied (before the last checkpoint, or earlier in this batch)
             applied[key] = record.offset
+            stamps[key] = round(record.timestamp * 1000)
             events, rejections = decode_message(record.value, self.limits)
             for rejection in rejections:
                 self._reject(record, rejection, out)
@@ -239,6 +262,7 @@ class Engine:
             state.last_seen = seen[key]
             if offset != state.offset:
                 state.offset = offset
+                state.offset_timestamp = stamps.get(key)
                 state.offset_dirty = True
         for (topic, partition, model), rows in groups.items():
             self._observe(topic, partition, model, rows, baselines, out)

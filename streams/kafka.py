@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 
 import faust
 from aiokafka.helpers import create_ssl_context
@@ -68,18 +69,43 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
                 raise DriftstreamError(f"cannot create topic {name}: {exc}") from exc
 
 
-def group_positions(settings: Settings, topic: str, partitions: list[int]) -> dict[int, tuple[int | None, int]]:
-    """Per partition: the offset the worker group committed (None if it has none) and the log end.
-
-    Blocking (librdkafka); reads only, without joining the group.
-    """
+def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int | None]:
+    """The offset the worker group committed on each partition (None: none). Blocking; does not join."""
     consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {
-            tp.partition: (tp.offset if tp.offset >= 0 else None,
-                           consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1])
-            for tp in committed
-        }  # fmt: skip
+        return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
+    finally:
+        consumer.close()
+
+
+def log_holds(
+    settings: Settings, topic: str, records: dict[int, tuple[int, int]], timeout: float = 3.0
+) -> dict[int, bool | None]:
+    """Per partition: does the log still hold the record at ``offset`` with ``timestamp`` (ms)?
+
+    ``records`` maps partition to (offset, timestamp). True: it does; False: the log ends
+    before that offset or holds another record there (the log restarted); None: cannot
+    tell (retention removed it). Blocking.
+    """
+    consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-probe",
+                         "enable.auto.commit": False, "auto.offset.reset": "error"})  # fmt: skip
+    answers: dict[int, bool] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, offset) for p, (offset, _) in records.items()])
+        deadline = time.monotonic() + timeout
+        while len(answers) < len(records) and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None and message.partition() not in answers:
+                offset, timestamp = records[message.partition()]
+                answers[message.partition()] = message.offset() == offset and message.timestamp()[1] == timestamp
+        # No record came back: a log that ends at or before the offset restarted; one that
+        # goes past it but cannot serve it lost the record to retention.
+        for partition, (offset, _) in records.items():
+            if partition not in answers:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                if high <= offset:
+                    answers[partition] = False
+        return {p: answers.get(p) for p in records}
     finally:
         consumer.close()

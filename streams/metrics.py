@@ -61,7 +61,8 @@ class Metrics:
         )  # fmt: skip
         self.checkpoint_conflicts = Counter(
             "driftstream_checkpoint_conflicts_total",
-            "Partition checkpoints refused because the store held a later offset (another owner)", registry=registry,
+            "Partition checkpoints the store refused: newer_owner (it held a later offset) or diverged "
+            "(not the offset this worker last saw; the partition is rewritten whole)", ["kind"], registry=registry,
         )  # fmt: skip
         self.offset_resets = Counter(
             "driftstream_offset_resets_total", "Partitions whose offsets started over (log recreated or lost)",

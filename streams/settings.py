@@ -75,8 +75,8 @@ class Settings(BaseSettings):
         "redis", description="memory keeps state in-process only (demo without redis-server)"
     )
     checkpoint_interval: float = Field(1.0, gt=0, description="seconds between state checkpoints")
-    max_unsaved_messages: int = Field(
-        100_000, ge=1, description="stop consuming while this many processed messages wait for a checkpoint"
+    max_unsaved_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="stop consuming while processed messages this large wait for a checkpoint"
     )
 
     # Worker

@@ -4,9 +4,10 @@ Redis layout (``P`` = ``state_prefix``, ``A`` = ``app_id``):
 
 * ``P:A:state:{topic}:{partition}`` hash, one per partition of the events topic:
   ``v`` (layout version, ``STATE_VERSION``), ``offset`` (last Kafka offset of
-  that partition applied to the snapshots) and ``model:{name}`` (msgpack
-  snapshot of that model's monitor in that partition, which carries its own
-  version). A checkpoint writes each partition with one Lua script on that one
+  that partition applied to the snapshots), ``offset_ts`` (that record's Kafka
+  timestamp in ms, which tells the same log from one that restarted) and
+  ``model:{name}`` (msgpack snapshot of that model's monitor in that
+  partition, which carries its own version). A checkpoint writes each partition with one Lua script on that one
   key, so the offset always matches the snapshots beside it, and Redis Cluster
   works (no multi-key transaction).
 * ``P:baseline:{model}`` string: msgpack ``{"v": 1, "features": {name: reference}}``
@@ -61,14 +62,26 @@ class Checkpoint:
     partition: int
     offset: int  # last offset applied to the snapshots; -1 before any
     models: dict[str, bytes] = field(default_factory=dict)
+    offset_timestamp: int | None = None  # Kafka timestamp (ms) of the record at ``offset``
     version: int | None = STATE_VERSION  # as read back; None when the key had none
     write: Write = Write.FORWARD
+    # The offset the writer last saw stored (None: nothing). A forward write over anything
+    # else is refused as diverged: the key lost writes (a failover, an emptied Redis) or
+    # another worker wrote it, so writing only the changed models would mix two pasts.
+    expected: int | None = None
+
+
+@dataclass
+class SaveResult:
+    refused: list[Checkpoint] = field(default_factory=list)  # the store holds a later offset
+    diverged: list[Checkpoint] = field(default_factory=list)  # the store is not what the writer last saw
+    written: int = 0
 
 
 class StateStore(Protocol):
     async def load(self, topic: str, partition: int) -> Checkpoint | None: ...
-    async def save(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-        """Write the checkpoints; return those refused because the stored offset was ahead."""
+    async def save(self, checkpoints: list[Checkpoint]) -> SaveResult:
+        """Write the checkpoints; say which were refused (nothing written for those)."""
         ...
 
     async def load_baseline(self, model: str) -> bytes | None: ...
@@ -77,18 +90,24 @@ class StateStore(Protocol):
     async def close(self) -> None: ...
 
 
-# KEYS[1] partition hash; ARGV: write mode, layout version, offset, then field, value pairs.
-# A forward write never moves the offset back: a worker that lost its partition while
-# stalled must not overwrite what the new owner saved since.
+# KEYS[1] partition hash; ARGV: write mode, layout version, offset, expected stored offset
+# ('' for none), then field, value pairs. Replies 1 written, 0 refused (a later offset is
+# stored: a worker that lost its partition while stalled must not overwrite the new owner),
+# 2 diverged (the key is not what the writer last saw).
 _SAVE_PARTITION = """
 local stored = redis.call('HGET', KEYS[1], 'offset')
-if ARGV[1] == 'forward' and stored and tonumber(stored) > tonumber(ARGV[3]) then
-  return 0
+if ARGV[1] == 'forward' then
+  if stored and tonumber(stored) > tonumber(ARGV[3]) then
+    return 0
+  end
+  if (stored or '') ~= ARGV[4] then
+    return 2
+  end
 end
 if ARGV[1] == 'replace' then
   redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'offset', ARGV[3], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'offset', ARGV[3], unpack(ARGV, 5))
 return 1
 """
 
@@ -117,28 +136,32 @@ class RedisStateStore:
             raise StoreUnavailable(f"loading {topic}[{partition}]: {exc}") from exc
         if not stored:
             return None
-        version = stored.pop(b"v", None)
-        checkpoint = Checkpoint(
-            topic, partition, _int_or(stored.pop(b"offset", None), -1), version=_int_or(version, None)
-        )
+        offset = _int_or(stored.pop(b"offset", None), None)
+        checkpoint = Checkpoint(topic, partition, -1 if offset is None else offset,
+                                offset_timestamp=_int_or(stored.pop(b"offset_ts", None), None),
+                                version=_int_or(stored.pop(b"v", None), None))  # fmt: skip
         for name, blob in stored.items():
             key = name.decode(errors="replace")
             if key.startswith(_MODEL_FIELD):
                 checkpoint.models[key[len(_MODEL_FIELD) :]] = blob
         return checkpoint
 
-    async def save(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+    async def save(self, checkpoints: list[Checkpoint]) -> SaveResult:
         calls = [
             (self.partition_key(c.topic, c.partition),
-             [c.write.value, STATE_VERSION, c.offset,
+             [c.write.value, STATE_VERSION, c.offset, "" if c.expected is None else c.expected,
+              "offset_ts", -1 if c.offset_timestamp is None else c.offset_timestamp,
               *(item for model, blob in c.models.items() for item in (_MODEL_FIELD + model, blob))])
             for c in checkpoints
         ]  # fmt: skip
         try:
-            done = await eval_per_key(self._redis, self._save_partition, calls)
+            replies = await eval_per_key(self._redis, self._save_partition, calls)
         except (aioredis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"checkpoint of {len(checkpoints)} partition(s): {exc}") from exc
-        return [c for c, written in zip(checkpoints, done, strict=True) if not written]
+        return SaveResult(
+            refused=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 0],
+            diverged=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 2],
+        )
 
     async def load_baseline(self, model: str) -> bytes | None:
         try:
@@ -161,10 +184,12 @@ class RedisStateStore:
 
 
 def _int_or(raw: bytes | None, default: int | None) -> int | None:
+    """An integer field; ``default`` when absent, unreadable or -1 (written for none)."""
     try:
-        return int(raw) if raw is not None else default
+        value = int(raw) if raw is not None else -1
     except ValueError:
         return default
+    return default if value == -1 else value
 
 
 class MemoryStateStore:
@@ -176,21 +201,28 @@ class MemoryStateStore:
 
     async def load(self, topic: str, partition: int) -> Checkpoint | None:
         stored = self._partitions.get((topic, partition))
-        return Checkpoint(topic, partition, stored.offset, dict(stored.models)) if stored else None
+        if stored is None:
+            return None
+        return Checkpoint(topic, partition, stored.offset, dict(stored.models), stored.offset_timestamp)
 
-    async def save(self, checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-        refused = []
+    async def save(self, checkpoints: list[Checkpoint]) -> SaveResult:
+        result = SaveResult()
         for checkpoint in checkpoints:
             key = (checkpoint.topic, checkpoint.partition)
             stored = self._partitions.get(key)
+            if checkpoint.write is Write.FORWARD:
+                if stored is not None and stored.offset > checkpoint.offset:
+                    result.refused.append(checkpoint)
+                    continue
+                if (stored.offset if stored else None) != checkpoint.expected:
+                    result.diverged.append(checkpoint)
+                    continue
             if stored is None or checkpoint.write is Write.REPLACE:
                 stored = self._partitions[key] = Checkpoint(checkpoint.topic, checkpoint.partition, -1)
-            elif checkpoint.write is Write.FORWARD and stored.offset > checkpoint.offset:
-                refused.append(checkpoint)
-                continue
             stored.offset = checkpoint.offset
+            stored.offset_timestamp = checkpoint.offset_timestamp
             stored.models.update(checkpoint.models)
-        return refused
+        return result
 
     async def load_baseline(self, model: str) -> bytes | None:
         return self._baselines.get(model)

@@ -6,9 +6,10 @@ import time
 import uuid
 
 import pytest
+from confluent_kafka import Producer
 
 from detectors.monitor import ModelMonitor
-from streams.kafka import ensure_topics
+from streams.kafka import ensure_topics, log_holds
 from streams.services import EmbeddedBroker
 from streams.settings import Settings
 from streams.simulate import Traffic, produce
@@ -111,3 +112,15 @@ def test_a_broker_restart_is_survived(redis_url: str) -> None:
         assert worker.stop() == 0
     finally:
         broker.stop()
+
+
+def test_the_log_probe_tells_the_same_log_from_a_restarted_one(kafka_bootstrap: str, redis_url: str) -> None:
+    config = settings_for(kafka_bootstrap, redis_url, topic_partitions=1)
+    producer = Producer(config.confluent_config())
+    for i in range(10):
+        producer.produce(config.topic_events, value=b"{}", timestamp=1_800_000_000_000 + i)
+    producer.flush(10)
+    holds = log_holds(config, config.topic_events, {0: (5, 1_800_000_000_005)})
+    assert holds == {0: True}
+    assert log_holds(config, config.topic_events, {0: (5, 1_700_000_000_000)}) == {0: False}  # another record
+    assert log_holds(config, config.topic_events, {0: (50, 1_800_000_000_050)}) == {0: False}  # log too short

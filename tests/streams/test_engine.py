@@ -13,7 +13,7 @@ from streams.metrics import Metrics
 from streams.services import free_port
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, model_events
-from streams.state import MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable
+from streams.state import Checkpoint, MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable
 
 
 def settings(unique: str, **overrides) -> Settings:
@@ -190,7 +190,8 @@ def test_a_checkpoint_behind_the_stored_offset_is_refused_and_newer_state_reload
         return stalled
 
     engine = asyncio.run(scenario())
-    assert engine.metrics.registry.get_sample_value("driftstream_checkpoint_conflicts_total") == 1
+    conflicts = engine.metrics.registry.get_sample_value
+    assert conflicts("driftstream_checkpoint_conflicts_total", {"kind": "newer_owner"}) == 1
     state = engine.partitions[("events", 0)]
     assert state.offset == 399 and state.monitors["fraud"].events_seen == 400
 
@@ -201,28 +202,26 @@ def test_offsets_that_start_over_are_applied_with_the_detectors_kept(unique: str
     items = records(TRAFFIC, 700)
     restarted = [Record(r.topic, r.partition, r.offset - 500, r.timestamp, r.key, r.value) for r in items[500:]]
 
-    async def scenario() -> tuple[Engine, Engine]:
-        engine = make_engine(config, store_factory(config))
+    async def scenario() -> tuple[Engine, Checkpoint | None]:
+        store = store_factory(config)
+        engine = make_engine(config, store)
         await engine.process(items[:500])
         await engine.checkpoint()
         await engine.process(restarted[:50])
         await engine.checkpoint()  # moves the stored offset back to 49
         await engine.process(restarted[50:])
         await engine.checkpoint()
-        # The log (end offset 200) holds what the checkpoint (199) covers: no restart.
-        fresh = make_engine(config, store_factory(config))
-        await fresh.load("events", 0, end_offset=200)
-        return engine, fresh
+        return engine, await store.load("events", 0)
 
-    engine, fresh = asyncio.run(scenario())
+    engine, stored = asyncio.run(scenario())
     state = engine.partitions[("events", 0)]
     assert state.offset == 199 and state.monitors["fraud"].events_seen == 700
     assert engine.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 1
-    assert fresh.partitions[("events", 0)].offset == 199
-    assert fresh.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 0
+    assert stored is not None and stored.offset == 199
+    assert stored.offset_timestamp == round(items[699].timestamp * 1000)  # the fingerprint of record 199
 
 
-def test_a_log_shorter_than_the_checkpoint_restarts_offset_tracking(unique: str) -> None:
+def test_a_restarted_log_found_on_assignment_is_applied_from_its_start(unique: str) -> None:
     config = settings(unique)
     store = MemoryStateStore()
 
@@ -231,14 +230,41 @@ def test_a_log_shorter_than_the_checkpoint_restarts_offset_tracking(unique: str)
         await engine.process(records(TRAFFIC, 300))
         await engine.checkpoint()
         fresh = make_engine(config, store)
-        await fresh.load("events", 0, end_offset=40)
+        await fresh.load("events", 0)
+        fresh.restart_offsets("events", 0, "the record at offset 299 is not the one applied")
         await fresh.process(records(TRAFFIC, 40))  # offsets 0..39 of the new log all apply
+        assert await fresh.checkpoint() == 1  # the stored offset may go back
         return fresh
 
     fresh = asyncio.run(scenario())
     state = fresh.partitions[("events", 0)]
     assert state.offset == 39 and state.monitors["fraud"].events_seen == 340
     assert fresh.metrics.registry.get_sample_value("driftstream_offset_resets_total") == 1
+
+
+def test_a_store_that_lost_writes_gets_the_whole_partition_again(unique: str, redis_url: str) -> None:
+    """Redis restarted empty, or a failover to a replica that missed the last writes: writing
+    only the changed models beside a new offset would leave the others missing or stale."""
+    config = settings(unique, redis_url=redis_url)
+    items = records(TRAFFIC, 200)
+    other = Record("events", 0, 200, 1.8e9 + 200, b"churn", orjson.dumps({"model": "churn", "features": {"x": 1.0}}))
+
+    async def scenario() -> tuple[Engine, Checkpoint | None]:
+        store = RedisStateStore.from_settings(config)
+        engine = make_engine(config, store)
+        await engine.process(items)
+        await engine.checkpoint()
+        await store._redis.delete(store.partition_key("events", 0))  # the store forgot
+        await engine.process([other])  # only churn changes
+        assert await engine.checkpoint() == 1
+        stored = await store.load("events", 0)
+        await store.close()
+        return engine, stored
+
+    engine, stored = asyncio.run(scenario())
+    assert stored is not None and stored.offset == 200 and set(stored.models) == {"fraud", "churn"}
+    conflicts = engine.metrics.registry.get_sample_value
+    assert conflicts("driftstream_checkpoint_conflicts_total", {"kind": "diverged"}) == 1
 
 
 def test_a_store_outage_fails_the_batch_before_any_state_changes(unique: str, redis_url: str) -> None:
