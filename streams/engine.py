@@ -207,7 +207,6 @@ class Engine:
                 state.offset_dirty = False
                 state.write = Write.FORWARD
                 state.stored = checkpoint.offset
-                result.written += 1
         return result
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:

@@ -161,6 +161,7 @@ class RedisStateStore:
         return SaveResult(
             refused=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 0],
             diverged=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 2],
+            written=sum(1 for reply in replies if reply == 1),
         )
 
     async def load_baseline(self, model: str) -> bytes | None:
@@ -222,6 +223,7 @@ class MemoryStateStore:
             stored.offset = checkpoint.offset
             stored.offset_timestamp = checkpoint.offset_timestamp
             stored.models.update(checkpoint.models)
+            result.written += 1
         return result
 
     async def load_baseline(self, model: str) -> bytes | None:

@@ -28,7 +28,7 @@ from streams import DriftstreamError
 from streams.redis_client import SentinelMaster, connect, is_cluster
 from streams.services import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinel, RedisTls
 from streams.settings import Settings
-from streams.state import STATE_VERSION, Checkpoint, RedisStateStore
+from streams.state import STATE_VERSION, Checkpoint, RedisStateStore, SaveResult
 
 pytestmark = pytest.mark.integration
 
@@ -65,11 +65,14 @@ async def round_trip(settings: Settings) -> Any:
     store = RedisStateStore.from_settings(settings.model_copy(update={"state_prefix": "rt", "app_id": "app"}))
     try:
         assert await store.ping()
-        for offset in (10, 20):  # the second round runs the script by its SHA only
-            saved = [Checkpoint("events", p, offset + p, {"m": b"\x00snapshot\xff%d" % p}) for p in PARTITIONS]
-            assert await store.save(saved) == []
-        behind = Checkpoint("events", 3, 5, {"m": b"stale"})
-        assert await store.save([behind]) == [behind]  # an offset never moves back
+        for offset, before in ((10, None), (20, 10)):  # the second round runs the script by its SHA only
+            saved = [Checkpoint("events", p, offset + p, {"m": b"\x00snapshot\xff%d" % p},
+                                expected=None if before is None else before + p) for p in PARTITIONS]  # fmt: skip
+            assert await store.save(saved) == SaveResult(written=len(PARTITIONS))
+        behind = Checkpoint("events", 3, 5, {"m": b"stale"}, expected=23)
+        assert await store.save([behind]) == SaveResult(refused=[behind])  # an offset never moves back
+        unseen = Checkpoint("events", 3, 30, {"m": b"partial"}, expected=13)
+        assert await store.save([unseen]) == SaveResult(diverged=[unseen])  # not what this writer saw
         for p in PARTITIONS:
             loaded = await store.load("events", p)
             assert loaded is not None and loaded.version == STATE_VERSION
