@@ -54,6 +54,7 @@ def events_applied(config: Settings) -> int:
 def test_a_redis_outage_holds_offsets_back_and_the_worker_catches_up(kafka_bootstrap: str) -> None:
     redis = persistent_redis()
     redis.start()
+    worker: WorkerProcess | None = None
     try:
         config = settings_for(kafka_bootstrap, redis.url)
         worker = WorkerProcess(config)
@@ -84,6 +85,8 @@ def test_a_redis_outage_holds_offsets_back_and_the_worker_catches_up(kafka_boots
         print(f"Redis down {time.monotonic() - outage - catch_up:.1f}s; caught up {catch_up:.2f}s after it returned")
         assert worker.stop() == 0
     finally:
+        if worker is not None:
+            worker.stop()
         redis.stop()
 
 
@@ -94,6 +97,7 @@ def test_a_broker_restart_is_survived(redis_url: str) -> None:
     apply the new events instead of skipping them as already seen."""
     broker = EmbeddedBroker()
     broker.start()
+    worker: WorkerProcess | None = None
     try:
         config = settings_for(broker.bootstrap, redis_url, topic_partitions=2)
         worker = WorkerProcess(config)
@@ -111,6 +115,8 @@ def test_a_broker_restart_is_survived(redis_url: str) -> None:
         assert events_applied(config) == 6000 + 2000
         assert worker.stop() == 0
     finally:
+        if worker is not None:
+            worker.stop()
         broker.stop()
 
 
