@@ -49,6 +49,19 @@ def test_page_hinkley_detects_where_river_does(size: int) -> None:
     assert batched_indices(PageHinkleyDetector(0.1, 50, 1.0, 30), values, size) == expected
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("delta", "threshold", "alpha"), [(0.1, 60, 1.0), (0.005, 20, 1.0), (0.05, 10, 0.999)])
+def test_page_hinkley_in_numpy_detects_where_river_does_on_more_streams(
+    seed: int, delta: float, threshold: float, alpha: float
+) -> None:
+    """The numpy Page-Hinkley replaces river's on the hot path: same detections, any batching."""
+    values = stream(seed)
+    expected = river_indices(PageHinkley(delta=delta, threshold=threshold, alpha=alpha, min_instances=30), values)
+    assert len(expected) >= 2
+    for size in (1, 250, values.size):
+        assert batched_indices(PageHinkleyDetector(delta, threshold, alpha, 30), values, size) == expected
+
+
 @pytest.mark.parametrize("cls", [AdwinDetector, PageHinkleyDetector])
 def test_restore_of_a_snapshot_continues_exactly(cls: type) -> None:
     values = stream(5)

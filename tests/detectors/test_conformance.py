@@ -317,7 +317,7 @@ def test_snapshot_of_another_version_or_detector_is_refused(name: str, kind: str
     snapshot = detector.snapshot()
     others = {"adwin", "ddm", "windowed", "psi", name, "", None, 1} - {snapshot["detector"]}
     bad: list[Any] = [
-        *(snapshot | {"v": v} for v in (0, 2, 99, "1", 1.5, None, True)),
+        *(snapshot | {"v": v} for v in (0, snapshot["v"] + 1, 99, str(snapshot["v"]), 1.5, None, True)),
         *(snapshot | {"detector": other} for other in others),
         {k: v for k, v in snapshot.items() if k != "v"},
         {k: v for k, v in snapshot.items() if k != "detector"},
