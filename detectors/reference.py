@@ -16,6 +16,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import datasketches
@@ -423,13 +425,17 @@ class CategoricalReference:
     def other_share(self) -> float:
         return float(self.proportions[-1])
 
+    @cached_property
+    def _index(self) -> dict[str | None, int]:
+        index: dict[str | None, int] = {category: i for i, category in enumerate(self.categories)}
+        index[None] = -1
+        return index
+
     def codes(self, values: Sequence[str | None]) -> np.ndarray:
         """Bucket of each value: its category's index, len(categories) for any other, -1 if missing."""
-        index = {category: i for i, category in enumerate(self.categories)}
-        other = len(self.categories)
-        return np.fromiter(
-            (-1 if value is None else index.get(value, other) for value in values), dtype=np.int64, count=len(values)
-        )
+        # map() over dict.get keeps the per-value work in C: this runs for every categorical value.
+        looked_up = map(self._index.get, values, repeat(len(self.categories)))
+        return np.fromiter(looked_up, dtype=np.int64, count=len(values))
 
     def bucket_counts(self, values: Sequence[str]) -> np.ndarray:
         """Counts per reference category, the last bucket holding all others."""

@@ -148,7 +148,7 @@ class WindowedDetector:
         if isinstance(values, (str, bytes)):
             raise ValueError(f"{self.name} takes a sequence of category strings, not one string")
         labels = list(values)
-        if any(value is not None and not isinstance(value, str) for value in labels):
+        if not set(map(type, labels)) <= {str, type(None)}:  # checked in C: this runs for every value
             raise ValueError(f"{self.name} takes category strings or None for missing")
         return self.reference.codes(labels)
 
