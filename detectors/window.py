@@ -12,8 +12,9 @@ cardinality of the stream.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,13 @@ class Evaluation:
     verdicts: list[Verdict]
     count: int  # values in the window
     start_time: float  # earliest time of the window's values (0 when no times were given)
-    summary: dict[str, Any] | None
+    summarize: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def summary(self) -> dict[str, Any] | None:
+        """Mean, quantiles or category shares of the window; computed on first use (alerts
+        need it, most windows do not, and quantiles of every window cost more than the tests)."""
+        return self.summarize() if self.summarize is not None else None
 
 
 class WindowedDetector:
@@ -176,7 +183,7 @@ class WindowedDetector:
             verdicts=verdicts,
             count=self._fill,
             start_time=float(self._times[: self._fill].min()) if self._fill else 0.0,
-            summary=self._summary(window) if with_summary else None,
+            summarize=(lambda: self._summary(window)) if with_summary else None,
         )
 
     def _summary(self, window: Window) -> dict[str, Any]:
