@@ -81,14 +81,22 @@ def test_drift_alerts_and_checkpointed_state_survive_a_new_engine(unique: str, s
     assert strip(resumed) == strip(straight)
 
 
-def test_batch_envelopes_give_the_same_alerts_as_single_events(unique: str) -> None:
+@pytest.mark.parametrize("drift", [Drift("f1", 3000, "mean_shift", 1.5), Drift("f2", 3000, "variance", 2.0),
+                                   Drift("c0", 3000, "category_mix", 0.6), Drift("f3", 3000, "null_rate", 0.4)],
+                         ids=lambda drift: drift.kind)  # fmt: skip
+def test_batch_envelopes_give_the_same_alerts_as_single_events(unique: str, drift: Drift) -> None:
+    """Same feature, detector, status and triggering event (all in alert_id), in the same order."""
     config = settings(unique)
+    traffic = Traffic(numeric=4, categorical=1, seed=11, drifts=(drift,))
 
-    async def scenario(per_message: int) -> list[dict]:
-        return await feed(make_engine(config, MemoryStateStore()), records(TRAFFIC, 6000, per_message), 20)
+    async def scenario(per_message: int, batch: int) -> list[dict]:
+        return await feed(make_engine(config, MemoryStateStore()), records(traffic, 6000, per_message), batch)
 
-    singles, envelopes = asyncio.run(scenario(1)), asyncio.run(scenario(50))
-    assert [a["alert_id"] for a in singles] == [a["alert_id"] for a in envelopes]
+    singles = asyncio.run(scenario(1, 20))
+    assert {a["feature"] for a in singles if a["status"] == "firing"} == {drift.feature}
+    for per_message, batch in ((100, 3), (1000, 1)):
+        envelopes = asyncio.run(scenario(per_message, batch))
+        assert [a["alert_id"] for a in envelopes] == [a["alert_id"] for a in singles], per_message
 
 
 def test_rejections_go_to_the_dlq_with_their_reason_and_source(unique: str) -> None:
