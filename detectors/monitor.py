@@ -284,10 +284,12 @@ class FeatureMonitor:
     def _review_changes(self, item: _Judged, out: Observation) -> None:
         """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""
         evaluation, reference = item.evaluation, self.reference
-        summary = evaluation.summary or {}
         for detector, change in self.changes.items():
             state = self._alerts.get(detector)
-            if state and state.severity == "warning" and "mean" in summary and isinstance(reference, NumericReference):
+            # The summary costs quantiles: read only when a warning may escalate.
+            warned = state is not None and state.severity == "warning" and isinstance(reference, NumericReference)
+            summary = (evaluation.summary or {}) if warned else {}
+            if warned and "mean" in summary:
                 # A change caught early looks small; a window that has since moved far enough escalates it.
                 shift = (summary["mean"] - reference.mean) / reference.std
                 self._fire_change(detector, state, shift, change.statistic, change.threshold, item.index, item.at,
