@@ -1,0 +1,855 @@
+"""Throughput benchmark: the driftstream worker against the Faust ceiling, the parse limit and peers.
+
+Run from the repository root (needs ``redis-server`` and the dev extra for the embedded broker;
+Evidently is optional: ``pip install 'driftstream[bench]'``)::
+
+    .venv/bin/python -m bench.throughput                       # full run, about 8 min on 2 cores
+    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), under 2 min
+    .venv/bin/python -m bench.throughput --features 20 --events 600000
+    .venv/bin/python -m bench.throughput --out docs/throughput-table.md
+
+Protocol (the contenders and what limits them: docs/throughput.md):
+
+* One embedded broker (Tansu, in memory) and one redis-server, started here on free ports, shared by
+  every run. They run on the same 2 cores as the contender, and their CPU over each measured
+  interval is reported next to the contender's.
+* Per workload (``--features``: 3/4 numeric, 1/4 categorical, 4 models) the same seeded traffic
+  (``streams.simulate``) is produced once into three topics of 4 partitions: single-event messages,
+  100-event and 1000-event batch envelopes. Each message holds one model's events; every message is
+  acknowledged by the broker before any contender starts.
+* Every contender is its own process, reading a topic from the start in a consumer group of its
+  own. The parent samples its progress every 0.05 s (0.1 s for a worker's /metrics) and, at each
+  sample, its CPU time (user + system, psutil). Throughput is the events counted between the first
+  sample that shows an event and the first sample that shows all of them, over the time between the
+  two: start-up, group join and the first batch are excluded. CPU is taken over the same interval.
+  Peak RSS is the process's VmHWM (Linux; it includes start-up).
+* The driftstream worker (``python -m streams worker``) runs with ``numeric_tests=["psi"]``,
+  ``categorical_tests=["psi"]``, ``change_detectors=["adwin","page_hinkley"]``: ADWIN, Page-Hinkley
+  and windowed PSI on every numeric feature and the prediction, PSI on every categorical one;
+  everything else default (checkpoint every second, batches of up to 1000 messages). Its progress
+  is ``driftstream_events_consumed_total`` (summed over models) from its /metrics.
+* Extra runs: memory of one worker with 100 models x 100 features (1000-event envelopes, every
+  model past its 5000-row reference and one window), and the cost of checkpointing: the 1000-event
+  envelope run with ``DRIFTSTREAM_CHECKPOINT_INTERVAL=3600`` against the default 1 s, alternated
+  1, 3600, 1, 3600 (not in --quick).
+
+Every child runs in its own process group and is stopped with everything it started, on success,
+failure, Ctrl-C or SIGTERM; a contender that does not start, stalls or exits fails the run with its
+name and the tail of its log (the logs are kept then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.agents import Progress
+from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, stop_process_group
+from streams.settings import Settings
+from streams.simulate import Traffic, produce
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+MODELS = ("m0", "m1", "m2", "m3")
+SEED = 7
+REFERENCE = 5000  # the worker's reference_size, and Evidently's reference rows
+WINDOW = 1000  # the worker's window_size, the naive agent's window and reference
+START_TIMEOUT = 120.0  # seconds for a contender to show its first event (Faust start-up and group join)
+STALL_TIMEOUT = 180.0  # seconds without progress before a contender counts as stuck (a batch may take long)
+RUN_TIMEOUT = 900.0  # seconds for one measured run, whatever its progress
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when a contender is stopped (nothing is measured then)
+
+CONTENDERS = {
+    "a": "a. empty Faust agent",
+    "b": "b. decode + columns (confluent consume)",
+    "c": "c. naive Faust agent (river + PSI per event)",
+    "d": "d. driftstream worker",
+    "e100": "e. driftstream worker",
+    "e1000": "e. driftstream worker",
+    "f": "f. Evidently DataDriftPreset, one report",
+    "f-win": "f. Evidently DataDriftPreset, report per 1000 rows",
+}
+TARGETS = {  # on the 20-feature workload (issue 5, point 4)
+    "d/a": 0.8,
+    "e": 150_000.0,
+    "e/b": 0.3,
+    "e/c": 5.0,
+    "e/f": 10.0,
+    "rss_mb": 500.0,
+    "checkpoint_loss": 0.05,
+}
+
+
+class BenchError(Exception):
+    """A contender or a service failed; the message names it."""
+
+
+# -- plans -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    features: int
+    batch_events: int  # events in each envelope topic (all models)
+    single_events: int  # events in the single-event topic
+    naive_events: int  # of those, what the naive agent reads
+    evidently_rows: int  # current rows of the one-report Evidently job
+    evidently_windows: int  # reports of 1000 rows in the windowed Evidently job
+    models: tuple[str, ...] = MODELS
+
+    @property
+    def numeric(self) -> int:
+        return max(1, round(self.features * 3 / 4))
+
+    @property
+    def categorical(self) -> int:
+        return self.features - self.numeric
+
+    @property
+    def traffic(self) -> Traffic:
+        return Traffic(models=self.models, numeric=self.numeric, categorical=self.categorical, seed=SEED)
+
+    def title(self) -> str:
+        return (f"{self.features} features ({self.numeric} numeric, {self.categorical} categorical), "
+                f"{len(self.models)} models")  # fmt: skip
+
+
+def _round_to(value: float, unit: int) -> int:
+    return max(unit, int(round(value / unit)) * unit)
+
+
+def plan_workload(features: int, events: int) -> Workload:
+    """Sizes for one feature count; ``events`` is the size of an envelope topic at 20 features.
+
+    Rates are rates: each contender gets enough events for several seconds of measurement here, the
+    slow ones fewer. Wider events get fewer envelope events (at 100 features: 3/10 of them, about
+    1.5 times the bytes). The naive agent reads at least its 1000-value reference and two PSI windows
+    per model and feature.
+    """
+    unit = len(MODELS) * 1000  # whole 1000-event envelopes for every model
+    narrow = min(1.0, 20 / features)
+    batch = _round_to(events * min(1.0, 30 / features), unit)
+    naive = max(_round_to(events * narrow * 0.06, unit), len(MODELS) * 3 * WINDOW)
+    single = max(_round_to(events * 0.16, unit), naive)
+    return Workload(
+        features=features,
+        batch_events=batch,
+        single_events=single,
+        naive_events=naive,
+        evidently_rows=_round_to(events * narrow / 3, 1000),
+        evidently_windows=max(1, round(3 * narrow)),
+    )
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    key: str  # a, b, c, d, e100, e1000, f, f-win, ...
+    label: str
+    messages: str  # what the contender reads
+    events: int  # events in the measured interval
+    seconds: float
+    cpu_seconds: float
+    peak_rss: int  # bytes
+    notes: list[str] = field(default_factory=list)
+    services_cpu: float = math.nan  # CPU seconds of the broker and redis-server over the interval
+    other_cpu: float = math.nan  # CPU seconds of the rest of the machine over the interval
+    worker: dict[str, float] = field(default_factory=dict)  # a worker's own metrics over the interval
+
+    def percent(self, cpu_seconds: float) -> str:
+        return "-" if cpu_seconds != cpu_seconds or self.seconds <= 0 else f"{100 * cpu_seconds / self.seconds:.0f}"
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def cpu_per_million(self) -> float:
+        return self.cpu_seconds / self.events * 1e6 if self.events else math.nan
+
+
+@dataclass
+class WorkloadResults:
+    workload: Workload
+    results: dict[str, Result] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    checkpoint: tuple[list[Result], list[Result]] | None = None  # runs with interval 1 s, with interval 3600 s
+
+
+# -- children --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            with open(self.log_path, errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def failure(self, what: str) -> BenchError:
+        return BenchError(f"{self.name}: {what}; log {self.log_path}:\n{self.tail()}")
+
+
+class Children:
+    """Every process this benchmark started, so that all of them are stopped whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: list[Child] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
+        log_path = self.log_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                       start_new_session=True)  # fmt: skip
+        child = Child(name, process, log_path)
+        self.running.append(child)
+        return child
+
+    def stop(self, child: Child) -> None:
+        if child in self.running:
+            self.running.remove(child)
+        stop_process_group(child.process, timeout=STOP_TIMEOUT)
+
+    def stop_all(self) -> None:
+        while self.running:
+            child = self.running.pop()
+            try:
+                stop_process_group(child.process, timeout=STOP_TIMEOUT)
+            except ProcessLookupError:
+                pass
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM of a live process, in bytes (0 when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Measured:
+    events: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss: int
+    total: int
+    startup: float  # seconds from the start of the process to the first sample showing an event
+    services_cpu: float  # CPU seconds of the broker and redis-server over the same interval
+    other_cpu: float  # CPU seconds of every other process of the machine (this one included)
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (guest time is already counted in user)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
+                 - getattr(times, "guest_nice", 0.0))  # fmt: skip
+
+
+def measure(
+    child: Child, progress: Callable[[], int | None], target: int, poll: float, services: Sequence[psutil.Process] = ()
+) -> Measured:
+    """Sample ``progress()`` until it reaches ``target``; the rate between first and last events seen."""
+    ps = psutil.Process(child.process.pid)
+    started = time.monotonic()
+    first: tuple[float, int, float, float, float] | None = None
+    last_change, last_count = started, 0
+    rss = 0
+    next_rss = 0.0
+    while True:
+        if child.process.poll() is not None:
+            raise child.failure(f"exited with code {child.process.returncode} after {last_count:,} of {target:,} "
+                                "events")  # fmt: skip
+        count = progress()
+        now = time.monotonic()
+        try:
+            cpu = _cpu(ps)
+            services_cpu = sum(_cpu(service) for service in services)
+            busy = _machine_busy()
+        except psutil.Error as exc:
+            raise child.failure(f"cannot read CPU times ({exc})") from exc
+        if now >= next_rss:  # sampled peak, a fallback where VmHWM is not available
+            try:
+                rss = max(rss, ps.memory_info().rss)
+            except psutil.Error:
+                pass
+            next_rss = now + 0.2
+        if count is not None and count != last_count:
+            last_change, last_count = now, count
+        if first is None and count:
+            first = (now, count, cpu, services_cpu, busy)
+        if first is not None and count is not None and count >= target:
+            events, seconds = count - first[1], now - first[0]
+            if events <= 0 or seconds <= 0:
+                raise child.failure(f"all {target:,} events arrived between two samples: too few events to "
+                                    "measure (raise --events)")  # fmt: skip
+            own, used = cpu - first[2], services_cpu - first[3]
+            got = Measured(events, seconds, own, max(_peak_rss(ps.pid), rss), count, first[0] - started, used,
+                           max(0.0, busy - first[4] - own - used))  # fmt: skip
+            log(f"    {events / seconds:,.0f} events/s over {seconds:.1f} s ({events:,} events) after "
+                f"{got.startup:.1f} s of start-up; CPU % contender {100 * own / seconds:.0f}, broker + redis "
+                f"{100 * used / seconds:.0f}, rest of the machine {100 * got.other_cpu / seconds:.0f}")  # fmt: skip
+            return got
+        if first is None and now - started > START_TIMEOUT:
+            raise child.failure(f"no event consumed within {START_TIMEOUT:.0f} s of its start")
+        if first is not None and now - last_change > STALL_TIMEOUT:
+            raise child.failure(f"stalled at {last_count:,} of {target:,} events for {STALL_TIMEOUT:.0f} s")
+        if now - started > RUN_TIMEOUT:
+            raise child.failure(f"not done after {RUN_TIMEOUT:.0f} s ({last_count:,} of {target:,} events)")
+        time.sleep(poll)
+
+
+WORKER_METRICS = {  # key: the worker's series, summed over labels
+    "events": "driftstream_events_consumed_total",
+    "messages": "driftstream_messages_consumed_total",
+    "batch_seconds": "driftstream_batch_duration_seconds_sum",  # time in Engine.process
+    "checkpoint_seconds": "driftstream_checkpoint_duration_seconds_sum",  # time writing checkpoints
+    "checkpoints": "driftstream_checkpoint_duration_seconds_count",
+}
+
+
+def _metrics(port: int) -> dict[str, float] | None:
+    """The worker's WORKER_METRICS, or None when /metrics does not answer yet."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    sums = dict.fromkeys(WORKER_METRICS, 0.0)
+    for key, name in WORKER_METRICS.items():
+        for match in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
+            sums[key] += float(match.group(1))
+    return sums
+
+
+# -- the bench -------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, broker: EmbeddedBroker, redis: EmbeddedRedis, children: Children, work_dir: Path) -> None:
+        self.broker = broker
+        self.redis = redis
+        self.children = children
+        self.work_dir = work_dir
+        self.settings = Settings(kafka_bootstrap_servers=broker.bootstrap, redis_url=redis.url)
+        self.admin = AdminClient(self.settings.confluent_config())
+        assert broker.process is not None and redis.process is not None, "start the broker and redis first"
+        self.services = [psutil.Process(broker.process.pid), psutil.Process(redis.process.pid)]
+        self.run_id = uuid.uuid4().hex[:6]
+        self.topics: list[str] = []
+        self._runs = 0
+
+    def group(self, name: str) -> str:
+        """A consumer group (and app id) of its own for every run, so that each reads its topic from the start."""
+        self._runs += 1
+        return f"bench-{self.run_id}-{self._runs}-{name}"
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def create_topic(self, name: str) -> str:
+        for future in self.admin.create_topics([NewTopic(name, PARTITIONS, 1)], operation_timeout=30).values():
+            future.result(30)
+        self.topics.append(name)
+        return name
+
+    def delete_topics(self) -> None:
+        if self.topics:
+            for future in self.admin.delete_topics(self.topics, operation_timeout=30).values():
+                try:
+                    future.result(30)
+                except Exception as exc:  # noqa: BLE001 - only frees broker memory
+                    log(f"  (could not delete a topic: {exc})")
+            self.topics = []
+        self.redis.cli("FLUSHALL")
+
+    def produce(self, topic: str, traffic: Traffic, events: int, batch_size: int) -> int:
+        """``events`` (all models) into ``topic``; the messages sent, every one acknowledged by the broker."""
+        per_model = events // len(traffic.models)
+        messages = len(traffic.models) * math.ceil(per_model / batch_size)
+        delivered, errors = [0], []
+
+        def on_delivery(error: Any, message: Any) -> None:
+            if error is None:
+                delivered[0] += 1
+            else:
+                errors.append(str(error))
+
+        producer = Producer({**self.settings.confluent_config(), "linger.ms": 5, "on_delivery": on_delivery,
+                             "message.max.bytes": self.settings.max_message_bytes})  # fmt: skip
+        started = time.monotonic()
+        sent = produce(self.settings, traffic, per_model, batch_size=batch_size, producer=producer, topic=topic)
+        left = producer.flush(120)
+        if sent != events or delivered[0] != messages or left or errors:
+            raise BenchError(f"producing {topic}: {sent:,} of {events:,} events sent, {delivered[0]:,} of "
+                             f"{messages:,} messages acknowledged, {left} unsent; errors: {errors[:3]}")  # fmt: skip
+        log(f"  produced {events:,} events in {messages:,} messages to {topic} ({time.monotonic() - started:.1f} s)")
+        return messages
+
+    # -- contenders --------------------------------------------------------------------------------
+
+    @contextmanager
+    def child(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Iterator[Child]:
+        child = self.children.start(name, command, env)
+        try:
+            yield child
+        finally:
+            self.children.stop(child)
+
+    def agent(self, key: str, label: str, messages: str, kind: str, topic: str, target: int,
+              *extra: str) -> Result:  # fmt: skip
+        name = f"{key}-{topic}"
+        counter = Progress.create(self.work_dir, name)
+        command = [sys.executable, "-m", "bench.agents", kind, "--counter", str(counter),
+                   "--bootstrap", self.broker.bootstrap, "--topic", topic,
+                   "--group", self.group(name), *extra]  # fmt: skip
+        log(f"  {label} ({messages}): {target:,} events")
+        with self.child(f"{label} [{name}]", command) as child:
+            got = measure(child, lambda: Progress.read(counter)[0], target, 0.05, self.services)
+            tail = child.tail(5)
+        notes = [_column_note(line) for line in tail.splitlines() if line.startswith('{"columns"')]
+        return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
+                      got.services_cpu, got.other_cpu)  # fmt: skip
+
+    def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
+               checkpoint_interval: float = 1.0) -> Result:  # fmt: skip
+        name = f"{key}-{topic}-cp{checkpoint_interval:g}"
+        port = free_port()
+        group = self.group(name)
+        data_dir = Path(tempfile.mkdtemp(prefix="driftstream-bench-worker-", dir=self.work_dir))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
+        env.update({
+            "DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "DRIFTSTREAM_REDIS_URL": self.redis.url,
+            "DRIFTSTREAM_APP_ID": group,
+            "DRIFTSTREAM_STATE_PREFIX": group,
+            "DRIFTSTREAM_TOPIC_EVENTS": topic,
+            "DRIFTSTREAM_TOPIC_LABELS": f"bench-{workload_tag}-labels",
+            "DRIFTSTREAM_TOPIC_ALERTS": f"bench-{workload_tag}-alerts",
+            "DRIFTSTREAM_TOPIC_METRICS": f"bench-{workload_tag}-metrics",
+            "DRIFTSTREAM_TOPIC_DLQ": f"bench-{workload_tag}-dlq",
+            "DRIFTSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
+            "DRIFTSTREAM_WEB_HOST": "127.0.0.1",
+            "DRIFTSTREAM_WEB_PORT": str(port),
+            "DRIFTSTREAM_DATA_DIR": str(data_dir),
+            "DRIFTSTREAM_LOG_LEVEL": "WARNING",
+            "DRIFTSTREAM_NUMERIC_TESTS": '["psi"]',
+            "DRIFTSTREAM_CATEGORICAL_TESTS": '["psi"]',
+            "DRIFTSTREAM_CHANGE_DETECTORS": '["adwin","page_hinkley"]',
+            "DRIFTSTREAM_CHECKPOINT_INTERVAL": f"{checkpoint_interval:g}",
+        })  # fmt: skip
+        for suffix in ("labels", "alerts", "metrics", "dlq"):
+            if f"bench-{workload_tag}-{suffix}" not in self.topics:
+                self.topics.append(f"bench-{workload_tag}-{suffix}")  # the worker creates them; deleted with the rest
+        log(f"  {label} ({messages}, checkpoint every {checkpoint_interval:g} s): {target:,} events")
+        first: dict[str, float] = {}  # the worker's metrics at the first and the last sample of the interval
+        last: dict[str, float] = {}
+
+        def progress() -> int | None:
+            sums = _metrics(port)
+            if sums is None:
+                return None
+            if not first and sums["events"]:
+                first.update(sums)  # measure() starts its interval at this same sample
+            last.update(sums)
+            return int(sums["events"])
+
+        with self.child(f"{label} [{name}]", [sys.executable, "-m", "streams", "worker"], env) as child:
+            got = measure(child, progress, target, 0.1, self.services)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        spent = {key: last[key] - first[key] for key in ("batch_seconds", "checkpoint_seconds", "checkpoints")}
+        spent["seconds"] = got.seconds
+        notes = [
+            f"{int(last['messages']):,} messages",
+            f"in Engine.process {spent['batch_seconds'] / got.seconds:.0%} of the interval",
+            f"in {spent['checkpoints']:.0f} checkpoints {spent['checkpoint_seconds'] / got.seconds:.1%}",
+        ]
+        return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
+                      got.services_cpu, got.other_cpu, spent)  # fmt: skip
+
+    def evidently(self, key: str, workload: Workload, rows: int, window: int) -> Result:
+        label = CONTENDERS[key]
+        counter = Progress.create(self.work_dir, f"{key}-{workload.features}")
+        command = [sys.executable, "-m", "bench.agents", "evidently", "--counter", str(counter),
+                   "--models", ",".join(workload.models), "--numeric", str(workload.numeric),
+                   "--categorical", str(workload.categorical), "--seed", str(SEED), "--reference", str(REFERENCE),
+                   "--rows", str(rows), "--window", str(window)]  # fmt: skip
+        what = "one report" if not window else f"{rows // window} reports of {window} rows"
+        log(f"  {label}: {REFERENCE:,} reference rows, {rows:,} current rows ({what})")
+        with self.child(f"{label} [{key}-{workload.features}]", command) as child:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            rss = 0
+            while child.process.poll() is None:
+                rss = max(rss, _peak_rss(child.process.pid))
+                if time.monotonic() > deadline:
+                    raise child.failure(f"not done after {RUN_TIMEOUT:.0f} s")
+                time.sleep(0.2)
+            if child.process.returncode != 0:
+                raise child.failure(f"exited with code {child.process.returncode}")
+            lines = [line for line in child.tail(200).splitlines() if line.startswith('{"rows"')]
+            if not lines:
+                raise child.failure("printed no result")
+            report = json.loads(lines[-1])
+        rss = max(rss, int(report.get("max_rss", 0)))
+        log(f"    {report['rows'] / report['seconds']:,.0f} events/s over {report['seconds']:.1f} s; "
+            f"{100 * report['cpu_seconds'] / report['seconds']:.0f}% CPU")  # fmt: skip
+        notes = [f"{report['reports']} report(s), method psi, {report['drifted_columns']} drifted column verdicts"]
+        return Result(key, label, f"{rows:,} rows in memory", report["rows"], report["seconds"],
+                      report["cpu_seconds"], rss, notes)  # fmt: skip
+
+
+def _column_note(line: str) -> str:
+    try:
+        return f"columns: {json.loads(line)['columns']}"
+    except (ValueError, KeyError):
+        return line
+
+
+def evidently_available() -> bool:
+    check = subprocess.run([sys.executable, "-c", "import evidently.presets, pandas"], capture_output=True,
+                           cwd=REPO, timeout=120, check=False)  # fmt: skip
+    return check.returncode == 0
+
+
+# -- the runs --------------------------------------------------------------------------------------
+
+
+def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpoint: bool) -> WorkloadResults:
+    out = WorkloadResults(workload)
+    tag = f"{bench.run_id}-{workload.features}f"
+    log(f"{workload.title()}:")
+    single = bench.create_topic(f"bench-{tag}-single")
+    env100 = bench.create_topic(f"bench-{tag}-b100")
+    env1000 = bench.create_topic(f"bench-{tag}-b1000")
+    traffic = workload.traffic
+    bench.produce(single, traffic, workload.single_events, 1)
+    bench.produce(env100, traffic, workload.batch_events, 100)
+    bench.produce(env1000, traffic, workload.batch_events, 1000)
+    r = out.results
+    r["a"] = bench.agent("a", CONTENDERS["a"], "single events", "faust-empty", single, workload.single_events)
+    r["b"] = bench.agent("b", CONTENDERS["b"], "1000-event envelopes", "decode", env1000, workload.batch_events)
+    r["c"] = bench.agent("c", CONTENDERS["c"], "single events", "naive", single, workload.naive_events)
+    r["d"] = bench.worker("d", CONTENDERS["d"], "single events", single, workload.single_events, tag)
+    r["e100"] = bench.worker("e100", CONTENDERS["e100"], "100-event envelopes", env100, workload.batch_events, tag)
+    r["e1000"] = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
+                              tag)  # fmt: skip
+    if checkpoint:  # alternating, so that a drift of the machine's speed hits both alike
+        every, hourly = [r["e1000"]], []
+        for interval in (3600, 1, 3600):
+            run = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
+                               tag, checkpoint_interval=interval)  # fmt: skip
+            (every if interval == 1 else hourly).append(run)
+        out.checkpoint = (every, hourly)
+    if with_evidently:
+        r["f"] = bench.evidently("f", workload, workload.evidently_rows, 0)
+        r["f-win"] = bench.evidently("f-win", workload, workload.evidently_windows * WINDOW, WINDOW)
+    else:
+        out.skipped.append("f: skipped (pip install 'driftstream[bench]')")
+        log("  " + out.skipped[-1])
+    bench.delete_topics()
+    return out
+
+
+def run_memory(bench: Bench, models: int, features: int, per_model: int) -> Result:
+    names = tuple(f"m{i}" for i in range(models))
+    workload = Workload(features=features, batch_events=models * per_model, single_events=0, naive_events=0,
+                        evidently_rows=0, evidently_windows=0, models=names)  # fmt: skip
+    tag = f"{bench.run_id}-mem"
+    log(f"memory: {models} models x {features} features, {per_model:,} events per model:")
+    topic = bench.create_topic(f"bench-{tag}-b1000")
+    bench.produce(topic, workload.traffic, workload.batch_events, 1000)
+    result = bench.worker("mem", f"driftstream worker, {models} models x {features} features", "1000-event envelopes",
+                          topic, workload.batch_events, tag)  # fmt: skip
+    bench.delete_topics()
+    return result
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _int(value: float) -> str:
+    return "-" if value != value else f"{value:,.0f}"
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:,.0f}"
+
+
+def _status(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "**not met**")
+
+
+def result_table(results: dict[str, Result]) -> list[str]:
+    lines = [
+        "| contender | messages | events/s per process | CPU s per 1M events | CPU %: contender / broker + redis / "
+        "rest | peak RSS MB | events measured | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results.values():
+        cpu = " / ".join(r.percent(c) for c in (r.cpu_seconds, r.services_cpu, r.other_cpu))
+        lines.append(f"| {r.label} | {r.messages} | {_int(r.rate)} | {r.cpu_per_million:,.1f} | {cpu} | "
+                     f"{_mb(r.peak_rss)} | {r.events:,} | {'; '.join(r.notes)} |")  # fmt: skip
+    return lines
+
+
+def ratio_table(results: dict[str, Result], judged: bool) -> list[str]:
+    """The issue's ratios; ``judged``: the workload the targets are set on (20 features)."""
+    rate = {key: r.rate for key, r in results.items()}
+    e = rate.get("e1000", math.nan)
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def ratio(name: str, top: float, bottom: str, target: float, what: str) -> None:
+        if bottom not in rate:
+            rows.append((name, "-", f">= {target:g}", None))
+            return
+        value = top / rate[bottom]
+        rows.append((f"{name} ({what})", f"{value:,.2f}", f">= {target:g}", value >= target if judged else None))
+
+    ratio("d/a", rate.get("d", math.nan), "a", TARGETS["d/a"], "worker, single events / empty Faust agent")
+    rows.append(("e (1000-event envelopes)", f"{_int(e)} events/s", f">= {TARGETS['e']:,.0f} events/s",
+                 e >= TARGETS["e"] if judged else None))  # fmt: skip
+    ratio("e/b", e, "b", TARGETS["e/b"], "worker / decode-only loop")
+    ratio("e/c", e, "c", TARGETS["e/c"], "worker / naive Faust agent")
+    ratio("e/f", e, "f", TARGETS["e/f"], "worker / Evidently, one report")
+    if "f-win" in rate:
+        value = e / rate["f-win"]
+        rows.append(("e/f, windows (worker / Evidently, a report per 1000 rows)", f"{value:,.1f}", "(information)",
+                     None))  # fmt: skip
+    if "e100" in rate:
+        rows.append(("e100/e1000 (100-event / 1000-event envelopes)", f"{rate['e100'] / e:,.2f}", "(information)",
+                     None))  # fmt: skip
+    lines = ["| ratio | value | target | status |", "|---|---:|---|---|"]
+    lines += [f"| {name} | {value} | {target} | {_status(ok)} |" for name, value, target, ok in rows]
+    return lines
+
+
+def checkpoint_table(every: list[Result], hourly: list[Result]) -> list[str]:
+    def pooled(runs: list[Result]) -> tuple[float, float]:
+        events = sum(r.events for r in runs)
+        return events / sum(r.seconds for r in runs), sum(r.cpu_seconds for r in runs) / events * 1e6
+
+    def writing(runs: list[Result]) -> str:
+        seconds = sum(r.worker.get("seconds", 0.0) for r in runs)
+        spent = sum(r.worker.get("checkpoint_seconds", 0.0) for r in runs)
+        count = sum(r.worker.get("checkpoints", 0.0) for r in runs)
+        return f"{spent / seconds:.1%} ({count:.0f} checkpoints)" if seconds else "-"
+
+    (rate_1, cpu_1), (rate_h, cpu_h) = pooled(every), pooled(hourly)
+    loss = 1 - rate_1 / rate_h
+    runs = " / ".join
+    return [
+        "Checkpoint cost (1000-event envelopes; runs alternate 1 s, 3600 s, 1 s, 3600 s; pooled = all events "
+        "over all measured seconds; writing = time in `Engine.checkpoint` (snapshots encoded, one Redis "
+        "pipeline) per the worker's `driftstream_checkpoint_duration_seconds`, share of the measured time):",
+        "",
+        "| checkpoint interval | events/s, each run | events/s, pooled | CPU s per 1M events, pooled | writing |",
+        "|---|---|---:|---:|---:|",
+        f"| 1 s (default) | {runs(_int(r.rate) for r in every)} | {_int(rate_1)} | {cpu_1:,.1f} | {writing(every)} |",
+        f"| 3600 s | {runs(_int(r.rate) for r in hourly)} | {_int(rate_h)} | {cpu_h:,.1f} | {writing(hourly)} |",
+        "",
+        f"Throughput lost to checkpointing every second: {loss:.1%} (target <= {TARGETS['checkpoint_loss']:.0%}): "
+        f"{_status(loss <= TARGETS['checkpoint_loss'])}. Compare it with the spread between runs of one interval "
+        "(a difference within it is noise) and with the time spent writing checkpoints, which is measured "
+        "directly (the flush, acks and offset commit that follow a checkpoint are not in it).",
+    ]
+
+
+def environment() -> list[str]:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    try:
+        revision = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                  timeout=10, cwd=REPO, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
+    packages = ", ".join(f"{p} {version(p)}" for p in ("faust-streaming", "aiokafka", "confluent-kafka", "river",
+                                                        "numpy", "orjson", "evidently", "pandas"))  # fmt: skip
+    return [
+        f"git {revision}; {os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+        f"Python {platform.python_version()}; {packages}.",
+    ]
+
+
+def python_speed() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this machine runs Python right now (noisy neighbours)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
+def report(args: argparse.Namespace, workloads: list[WorkloadResults], memory: Result | None, elapsed: float,
+           memory_plan: tuple[int, int, int] | None, speed: tuple[float, float], setting: str) -> str:  # fmt: skip
+    command = "python -m bench.throughput" + (" --quick" if args.quick else "")
+    command += f" --features {args.features} --events {args.events}"
+    lines = [
+        f"# Throughput benchmark ({'quick' if args.quick else 'full'} run)",
+        "",
+        f"`{command}`, {elapsed:.0f} s. {setting}",
+        "",
+        "**The broker (Tansu, in memory) and redis-server share the 2 cores with the contender being measured**, "
+        "as does this benchmark's own sampling: every rate below is a rate on a machine that also serves the "
+        "data. Events/s per process = events consumed between the first and the last progress sample over the "
+        "time between them (start-up and group join excluded); CPU (user + system) of the contender's process "
+        "over the same interval, next to that of the broker and redis-server and that of the rest of the machine "
+        "(this benchmark's sampling, and anything else running); peak RSS = VmHWM. Protocol: "
+        "`bench/throughput.py`, contenders: [throughput.md](throughput.md).",
+        "",
+        f"Machine speed check (a 5M-iteration Python loop, run by the parent): {speed[0]:.2f} s before the "
+        f"runs, {speed[1]:.2f} s after. Runs on this shared VM vary by 10-30% from one hour to the next: "
+        "compare ratios within one run, not absolute rates across runs.",
+        "",
+        "driftstream: ADWIN + Page-Hinkley + windowed PSI (1000-row tumbling windows, 5000-row reference) on every "
+        "numeric feature and the prediction, PSI on every categorical feature; checkpoint to Redis every second.",
+    ]
+    for w in workloads:
+        lines += ["", f"## {w.workload.title()}", ""]
+        wl = w.workload
+        lines.append(f"Data: {wl.single_events:,} events as single-event messages (c reads the first "
+                     f"{wl.naive_events:,}); {wl.batch_events:,} events as 100-event and as 1000-event envelopes; "
+                     f"Evidently: the first model's first {REFERENCE:,} events as reference, the next "
+                     f"{wl.evidently_rows:,} as current in one report, and the first "
+                     f"{wl.evidently_windows * WINDOW:,} of those in reports of 1000 rows.")  # fmt: skip
+        lines += [""] + result_table(w.results)
+        lines += ["", *w.skipped] if w.skipped else []
+        judged = w.workload.features == 20
+        lines += ["", "Ratios" + ("" if judged else " (the targets are set on the 20-feature workload)") + ":", ""]
+        lines += ratio_table(w.results, judged)
+        if w.checkpoint:
+            lines += ["", *checkpoint_table(*w.checkpoint)]
+    if memory is not None and memory_plan is not None:
+        models, features, per_model = memory_plan
+        full = models >= 100 and features >= 100
+        peak = memory.peak_rss / 2**20
+        verdict = _status(peak <= TARGETS["rss_mb"]) if full else "- (quick run: smaller)"
+        windows = (per_model - REFERENCE) // WINDOW
+        lines += [
+            "",
+            "## Memory",
+            "",
+            f"One worker, {models} models x {features} features (1000-event envelopes, {per_model:,} events per "
+            f"model: the {REFERENCE:,}-row reference, then {windows} window(s) of {WINDOW}): peak RSS "
+            f"**{peak:,.0f} MB** (target <= {TARGETS['rss_mb']:.0f} MB for 100 models x 100 features: {verdict}); "
+            f"{_int(memory.rate)} events/s, {memory.cpu_per_million:,.1f} CPU s per 1M events.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small run for a smoke test (under 2 minutes)")
+    parser.add_argument("--features", help="feature counts of the workloads (default 20,100; --quick 20)")
+    parser.add_argument("--events", type=int, help="events per envelope topic at 20 features (default 300,000; "
+                        "--quick 60,000); wider events get fewer, in proportion")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="also write the markdown tables to this file")
+    parser.add_argument("--no-memory", action="store_true", help="skip the 100 models x 100 features memory run")
+    args = parser.parse_args(argv)
+    args.events = args.events or (60_000 if args.quick else 300_000)
+    args.features = args.features or ("20" if args.quick else "20,100")
+    try:
+        feature_counts = [int(x) for x in args.features.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--features: comma-separated integers, got {args.features!r}")
+    if not feature_counts or min(feature_counts) < 2:
+        parser.error("--features: each workload needs at least 2 features")
+    # models, features, events per model: each model past its reference and one window
+    memory_plan = None if args.no_memory else ((10, 100, REFERENCE + WINDOW) if args.quick
+                                                else (100, 100, REFERENCE + WINDOW))  # fmt: skip
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    started = time.monotonic()
+    speed_before = python_speed()
+    setting = environment()[0]  # now: the code the children run is what is checked out at the start
+    work_dir = Path(tempfile.mkdtemp(prefix="driftstream-bench-"))
+    children = Children(work_dir)
+    broker, redis = EmbeddedBroker(), EmbeddedRedis()
+    failed = True
+    try:
+        broker.start()
+        redis.start()
+        with_evidently = evidently_available()
+        bench = Bench(broker, redis, children, work_dir)
+        results = []
+        # the checkpoint cost is measured on the workload the targets are set on (not in a quick run)
+        checkpoint_at = None if args.quick else (20 if 20 in feature_counts else feature_counts[0])
+        for features in feature_counts:
+            workload = plan_workload(features, args.events)
+            results.append(run_workload(bench, workload, with_evidently, checkpoint=features == checkpoint_at))
+        memory = run_memory(bench, *memory_plan) if memory_plan else None
+        speed = (speed_before, python_speed())
+        text = report(args, results, memory, time.monotonic() - started, memory_plan, speed, setting)
+        failed = False
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        children.stop_all()
+        redis.stop()
+        broker.stop()
+        if failed:
+            log(f"logs kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
