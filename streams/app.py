@@ -44,7 +44,6 @@ class Worker:
         self.metrics = Metrics(self.registry)
         self.engine = Engine(settings, store, self.metrics)
         self._lock = asyncio.Lock()  # one of: a batch, a checkpoint, a rebalance step
-        self._unpublished = False  # a batch changed state but its outputs are not all sent
         self._last_checkpoint = time.monotonic()
         self._store_ok = True
         # Processed events not yet covered by a checkpoint, acked only once they are.
@@ -214,12 +213,10 @@ class Worker:
                     # Monitors may be half updated past their offset: only a replay can mend that.
                     self._die("processing a batch failed", exc)
                 else:
-                    self._unpublished = True
-                    try:
+                    try:  # still under the lock: no checkpoint sees state whose outputs are not queued
                         self._sent += await publish(out)
                     except BaseException as exc:
                         self._die("publishing a batch's outputs failed", exc)
-                    self._unpublished = False
                     for event in live:
                         self._unsaved[event.message.tp].append(event)
                     self._unsaved_count += len(live)
@@ -237,9 +234,10 @@ class Worker:
         return ready
 
     async def _checkpoint(self, keep: set[TP] = frozenset()) -> None:  # type: ignore[assignment]
-        """Flush what was published, save state, then ack what the save covers (except ``keep``)."""
-        if self._unpublished:
-            return
+        """Flush what was published, save state, then ack what the save covers (except ``keep``).
+
+        Callers hold the lock, so no batch is between applying and publishing.
+        """
         try:
             await self.app.producer.flush()
             for future in self._sent:
