@@ -29,12 +29,14 @@ Kinds:
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import math
 import mmap
 import os
 import resource
+import shutil
 import struct
 import sys
 import tempfile
@@ -93,7 +95,7 @@ def _faust_app(args: argparse.Namespace, value_serializer: str) -> tuple[Any, An
         value_serializer=value_serializer,
         key_serializer="raw",
         web_enabled=False,
-        datadir=tempfile.mkdtemp(prefix="driftstream-bench-faust-"),
+        datadir=args.data_dir or _temporary_dir(),
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10.0,  # as the worker's defaults
         broker_rebalance_timeout=10.0,
@@ -104,6 +106,13 @@ def _faust_app(args: argparse.Namespace, value_serializer: str) -> tuple[Any, An
     )
     topic = app.topic(args.topic, value_serializer=value_serializer, key_serializer="raw")
     return app, topic
+
+
+def _temporary_dir() -> str:
+    """A directory removed when this process exits."""
+    path = tempfile.mkdtemp(prefix="driftstream-bench-faust-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _run_faust(app: Any) -> None:
@@ -217,34 +226,10 @@ def run_naive(args: argparse.Namespace) -> None:
 
 
 def _column_builder() -> tuple[Any, str]:
-    """``streams.engine._columns`` when it is there, else the same build re-implemented here."""
-    try:
-        from streams.engine import _columns
+    """The engine's own column build, and its name for the table."""
+    from streams.engine import _columns
 
-        return _columns, "streams.engine._columns"
-    except ImportError:  # renamed by a later refactor: the same work, done here
-        from detectors.monitor import PREDICTION, ModelBatch
-
-        def columns(events: list[Any], timestamps: np.ndarray) -> Any:
-            n = len(events)
-            out: dict[str, list[Any]] = {}
-            predictions: list[Any] | None = None
-            for i, event in enumerate(events):
-                for name, value in event.features.items():
-                    column = out.get(name)
-                    if column is None:
-                        column = out[name] = [None] * n
-                    column[i] = value
-                if event.prediction is not None:
-                    if predictions is None:
-                        predictions = [None] * n
-                    predictions[i] = event.prediction
-            if predictions is not None:
-                out[PREDICTION] = predictions
-            version = next((e.model_version for e in reversed(events) if e.model_version is not None), None)
-            return ModelBatch(out, timestamps, version)
-
-        return columns, "bench.agents (re-implementation of the engine's column build)"
+    return _columns, "streams.engine._columns"
 
 
 def run_decode(args: argparse.Namespace) -> None:
@@ -347,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topic", default="inference-events")
     parser.add_argument("--group", default="bench")
+    parser.add_argument("--data-dir", help="Faust data dir (default: a temporary one, removed at exit)")
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--num-messages", type=int, default=10, help="decode: messages per consume() call")
     parser.add_argument("--models", default="m0")

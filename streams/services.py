@@ -63,6 +63,7 @@ class _Process:
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"driftstream-{self.name}-", suffix=".log")[1])
+        self._dir: Path | None = None  # a working dir that ``command`` may make; removed on stop
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -80,8 +81,13 @@ class _Process:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
-        if process is not None:
-            stop_process_group(process, timeout)
+        try:
+            if process is not None:
+                stop_process_group(process, timeout)
+        finally:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
 
     def __enter__(self) -> _Process:
         self.start()
@@ -155,7 +161,6 @@ class EmbeddedRedis(_Process):
         self.users = users
         self.tls = tls
         self.extra_args = extra_args
-        self._dir: Path | None = None
 
     @staticmethod
     def available() -> bool:
@@ -179,14 +184,6 @@ class EmbeddedRedis(_Process):
         for rule in self.users:
             command += ["--user", *rule.split()]
         return command + list(self.extra_args)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        try:
-            super().stop(timeout)
-        finally:
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
 
     def cli(self, *args: str, timeout: float = 10.0) -> str:
         """Run ``redis-cli`` against this server as the default user; its stdout."""
@@ -236,7 +233,6 @@ class EmbeddedSentinel(_Process):
         self.master_password = master_password
         self.password = password
         self.down_after_ms = down_after_ms
-        self._dir: Path | None = None
 
     @property
     def address(self) -> str:
@@ -271,14 +267,6 @@ class EmbeddedSentinel(_Process):
         config = self._dir / "sentinel.conf"  # the sentinel rewrites it: it must be its own
         config.write_text("\n".join(lines) + "\n")
         return [_binary("redis-server"), str(config), "--sentinel"]
-
-    def stop(self, timeout: float = 10.0) -> None:
-        try:
-            super().stop(timeout)
-        finally:
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
 
 
 class _ClusterNode(EmbeddedRedis):
