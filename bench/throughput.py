@@ -140,7 +140,7 @@ def _round_to(value: float, unit: int) -> int:
     return max(unit, int(round(value / unit)) * unit)
 
 
-def plan_workload(features: int, events: int) -> Workload:
+def plan_workload(features: int, events: int, quick: bool = False) -> Workload:
     """Sizes for one feature count; ``events`` is the size of an envelope topic at 20 features.
 
     Rates are rates: each contender gets enough events for several seconds of measurement here, the
@@ -159,7 +159,7 @@ def plan_workload(features: int, events: int) -> Workload:
         single_events=single,
         naive_events=naive,
         evidently_rows=_round_to(events * narrow / 3, 1000),
-        evidently_windows=max(1, round(3 * narrow)),
+        evidently_windows=1 if quick else max(1, round(3 * narrow)),
     )
 
 
@@ -440,7 +440,8 @@ class Bench:
         counter = Progress.create(self.work_dir, name)
         command = [sys.executable, "-m", "bench.agents", kind, "--counter", str(counter),
                    "--bootstrap", self.broker.bootstrap, "--topic", topic,
-                   "--group", self.group(name), *extra]  # fmt: skip
+                   "--group", self.group(name), "--data-dir", str(self.work_dir / f"{name}-data"),
+                   *extra]  # fmt: skip
         log(f"  {label} ({messages}): {target:,} events")
         with self.child(f"{label} [{name}]", command) as child:
             got = measure(child, lambda: Progress.read(counter)[0], target, 0.05, self.services)
@@ -827,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the checkpoint cost is measured on the workload the targets are set on (not in a quick run)
         checkpoint_at = None if args.quick else (20 if 20 in feature_counts else feature_counts[0])
         for features in feature_counts:
-            workload = plan_workload(features, args.events)
+            workload = plan_workload(features, args.events, args.quick)
             results.append(run_workload(bench, workload, with_evidently, checkpoint=features == checkpoint_at))
         memory = run_memory(bench, *memory_plan) if memory_plan else None
         speed = (speed_before, python_speed())
@@ -841,9 +842,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis.stop()
         broker.stop()
         if failed:
-            log(f"logs kept in {work_dir}")
+            log(f"logs kept in {work_dir} (broker: {broker.log_path}, redis: {redis.log_path})")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
+            broker.log_path.unlink(missing_ok=True)
+            redis.log_path.unlink(missing_ok=True)
     print(text)
     if args.out:
         args.out.write_text(text)
