@@ -234,11 +234,7 @@ class AdwinDetector(RiverDetector):
             self._blocks.append(self._open)
             self._open = [0.0, 0.0, 0.0]
             if len(self._blocks) > self._MAX_BLOCKS:
-                # A long window: merge neighbours, so splits are tried at twice the spacing.
-                blocks = self._blocks
-                self._blocks = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]]
-                                for a, b in zip(blocks[0::2], blocks[1::2], strict=False)] + (
-                    [blocks[-1]] if len(blocks) % 2 else [])  # fmt: skip
+                self._blocks = _merge_pairs(self._blocks)
 
     def _add_to_blocks(self, x: np.ndarray) -> None:
         clock = self.clock
@@ -251,9 +247,12 @@ class AdwinDetector(RiverDetector):
             rows = rest[: full * clock].reshape(full, clock)
             sums = np.cumsum(rows, axis=1)[:, -1].tolist()  # sequential along each row
             squares = np.cumsum(rows * rows, axis=1)[:, -1].tolist()
-            for total, square in zip(sums, squares, strict=True):
-                self._open = [float(clock), total, square]
-                self._close_full_block()
+            self._open = [0.0, 0.0, 0.0]
+            blocks, limit, size = self._blocks, self._MAX_BLOCKS, float(clock)
+            for total, square in zip(sums, squares, strict=True):  # _close_full_block, inlined: 30 a batch
+                blocks.append([size, total, square])
+                if len(blocks) > limit:
+                    blocks = self._blocks = _merge_pairs(blocks)
         self._add_to_open(rest[full * clock :])
 
     def _best_split(self) -> tuple[float, float, float]:
@@ -295,6 +294,12 @@ class AdwinDetector(RiverDetector):
         detector._cut = (statistic, threshold, shift)
         detector._blocks = blocks[-cls._MAX_BLOCKS :].tolist()
         return detector
+
+
+def _merge_pairs(blocks: list[list[float]]) -> list[list[float]]:
+    """A long ADWIN window: merge neighbouring blocks, so splits are tried at twice the spacing."""
+    merged = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]] for a, b in zip(blocks[0::2], blocks[1::2], strict=False)]
+    return merged + [blocks[-1]] if len(blocks) % 2 else merged
 
 
 class PageHinkleyDetector:

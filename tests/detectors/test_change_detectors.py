@@ -77,6 +77,18 @@ def test_restore_of_a_snapshot_continues_exactly(cls: type) -> None:
         assert msgpack.packb(second.snapshot()) == msgpack.packb(straight.snapshot())
 
 
+def test_adwin_snapshot_bytes_do_not_depend_on_batching_past_the_block_limit() -> None:
+    # 40,000 stable values: river keeps one window, whose blocks pass the 256-block limit and merge.
+    values = np.random.default_rng(8).standard_normal(40_000)
+    snapshots = set()
+    for size in (1, 37, 1000, values.size):
+        detector = AdwinDetector()
+        assert batched_indices(detector, values, size) == []
+        assert len(detector._blocks) <= AdwinDetector._MAX_BLOCKS
+        snapshots.add(msgpack.packb(detector.snapshot()))
+    assert len(snapshots) == 1
+
+
 def best_block_split(window: np.ndarray, clock: int = 32, delta: float = 0.002,
                      min_window_length: int = 5) -> tuple[float, float, float]:  # fmt: skip
     """|gap|, ADWIN's bound and gap of the split between clock blocks that is furthest past its bound."""
