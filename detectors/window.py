@@ -6,11 +6,14 @@ windows do not overlap, so their false alarms add up simply), ``step < size``
 sliding ones (more evaluations of overlapping data: more false alarms at the
 same lines, see the detection benchmark). Categorical values are kept as
 bucket codes of the reference, so memory is ``size`` integers whatever the
-cardinality of the stream.
+cardinality of the stream. A tumbling window holds exactly the values since
+the last judgement, so the earliest time of its values is a running minimum;
+only sliding windows keep a time per value.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from detectors.reference import (
 )
 from detectors.two_sample import TESTS, CategoricalWindow, NumericWindow, Score, Window, WindowTest
 
-_VERSION = 1
+_VERSION = 2  # 2: a tumbling window saves its earliest time, not a ring of times
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class WindowedDetector:
         self.size, self.step = size, step
         numeric = self.input_kind == "numeric"
         self._ring = np.full(size, np.nan) if numeric else np.full(size, -1, dtype=np.int64)
-        self._times = np.zeros(size)
+        # Sliding windows: the time of every value in the ring; tumbling: the earliest since the last judgement.
+        self._times = np.zeros(size) if step < size else None
+        self._earliest = math.inf
         self._next = 0  # ring position of the next value
         self._fill = 0
         self._until = size  # values until the next evaluation
@@ -131,7 +136,11 @@ class WindowedDetector:
             take = min(n - start, self._until, self.size)
             where = (self._next + np.arange(take)) % self.size
             self._ring[where] = column[start : start + take]
-            self._times[where] = times[start : start + take] if times is not None else 0.0
+            if self._times is not None:
+                self._times[where] = times[start : start + take] if times is not None else 0.0
+            else:
+                earliest = float(times[start : start + take].min()) if times is not None else 0.0
+                self._earliest = min(self._earliest, earliest)
             self._next = (self._next + take) % self.size
             self._fill = min(self.size, self._fill + take)
             self._until -= take
@@ -139,6 +148,7 @@ class WindowedDetector:
             if self._until == 0:
                 found.append(self._judge(start - 1, summaries))
                 self._until = self.step
+                self._earliest = math.inf  # a tumbling window starts empty
         if found:
             self._last = found[-1].verdicts
         self._drift = any(verdict.drift for evaluation in found for verdict in evaluation.verdicts)
@@ -182,9 +192,14 @@ class WindowedDetector:
             scores=scores,
             verdicts=verdicts,
             count=self._fill,
-            start_time=float(self._times[: self._fill].min()) if self._fill else 0.0,
+            start_time=self._start_time(),
             summarize=(lambda: self._summary(window)) if with_summary else None,
         )
+
+    def _start_time(self) -> float:
+        if self._times is None:
+            return self._earliest if self._earliest != math.inf else 0.0
+        return float(self._times[: self._fill].min()) if self._fill else 0.0
 
     def _summary(self, window: Window) -> dict[str, Any]:
         if isinstance(window, NumericWindow):
@@ -206,7 +221,8 @@ class WindowedDetector:
             "size": self.size,
             "step": self.step,
             "ring": self._ring.astype("<f8" if numeric else "<i8").tobytes(),
-            "times": self._times.astype("<f8").tobytes(),
+            "times": None if self._times is None else self._times.astype("<f8").tobytes(),
+            "earliest": None if self._earliest == math.inf else self._earliest,
             "next": self._next,
             "fill": self._fill,
             "until": self._until,
@@ -217,16 +233,24 @@ class WindowedDetector:
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> WindowedDetector:
-        data = check_snapshot(data, "windowed", _VERSION)
+        data = _upgrade(data)
         try:
             reference = reference_from_plain(data["reference"])
             tests = [TESTS[name](**params) for name, params in data["tests"]]
             detector = cls(reference, tests, int(data["size"]), int(data["step"]))
             dtype = "<f8" if detector.input_kind == "numeric" else "<i8"
             ring = np.frombuffer(data["ring"], dtype=dtype)
-            times = np.frombuffer(data["times"], dtype="<f8")
-            if ring.size != detector.size or times.size != detector.size:
+            if ring.size != detector.size:
                 raise ValueError("ring size does not match the window size")
+            if detector._times is not None:
+                times = np.frombuffer(data["times"], dtype="<f8")
+                if times.size != detector.size:
+                    raise ValueError("times size does not match the window size")
+                detector._times = times.copy()
+            elif data["times"] is not None:
+                raise ValueError("a tumbling window keeps no times")
+            earliest = data["earliest"]
+            detector._earliest = math.inf if earliest is None else float(earliest)
             if detector.input_kind == "categorical":
                 buckets = len(detector.reference.categories)  # type: ignore[union-attr]
                 if ring.size and (ring.min() < -1 or ring.max() > buckets):
@@ -234,7 +258,6 @@ class WindowedDetector:
             elif np.isinf(ring).any():
                 raise ValueError("ring values must be finite or NaN")
             detector._ring = ring.astype(detector._ring.dtype)
-            detector._times = times.copy()
             detector._next, detector._fill, detector._until = int(data["next"]), int(data["fill"]), int(data["until"])
             if not (0 <= detector._next < detector.size and 0 <= detector._fill <= detector.size
                     and 1 <= detector._until <= detector.size):  # fmt: skip
@@ -253,3 +276,20 @@ class WindowedDetector:
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
         return detector
+
+
+def _upgrade(data: Any) -> dict[str, Any]:
+    """A version-1 snapshot (a ring of times for every window) as version 2."""
+    if isinstance(data, dict) and data.get("detector") == "windowed" and type(data.get("v")) is int and data["v"] == 1:
+        try:
+            data = dict(data, v=_VERSION, earliest=None)
+            size, step = int(data["size"]), int(data["step"])
+            if step >= size:  # tumbling: the earliest time of the values since the last judgement
+                times = np.frombuffer(data.pop("times"), dtype="<f8")
+                pending = size - int(data["until"])
+                if pending and times.size == size:
+                    data["earliest"] = float(times[(int(data["next"]) - 1 - np.arange(pending)) % size].min())
+                data["times"] = None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
+    return check_snapshot(data, "windowed", _VERSION)

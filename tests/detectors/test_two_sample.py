@@ -285,16 +285,18 @@ def test_windows_are_judged_at_the_right_values(size: int, step: int | None, n: 
     reference = NumericReference.build(reference_values, 10)
     values = rng.normal(size=n)
     values[::13] = np.nan
+    times = rng.permutation(n) + 1e9  # out of order: the window's start is its earliest time
     detector = WindowedDetector(reference, [KSTest(), NullRateTest()], size=size, step=step)
     seen: list[int] = []
     start = 0
     for batch in rng.integers(1, min(n, 700), size=n):
         chunk = values[start : start + batch]
-        for evaluation in detector.evaluate(chunk, summaries=True):
+        for evaluation in detector.evaluate(chunk, times[start : start + batch], summaries=True):
             end = start + evaluation.position  # global index of the value that closed the window
             seen.append(end)
             window = values[max(0, end - size + 1) : end + 1]
             assert evaluation.count == size == window.size
+            assert evaluation.start_time == times[max(0, end - size + 1) : end + 1].min()
             present = window[~np.isnan(window)]
             assert evaluation.summary["count"] == size
             assert evaluation.summary["mean"] == pytest.approx(present.mean(), rel=1e-12)
@@ -308,6 +310,26 @@ def test_windows_are_judged_at_the_right_values(size: int, step: int | None, n: 
         if detector.fill == size:  # the ring holds exactly the last `size` values, oldest first
             np.testing.assert_array_equal(detector.recent(), values[start - size : start])
     assert seen == positions
+
+
+@pytest.mark.parametrize("step", [None, 250])
+def test_a_version_1_window_snapshot_restores_with_its_start_time(step: int | None) -> None:
+    # Version 1 kept a ring of times for every window; version 2 keeps it for sliding windows only.
+    rng = np.random.default_rng(9)
+    reference = NumericReference.build(rng.normal(size=500), 10)
+    values, times = rng.normal(size=2600), rng.permutation(2600) + 1e9
+    straight = WindowedDetector(reference, [PSITest()], size=1000, step=step)
+    expected = [e.start_time for e in straight.evaluate(values, times)]
+    first = WindowedDetector(reference, [PSITest()], size=1000, step=step)
+    found = [e.start_time for e in first.evaluate(values[:1700], times[:1700])]
+    ring_times = np.zeros(1000)
+    ring_times[np.arange(1700) % 1000] = times[:1700]  # what version 1 held: the time of each ring value
+    old = first.snapshot() | {"v": 1, "times": ring_times.tobytes()}
+    del old["earliest"]
+    second = WindowedDetector.restore(old)
+    found += [e.start_time for e in second.evaluate(values[1700:], times[1700:])]
+    assert found == expected and len(expected) == (2 if step is None else 7)
+    assert second.snapshot() == straight.snapshot()
 
 
 def test_a_categorical_window_holds_the_last_values() -> None:
