@@ -75,7 +75,8 @@ class Worker:
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.topic_replication,
             topic_allow_declare=False,
-            stream_buffer_maxsize=max(4096, 2 * s.batch_max),
+            # Faust fetches ahead up to this many messages: with batch_max, what bounds message memory.
+            stream_buffer_maxsize=2 * s.batch_max,
             # Unacked events wait for a checkpoint; a rebalance must not wait for them to be acked.
             stream_wait_empty=False,
             consumer_max_fetch_size=max(1024 * 1024, s.max_message_bytes + 64 * 1024),

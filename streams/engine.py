@@ -30,6 +30,7 @@ from streams.state import BASELINE_VERSION, STATE_VERSION, Checkpoint, SaveResul
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,8 @@ class Engine:
     async def checkpoint(self) -> int:
         """Write every changed partition to the store; the number written.
 
-        Raises ``StoreUnavailable`` with memory unchanged. A partition the store
+        Raises ``StoreUnavailable``; partitions saved before the failure (groups of
+        ``CHECKPOINT_GROUP_BYTES``) are marked saved, the rest unchanged. A partition the store
         refused (a newer owner saved a later offset) is dropped from memory: its
         next record reloads the newer state. A partition whose key is not what this
         worker last saw (writes lost, or another writer) is rewritten whole.
@@ -189,16 +191,27 @@ class Engine:
         return result.written
 
     async def _save(self, keys: list[tuple[str, int]]) -> SaveResult:
-        checkpoints = [
-            Checkpoint(topic, partition, state.offset,
-                       {model: encode(state.monitors[model].snapshot()) for model in sorted(state.dirty)},
-                       offset_timestamp=state.offset_timestamp, write=state.write, expected=state.stored)
-            for topic, partition in keys
-            for state in (self.partitions[(topic, partition)],)
-        ]  # fmt: skip
-        if not checkpoints:
-            return SaveResult()
+        """Save partitions in groups of about ``CHECKPOINT_GROUP_BYTES`` of snapshots, so a checkpoint
+        holds one group's encoded bytes at a time (a model collecting its reference saves every value)."""
+        result, group, size = SaveResult(), [], 0
+        for topic, partition in keys:
+            state = self.partitions[(topic, partition)]
+            models = {model: encode(state.monitors[model].snapshot()) for model in sorted(state.dirty)}
+            group.append(Checkpoint(topic, partition, state.offset, models, offset_timestamp=state.offset_timestamp,
+                                    write=state.write, expected=state.stored))  # fmt: skip
+            size += sum(map(len, models.values()))
+            if size >= CHECKPOINT_GROUP_BYTES:
+                await self._save_group(group, result)
+                group, size = [], 0
+        if group:
+            await self._save_group(group, result)
+        return result
+
+    async def _save_group(self, checkpoints: list[Checkpoint], total: SaveResult) -> None:
         result = await self.store.save(checkpoints)
+        total.refused += result.refused
+        total.diverged += result.diverged
+        total.written += result.written
         rejected = {id(c) for c in result.refused + result.diverged}
         for checkpoint in checkpoints:
             if id(checkpoint) not in rejected:
@@ -207,7 +220,6 @@ class Engine:
                 state.offset_dirty = False
                 state.write = Write.FORWARD
                 state.stored = checkpoint.offset
-        return result
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop the in-memory state of partitions this worker no longer owns."""

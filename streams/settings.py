@@ -83,7 +83,10 @@ class Settings(BaseSettings):
     web_host: str = "0.0.0.0"
     web_port: int = Field(6066, ge=1, le=65535, description="serves /metrics and /healthz")
     data_dir: str = Field("", description="Faust data dir (default: a temp dir)")
-    batch_max: int = Field(1000, ge=1, description="messages per processing batch")
+    batch_max: int = Field(
+        1000, ge=1, description="messages per processing batch; the worker holds up to 3x this many messages "
+        "(the batch and Faust's read-ahead), so with large batch envelopes lower it (16 for 1000-event envelopes)"
+    )
     batch_within: float = Field(0.2, gt=0, description="seconds to wait to fill a batch")
     log_level: str = "INFO"
 
