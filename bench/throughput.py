@@ -117,6 +117,11 @@ TARGETS = {  # on the 20-feature workload (issue 5, point 4)
 }
 
 
+def batch_max_for(per_message: int) -> int:
+    """``DRIFTSTREAM_BATCH_MAX`` as the README advises: about 16,000 events a batch, at most the default 1000."""
+    return max(1, min(1000, 16_000 // per_message))
+
+
 class BenchError(Exception):
     """A contender or a service failed; the message names it."""
 
@@ -531,8 +536,11 @@ class Bench:
                       got.services_cpu, got.other_cpu)  # fmt: skip
 
     def worker_env(self, group: str, topic: str, workload_tag: str, port: int, data_dir: Path,
-                   checkpoint_interval: float) -> dict[str, str]:  # fmt: skip
-        """The environment of one ``python -m streams worker`` of consumer group (and app id) ``group``."""
+                   checkpoint_interval: float, per_message: int = 1) -> dict[str, str]:  # fmt: skip
+        """The environment of one ``python -m streams worker`` of consumer group (and app id) ``group``.
+
+        ``BATCH_MAX`` follows the README's advice for ``per_message`` events per message.
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
         env.update({
             "DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
@@ -553,6 +561,7 @@ class Bench:
             "DRIFTSTREAM_CATEGORICAL_TESTS": '["psi"]',
             "DRIFTSTREAM_CHANGE_DETECTORS": '["adwin","page_hinkley"]',
             "DRIFTSTREAM_CHECKPOINT_INTERVAL": f"{checkpoint_interval:g}",
+            "DRIFTSTREAM_BATCH_MAX": str(batch_max_for(per_message)),
         })  # fmt: skip
         for suffix in ("labels", "alerts", "metrics", "dlq"):
             if f"bench-{workload_tag}-{suffix}" not in self.topics:
@@ -560,7 +569,8 @@ class Bench:
         return env
 
     def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
-               checkpoint_interval: float = 1.0, processes: int = 1, stagger: float = 0.0) -> Result:  # fmt: skip
+               checkpoint_interval: float = 1.0, processes: int = 1, stagger: float = 0.0,
+               per_message: int = 1) -> Result:  # fmt: skip
         """``processes`` workers in one consumer group, started together; their combined rate.
 
         ``stagger``: worker ``i`` (from 0) starts ``i * stagger`` seconds after the first (its process
@@ -579,7 +589,7 @@ class Bench:
             if port not in ports:
                 ports.append(port)
         data_dirs = [Path(tempfile.mkdtemp(prefix="driftstream-bench-worker-", dir=self.work_dir)) for _ in ports]
-        envs = [self.worker_env(group, topic, workload_tag, port, data_dir, checkpoint_interval)
+        envs = [self.worker_env(group, topic, workload_tag, port, data_dir, checkpoint_interval, per_message)
                 for port, data_dir in zip(ports, data_dirs, strict=True)]  # fmt: skip
         many = f"{processes} processes in one group, " if processes > 1 else ""
         many += f"started {stagger:g} s apart, " if processes > 1 and stagger > 0 else ""
@@ -760,21 +770,23 @@ def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpo
     r["b"] = bench.agent("b", CONTENDERS["b"], "1000-event envelopes", "decode", env1000, workload.batch_events)
     r["c"] = bench.agent("c", CONTENDERS["c"], "single events", "naive", single, workload.naive_events)
     r["d"] = bench.worker("d", CONTENDERS["d"], "single events", single, workload.single_events, tag)
-    r["e100"] = bench.worker("e100", CONTENDERS["e100"], "100-event envelopes", env100, workload.batch_events, tag)
+    r["e100"] = bench.worker("e100", CONTENDERS["e100"], "100-event envelopes", env100, workload.batch_events, tag,
+                             per_message=100)  # fmt: skip
     r["e1000"] = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
-                              tag)  # fmt: skip
+                              tag, per_message=1000)  # fmt: skip
     if scale_out:  # right after the 1-worker run it is compared with
         out.partition_sizes = bench.partition_sizes(env1000)
         log(f"  messages per partition of {env1000}: {' / '.join(map(str, out.partition_sizes))}")
         if 0 in out.partition_sizes:
             log("  warning: a partition holds no message, so the workers cannot share the data evenly")
         out.scale_out = bench.worker("e1000x2", CONTENDERS["e1000x2"], "1000-event envelopes", env1000,
-                                     workload.batch_events, tag, processes=SCALE_OUT, stagger=stagger)  # fmt: skip
+                                     workload.batch_events, tag, processes=SCALE_OUT, stagger=stagger,
+                                     per_message=1000)  # fmt: skip
     if checkpoint:  # alternating, so that a drift of the machine's speed hits both alike
         every, hourly = [r["e1000"]], []
         for interval in (3600, 1, 3600):
             run = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
-                               tag, checkpoint_interval=interval)  # fmt: skip
+                               tag, checkpoint_interval=interval, per_message=1000)  # fmt: skip
             (every if interval == 1 else hourly).append(run)
         out.checkpoint = (every, hourly)
     if with_evidently:
@@ -796,7 +808,7 @@ def run_memory(bench: Bench, models: int, features: int, per_model: int) -> Resu
     topic = bench.create_topic(f"bench-{tag}-b1000")
     bench.produce(topic, workload.traffic, workload.batch_events, 1000)
     result = bench.worker("mem", f"driftstream worker, {models} models x {features} features", "1000-event envelopes",
-                          topic, workload.batch_events, tag)  # fmt: skip
+                          topic, workload.batch_events, tag, per_message=1000)  # fmt: skip
     bench.delete_topics()
     return result
 
