@@ -1,0 +1,132 @@
+"""Where a worker's memory goes: the engine alone on many models x features, no Kafka.
+
+``python -m bench.memory [--models 100] [--features 100] [--per-model 6000] [--trace]``
+
+The messages (1000-event envelopes of ``streams.simulate``) are written to a temp file first, so
+the generator's data is not in the measured process; they are then fed to one ``Engine`` with a
+``RedisStateStore`` on a throw-away redis-server, in the order a producer sending every model at
+once gives (every model's first envelope, then every model's second...), checkpointing every
+second as the worker does. It prints the RSS and peak RSS after each round of envelopes, at the
+end, and after ``malloc_trim`` (glibc returning freed heap pages: what of the RSS is freed memory
+the allocator kept); with ``--trace`` the live Python heap at the end by source line (tracemalloc:
+numpy buffers included, river's Rust allocations not). The Faust worker adds its read-ahead
+(``3 x BATCH_MAX`` messages) and Faust/aiokafka themselves: ``bench.throughput``'s memory run
+measures the whole worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import gc
+import itertools
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from streams.engine import Engine, Record
+from streams.metrics import Metrics
+from streams.services import EmbeddedRedis
+from streams.settings import Settings
+from streams.simulate import Traffic, model_events
+from streams.state import RedisStateStore
+
+PARTITIONS = 4
+ENVELOPE = 1000
+
+
+def memory() -> str:
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    rss, peak = (int(status[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM"))
+    return f"RSS {rss:,} MB, peak {peak:,} MB"
+
+
+def write_messages(path: Path, traffic: Traffic, per_model: int) -> None:
+    """Round r of every model, then round r + 1: a 16-byte header (round, model, length) per envelope."""
+    with path.open("wb") as out:
+        for index in range(len(traffic.models)):
+            events = model_events(traffic, index)
+            for round_ in range(per_model // ENVELOPE):
+                value = orjson.dumps(list(itertools.islice(events, ENVELOPE)))
+                out.write(round_.to_bytes(4, "little") + index.to_bytes(4, "little") + len(value).to_bytes(8, "little"))
+                out.write(value)
+
+
+def read_messages(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(round, model index, envelope), round by round."""
+    where: dict[int, list[tuple[int, int, int]]] = {}
+    with path.open("rb") as file:
+        while header := file.read(16):
+            round_, index, size = (int.from_bytes(header[a:b], "little") for a, b in ((0, 4), (4, 8), (8, 16)))
+            where.setdefault(round_, []).append((index, file.tell(), size))
+            file.seek(size, 1)
+        for round_ in sorted(where):
+            for index, position, size in where[round_]:
+                file.seek(position)
+                yield round_, index, file.read(size)
+
+
+async def run(path: Path, models: int, trace: bool) -> None:
+    print(f"start: {memory()}", flush=True)
+    with EmbeddedRedis() as redis:
+        settings = Settings(redis_url=redis.url, max_models=models, app_id="bench-memory", state_prefix="bench-memory")
+        engine = Engine(settings, RedisStateStore.from_settings(settings), Metrics(CollectorRegistry()))
+        offsets = [0] * PARTITIONS
+        current, last_checkpoint, checkpoints = 0, time.monotonic(), []
+        for round_, index, value in read_messages(path):
+            if round_ != current:
+                print(f"after {round_ * ENVELOPE:,} events per model: {memory()}", flush=True)
+                current = round_
+            partition = index % PARTITIONS
+            record = Record("events", partition, offsets[partition], time.time(), f"m{index}".encode(), value)
+            await engine.process([record])
+            offsets[partition] += 1
+            if time.monotonic() - last_checkpoint >= 1.0:
+                started = time.perf_counter()
+                await engine.checkpoint()
+                checkpoints.append(time.perf_counter() - started)
+                last_checkpoint = time.monotonic()
+        await engine.checkpoint()
+        print(f"after {(current + 1) * ENVELOPE:,} events per model: {memory()}", flush=True)
+        if checkpoints:
+            print(f"checkpoints: {len(checkpoints)}, longest {max(checkpoints):.2f} s", flush=True)
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        print(f"after malloc_trim: {memory()}", flush=True)
+        if trace:
+            snapshot = tracemalloc.take_snapshot()
+            total = sum(stat.size for stat in snapshot.statistics("filename"))
+            print(f"live Python heap (tracemalloc): {total / 2**20:,.0f} MB; largest by line:")
+            for stat in snapshot.statistics("lineno")[:12]:
+                print(f"  {stat}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--features", type=int, default=100, help="3/4 numeric, 1/4 categorical")
+    parser.add_argument("--per-model", type=int, default=6000, help="events per model, in 1000-event envelopes")
+    parser.add_argument("--trace", action="store_true", help="trace Python allocations (slower; heap by line)")
+    args = parser.parse_args(argv)
+    traffic = Traffic(models=tuple(f"m{i}" for i in range(args.models)), numeric=args.features * 3 // 4,
+                      categorical=args.features - args.features * 3 // 4)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="driftstream-bench-memory-") as work:
+        path = Path(work) / "envelopes.bin"
+        started = time.monotonic()
+        write_messages(path, traffic, args.per_model)
+        print(f"{args.models} models x {args.features} features, {args.per_model:,} events per model "
+              f"({path.stat().st_size / 2**20:,.0f} MB of envelopes, written in {time.monotonic() - started:.0f} s)")
+        if args.trace:
+            tracemalloc.start()
+        asyncio.run(run(path, args.models, args.trace))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
