@@ -2,8 +2,8 @@
 
 ``python -m bench.memory [--models 100] [--features 100] [--per-model 6000] [--trace]``
 
-The messages (1000-event envelopes of ``streams.simulate``) are written to a temp file first, so
-the generator's data is not in the measured process; they are then fed to one ``Engine`` with a
+The messages (1000-event envelopes of ``streams.simulate``) are written to a temp file first, by a
+child process, so the generator's data is not in the measured process; they are then fed to one ``Engine`` with a
 ``RedisStateStore`` on a throw-away redis-server, in the order a producer sending every model at
 once gives (every model's first envelope, then every model's second...), checkpointing every
 second as the worker does. It prints the RSS and peak RSS after each round of envelopes, at the
@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import gc
 import itertools
+import multiprocessing
 import tempfile
 import time
 import tracemalloc
@@ -119,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="driftstream-bench-memory-") as work:
         path = Path(work) / "envelopes.bin"
         started = time.monotonic()
-        write_messages(path, traffic, args.per_model)
+        # In a child process: the generator's data must not stay in the measured heap.
+        spawn = multiprocessing.get_context("spawn")
+        writer = spawn.Process(target=write_messages, args=(path, traffic, args.per_model))
+        writer.start()
+        writer.join()
+        if writer.exitcode:
+            raise SystemExit(f"writing the envelopes failed (exit code {writer.exitcode})")
         print(f"{args.models} models x {args.features} features, {args.per_model:,} events per model "
               f"({path.stat().st_size / 2**20:,.0f} MB of envelopes, written in {time.monotonic() - started:.0f} s)")
         if args.trace:

@@ -27,7 +27,8 @@ Protocol (the contenders and what limits them: docs/throughput.md):
 * The driftstream worker (``python -m streams worker``) runs with ``numeric_tests=["psi"]``,
   ``categorical_tests=["psi"]``, ``change_detectors=["adwin","page_hinkley"]``: ADWIN, Page-Hinkley
   and windowed PSI on every numeric feature and the prediction, PSI on every categorical one;
-  everything else default (checkpoint every second, batches of up to 1000 messages). Its progress
+  everything else default (checkpoint every second) except ``BATCH_MAX``, set as the README advises
+  for envelopes (about 16,000 events a batch: 1000 single events, 160 or 16 envelopes). Its progress
   is ``driftstream_events_consumed_total`` (summed over models) from its /metrics.
 * Extra runs: memory of one worker with 100 models x 100 features (1000-event envelopes, every
   model past its 5000-row reference and one window), and the cost of checkpointing: the 1000-event
@@ -953,8 +954,8 @@ def scale_out_table(one: Result, many: Result, sizes: list[int]) -> list[str]:
         "",
         "Two measures, both from the workers' `driftstream_events_consumed_total` summed over the processes. "
         "*First event*: as for e, from the first sample showing an event to the first showing all of them. A "
-        "worker's counter moves once per batch, and on a backlog a batch takes every envelope fetched so far (up "
-        "to 1000), so each worker finishes only a few batches; with several workers the count at the "
+        "worker's counter moves once per batch (up to "
+        "`BATCH_MAX` messages), so each worker finishes only a few batches; with several workers the count at the "
         "interval's start misses the other workers' first batches, which then land inside the interval although "
         "mostly processed before it. *Drain*: every event over the time from the first sample where a worker of the "
         "group owns a partition to the last event, the first batches and any rebalance included, computed the "
