@@ -126,8 +126,10 @@ class WindowedDetector:
         """Feed values (NaN or None for missing); judge every window they complete."""
         column = self._encode(values)
         n = column.size
-        if times is not None and len(times) != n:
-            raise ValueError(f"times has {len(times)} entries for {n} values")
+        if times is not None:
+            times = np.asarray(times, dtype=np.float64)
+            if times.shape != (n,) or not np.isfinite(times).all():
+                raise ValueError(f"times must be {n} finite numbers, one per value")
         if n == 0:
             return []  # nothing happened: the last results stand
         found: list[Evaluation] = []
@@ -249,7 +251,11 @@ class WindowedDetector:
                 detector._times = times.copy()
             elif data["times"] is not None:
                 raise ValueError("a tumbling window keeps no times")
+            if detector._times is not None and not np.isfinite(detector._times).all():
+                raise ValueError("window times must be finite")
             earliest = data["earliest"]
+            if earliest is not None and (type(earliest) not in (int, float) or not math.isfinite(earliest)):
+                raise ValueError(f"the window's earliest time must be a finite number or None, got {earliest!r}")
             detector._earliest = math.inf if earliest is None else float(earliest)
             if detector.input_kind == "categorical":
                 buckets = len(detector.reference.categories)  # type: ignore[union-attr]
@@ -273,7 +279,7 @@ class WindowedDetector:
                 raise ValueError("a last verdict has an unknown severity or test name")
         except SnapshotError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
         return detector
 
@@ -286,10 +292,12 @@ def _upgrade(data: Any) -> dict[str, Any]:
             size, step = int(data["size"]), int(data["step"])
             if step >= size:  # tumbling: the earliest time of the values since the last judgement
                 times = np.frombuffer(data.pop("times"), dtype="<f8")
+                if times.size != size:
+                    raise ValueError("times size does not match the window size")
                 pending = size - int(data["until"])
-                if pending and times.size == size:
+                if pending:
                     data["earliest"] = float(times[(int(data["next"]) - 1 - np.arange(pending)) % size].min())
                 data["times"] = None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
     return check_snapshot(data, "windowed", _VERSION)

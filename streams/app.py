@@ -76,7 +76,9 @@ class Worker:
             topic_replication_factor=s.topic_replication,
             topic_allow_declare=False,
             # Faust fetches ahead up to this many messages: with batch_max, what bounds message memory.
-            stream_buffer_maxsize=2 * s.batch_max,
+            # Not below 16: Faust pauses a partition at maxsize / 1.25 queued and its fetcher sleeps
+            # a second when every partition is paused, which a buffer of 2 or 4 makes the rule.
+            stream_buffer_maxsize=max(16, 2 * s.batch_max),
             # Unacked events wait for a checkpoint; a rebalance must not wait for them to be acked.
             stream_wait_empty=False,
             consumer_max_fetch_size=max(1024 * 1024, s.max_message_bytes + 64 * 1024),

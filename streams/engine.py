@@ -117,7 +117,7 @@ class Engine:
                     state.monitors[model] = ModelMonitor.restore(
                         decode(blob), self.config, self.settings.feature_kinds(model)
                     )
-                except (SnapshotError, ValueError, TypeError) as exc:
+                except (SnapshotError, ValueError, TypeError, OverflowError) as exc:
                     # An unreadable snapshot costs that model its history, never the worker.
                     self.metrics.state_restore_failures.inc()
                     log.warning("state of model %r in %s[%d] not restored (%s); starting fresh",
@@ -209,6 +209,8 @@ class Engine:
 
     async def _save_group(self, checkpoints: list[Checkpoint], total: SaveResult) -> None:
         result = await self.store.save(checkpoints)
+        for checkpoint in result.refused + result.diverged:
+            checkpoint.models = {}  # only where they stand is read from here on: free the snapshots now
         total.refused += result.refused
         total.diverged += result.diverged
         total.written += result.written

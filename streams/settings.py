@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     data_dir: str = Field("", description="Faust data dir (default: a temp dir)")
     batch_max: int = Field(
         1000, ge=1, description="messages per processing batch; the worker holds up to 3x this many messages "
-        "(the batch and Faust's read-ahead), so with large batch envelopes lower it (16 for 1000-event envelopes)"
+        "(the batch and Faust's read-ahead, at least 16) plus aiokafka's one fetch per partition, so with large "
+        "batch envelopes lower it (16 for 1000-event envelopes)"
     )
     batch_within: float = Field(0.2, gt=0, description="seconds to wait to fill a batch")
     log_level: str = "INFO"

@@ -358,3 +358,39 @@ def test_chi_square_severity_does_not_depend_on_the_reference_size() -> None:
         assert test.judge(score)[0] == "critical"
         effects.append(score.effect)
     assert effects[0] == pytest.approx(effects[1], abs=0.02)
+
+
+@pytest.mark.parametrize("earliest", [math.nan, math.inf, -math.inf, True, "1", b"7"])
+def test_a_window_snapshot_with_a_bad_earliest_time_is_refused(earliest) -> None:
+    from detectors import SnapshotError
+
+    reference = NumericReference.build(np.random.default_rng(3).normal(size=300), 10)
+    detector = WindowedDetector(reference, [PSITest()], size=100)
+    detector.evaluate(np.zeros(40), np.full(40, 1e9))
+    assert detector.snapshot()["earliest"] == 1e9
+    with pytest.raises(SnapshotError):
+        WindowedDetector.restore(detector.snapshot() | {"earliest": earliest})
+
+
+def test_a_version_1_window_snapshot_with_times_of_the_wrong_size_is_refused() -> None:
+    from detectors import SnapshotError
+
+    reference = NumericReference.build(np.random.default_rng(3).normal(size=300), 10)
+    detector = WindowedDetector(reference, [PSITest()], size=100)
+    detector.evaluate(np.zeros(40), np.full(40, 1e9))
+    old = detector.snapshot() | {"v": 1, "times": np.zeros(99).tobytes()}
+    del old["earliest"]
+    with pytest.raises(SnapshotError):
+        WindowedDetector.restore(old)
+
+
+@pytest.mark.parametrize("step", [None, 10])
+def test_window_times_must_be_finite_and_one_per_value(step: int | None) -> None:
+    reference = NumericReference.build(np.random.default_rng(3).normal(size=300), 10)
+    detector = WindowedDetector(reference, [PSITest()], size=100, step=step)
+    for times in ([1e9, math.nan, 1e9], [1e9, math.inf, 1e9], [1e9, 1e9]):
+        with pytest.raises(ValueError, match="finite"):
+            detector.evaluate(np.zeros(3), times)
+    assert detector.fill == 0
+    detector.evaluate(np.zeros(3), [3.0, 1.0, 2.0])  # a list is fine
+    assert detector.fill == 3

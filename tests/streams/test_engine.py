@@ -13,7 +13,7 @@ from streams.metrics import Metrics
 from streams.services import free_port
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, model_events
-from streams.state import Checkpoint, MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable
+from streams.state import Checkpoint, MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable, Write
 
 
 def settings(unique: str, **overrides) -> Settings:
@@ -347,3 +347,35 @@ def test_a_checkpoint_saves_in_bounded_groups_and_an_outage_keeps_the_saved_ones
     asyncio.run(scenario())
     for partition in range(3):
         assert (asyncio.run(store.load("events", partition))).offset == 49
+
+
+class Recording(MemoryStateStore):
+    """The in-memory store, keeping every checkpoint object it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[Checkpoint] = []
+
+    async def save(self, checkpoints: list[Checkpoint]):
+        self.handed += checkpoints
+        return await super().save(checkpoints)
+
+
+def test_a_diverged_checkpoint_lets_go_of_its_snapshots_before_the_rewrite(unique: str) -> None:
+    store = Recording()
+    items = records(TRAFFIC, 200)
+
+    async def scenario() -> None:
+        engine = make_engine(settings(unique), store)
+        await engine.process(items[:100])
+        await engine.checkpoint()
+        store._partitions.clear()  # Redis lost its data (a failover to an empty replica)
+        await engine.process(items[100:])
+        store.handed.clear()
+        assert await engine.checkpoint() == 1
+        diverged, rewrite = store.handed
+        assert diverged.write is Write.FORWARD and rewrite.write is Write.REPLACE
+        assert diverged.models == {} and set(rewrite.models) == {"fraud"}
+
+    asyncio.run(scenario())
+    assert asyncio.run(store.load("events", 0)).offset == 199
