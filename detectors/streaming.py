@@ -9,6 +9,7 @@ parameter validation and plain-data snapshots (``detectors.river_state``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -231,10 +232,16 @@ class AdwinDetector(RiverDetector):
 
     def _close_full_block(self) -> None:
         if self._open[0] >= self.clock:
-            self._blocks.append(self._open)
-            self._open = [0.0, 0.0, 0.0]
-            if len(self._blocks) > self._MAX_BLOCKS:
-                self._blocks = _merge_pairs(self._blocks)
+            full, self._open = self._open, [0.0, 0.0, 0.0]
+            self._append_full([full])
+
+    def _append_full(self, full: Iterable[list[float]]) -> None:
+        """Append full blocks, oldest first; past ``_MAX_BLOCKS`` neighbours merge, block by block."""
+        blocks = self._blocks
+        for block in full:
+            blocks.append(block)
+            if len(blocks) > self._MAX_BLOCKS:
+                blocks = self._blocks = _merge_pairs(blocks)
 
     def _add_to_blocks(self, x: np.ndarray) -> None:
         clock = self.clock
@@ -247,12 +254,7 @@ class AdwinDetector(RiverDetector):
             rows = rest[: full * clock].reshape(full, clock)
             sums = np.cumsum(rows, axis=1)[:, -1].tolist()  # sequential along each row
             squares = np.cumsum(rows * rows, axis=1)[:, -1].tolist()
-            self._open = [0.0, 0.0, 0.0]
-            blocks, limit, size = self._blocks, self._MAX_BLOCKS, float(clock)
-            for total, square in zip(sums, squares, strict=True):  # _close_full_block, inlined: 30 a batch
-                blocks.append([size, total, square])
-                if len(blocks) > limit:
-                    blocks = self._blocks = _merge_pairs(blocks)
+            self._append_full([float(clock), total, square] for total, square in zip(sums, squares, strict=True))
         self._add_to_open(rest[full * clock :])
 
     def _best_split(self) -> tuple[float, float, float]:
