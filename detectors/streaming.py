@@ -50,6 +50,12 @@ def finite_column(name: str, values: np.ndarray) -> np.ndarray:
     return column
 
 
+def carried(accumulate: np.ufunc, start: float, x: np.ndarray) -> np.ndarray:
+    """``accumulate`` (np.add, np.minimum...) over ``x`` continuing from ``start``, one value after
+    another: a stream cut into other batches gives the same numbers to the last bit."""
+    return accumulate.accumulate(np.concatenate(([start], x)))[1:]
+
+
 class RiverDetector:
     """Shared machinery: feed river value by value, turn its signals into verdicts."""
 
@@ -227,8 +233,9 @@ class AdwinDetector(RiverDetector):
         """Add values to the open block; sequential sums, so a block cut across batches sums alike."""
         block = self._open
         block[0] += float(x.size)
-        block[1] = float(np.cumsum(np.concatenate(([block[1]], x)))[-1])
-        block[2] = float(np.cumsum(np.concatenate(([block[2]], x * x)))[-1])
+        if x.size:
+            block[1] = float(carried(np.add, block[1], x)[-1])
+            block[2] = float(carried(np.add, block[2], x * x)[-1])
 
     def _close_full_block(self) -> None:
         if self._open[0] >= self.clock:
@@ -390,11 +397,11 @@ class PageHinkleyDetector:
     def _run(self, x: np.ndarray) -> int:
         """Advance over ``x`` up to and including the first value that shows a change; how many taken."""
         count = self._n + np.arange(1, x.size + 1)
-        total = np.cumsum(np.concatenate(([self._total], x)))[1:]  # sequential: batch-invariant
+        total = carried(np.add, self._total, x)
         deviation = x - total / count
         if self.alpha == 1.0:
-            increase = np.cumsum(np.concatenate(([self._increase], deviation - self.delta)))[1:]
-            decrease = np.cumsum(np.concatenate(([self._decrease], deviation + self.delta)))[1:]
+            increase = carried(np.add, self._increase, deviation - self.delta)
+            decrease = carried(np.add, self._decrease, deviation + self.delta)
         else:  # a decaying sum is no plain cumsum; rare enough to loop
             increase, decrease = np.empty_like(x), np.empty_like(x)
             up, down = self._increase, self._decrease
@@ -402,8 +409,8 @@ class PageHinkleyDetector:
                 up = self.alpha * up + d - self.delta
                 down = self.alpha * down + d + self.delta
                 increase[i], decrease[i] = up, down
-        low = np.minimum.accumulate(np.concatenate(([self._min_increase], increase)))[1:]
-        high = np.maximum.accumulate(np.concatenate(([self._max_decrease], decrease)))[1:]
+        low = carried(np.minimum, self._min_increase, increase)
+        high = carried(np.maximum, self._max_decrease, decrease)
         change = (count >= self.min_instances) & ((increase - low > self.limit) | (high - decrease > self.limit))
         hits = np.flatnonzero(change)
         last = int(hits[0]) if hits.size else x.size - 1
