@@ -248,11 +248,11 @@ class WindowedDetector:
                 times = np.frombuffer(data["times"], dtype="<f8")
                 if times.size != detector.size:
                     raise ValueError("times size does not match the window size")
+                if not np.isfinite(times).all():
+                    raise ValueError("window times must be finite")
                 detector._times = times.copy()
             elif data["times"] is not None:
                 raise ValueError("a tumbling window keeps no times")
-            if detector._times is not None and not np.isfinite(detector._times).all():
-                raise ValueError("window times must be finite")
             earliest = data["earliest"]
             if earliest is not None and (type(earliest) not in (int, float) or not math.isfinite(earliest)):
                 raise ValueError(f"the window's earliest time must be a finite number or None, got {earliest!r}")
