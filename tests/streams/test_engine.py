@@ -310,55 +310,47 @@ def test_a_huge_bad_message_reaches_the_dlq_cut_with_a_pointer_to_the_whole(uniq
     assert dict(headers)["driftstream-source-offset"] == b"7"
 
 
-class FailingOnce(MemoryStateStore):
-    """The in-memory store, counting save calls; the ``fail_at``-th raises as an outage would."""
+class Recording(MemoryStateStore):
+    """The in-memory store, keeping the checkpoints of every save call; the ``fail_at``-th raises as an
+    outage would."""
 
-    def __init__(self, fail_at: int) -> None:
+    def __init__(self, fail_at: int | None = None) -> None:
         super().__init__()
-        self.calls: list[list[tuple[str, int]]] = []
+        self.calls: list[list[Checkpoint]] = []
         self.fail_at = fail_at
 
     async def save(self, checkpoints: list[Checkpoint]):
-        self.calls.append([(c.topic, c.partition) for c in checkpoints])
+        self.calls.append(list(checkpoints))
         if len(self.calls) == self.fail_at:
             raise StoreUnavailable("injected outage")
         return await super().save(checkpoints)
+
+    def partitions_saved(self) -> list[list[tuple[str, int]]]:
+        return [[(c.topic, c.partition) for c in call] for call in self.calls]
 
 
 def test_a_checkpoint_saves_in_bounded_groups_and_an_outage_keeps_the_saved_ones(unique: str, monkeypatch) -> None:
     monkeypatch.setattr("streams.engine.CHECKPOINT_GROUP_BYTES", 1)  # every partition is a group of its own
     items = [Record(r.topic, p, r.offset, r.timestamp, r.key, r.value)
              for p in range(3) for r in records(TRAFFIC, 50)]  # fmt: skip
-    store = FailingOnce(fail_at=2)
+    store = Recording(fail_at=2)
 
     async def scenario() -> Engine:
         engine = make_engine(settings(unique), store)
         await engine.process(items)
         with pytest.raises(StoreUnavailable):
             await engine.checkpoint()
-        assert store.calls == [[("events", 0)], [("events", 1)]]
+        assert store.partitions_saved() == [[("events", 0)], [("events", 1)]]
         saved, unsaved = engine.partitions[("events", 0)], engine.partitions[("events", 1)]
         assert saved.stored == 49 and not saved.dirty and not saved.offset_dirty
         assert unsaved.stored is None and unsaved.dirty == {"fraud"}
         assert await engine.checkpoint() == 2  # only what the outage left
-        assert store.calls[2:] == [[("events", 1)], [("events", 2)]]
+        assert store.partitions_saved()[2:] == [[("events", 1)], [("events", 2)]]
         return engine
 
     asyncio.run(scenario())
     for partition in range(3):
         assert (asyncio.run(store.load("events", partition))).offset == 49
-
-
-class Recording(MemoryStateStore):
-    """The in-memory store, keeping every checkpoint object it was handed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handed: list[Checkpoint] = []
-
-    async def save(self, checkpoints: list[Checkpoint]):
-        self.handed += checkpoints
-        return await super().save(checkpoints)
 
 
 def test_a_diverged_checkpoint_lets_go_of_its_snapshots_before_the_rewrite(unique: str) -> None:
@@ -371,9 +363,9 @@ def test_a_diverged_checkpoint_lets_go_of_its_snapshots_before_the_rewrite(uniqu
         await engine.checkpoint()
         store._partitions.clear()  # Redis lost its data (a failover to an empty replica)
         await engine.process(items[100:])
-        store.handed.clear()
+        store.calls.clear()
         assert await engine.checkpoint() == 1
-        diverged, rewrite = store.handed
+        [diverged], [rewrite] = store.calls
         assert diverged.write is Write.FORWARD and rewrite.write is Write.REPLACE
         assert diverged.models == {} and set(rewrite.models) == {"fraud"}
 
