@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable
 import msgpack
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.services import EmbeddedRedis, free_port, stop_process_group
 from streams.settings import Settings
@@ -41,18 +41,20 @@ class WorkerProcess:
             env=worker_env(self.settings), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
-    def metric(self, name: str, labels: str = "") -> float:
-        """Sum of the samples of ``name`` whose label text contains ``labels``."""
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Sum of the samples of ``name`` that carry every one of ``labels``.
+
+        prometheus_client's own parser reads the page: label values are any text a
+        producer sent (a model name may hold ``}``, quotes or newlines, escaped there).
+        """
         url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
         try:
             text = urllib.request.urlopen(url, timeout=2).read().decode()
         except OSError:
             return -1.0
-        total = 0.0
-        for match in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M):
-            if labels in (match.group(1) or ""):
-                total += float(match.group(2))
-        return total
+        wanted = (labels or {}).items()
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == name and wanted <= sample.labels.items())  # fmt: skip
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -87,7 +87,9 @@ def sweep(kafka_bootstrap: str, redis_url: str) -> Iterator[Sweep]:
     ensure_topics(config)
     sweep = Sweep(config)
     try:
-        sweep.send([good(i) for i in range(200)])
+        # A model name that Prometheus escapes (brace, quote, newline): its events are counted too.
+        odd = orjson.dumps({"model": 'odd}"\n{name', "features": {"x": 1.0}})
+        sweep.send([good(i) for i in range(200)] + [odd] * 3)
         sweep.settle()
         yield sweep
         assert sweep.worker.alive()

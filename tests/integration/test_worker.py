@@ -80,7 +80,7 @@ def test_a_malformed_element_of_an_envelope_goes_to_the_dlq_alone(settings: Sett
     worker = WorkerProcess(settings)
     try:
         worker.wait_consumed(2)
-        worker.wait_for(lambda: worker.metric("driftstream_events_consumed_total", 'model="m"') == 3, 30,
+        worker.wait_for(lambda: worker.metric("driftstream_events_consumed_total", {"model": "m"}) == 3, 30,
                         "3 good events")  # fmt: skip
         rejected = worker.metric("driftstream_events_rejected_total")
         dlq = read_topic(settings, settings.topic_dlq)
