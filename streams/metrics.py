@@ -2,8 +2,11 @@
 
 Label values are bounded: ``reason`` comes from ``decode.REASONS``; ``model``
 from at most ``max_models`` tracked models (more are rejected); ``feature`` from
-at most ``max_features`` per model; ``detector``, ``type``, ``severity`` and
-``status`` from fixed sets.
+at most ``max_features`` per model; ``version`` from at most ``max_versions``
+live versions per model ("" for input features); ``segment`` from at most
+``max_segments`` tracked values per model ("" for the whole model, "other" for
+the untracked rest); ``detector``, ``type``, ``severity`` and ``status`` from
+fixed sets.
 """
 
 from __future__ import annotations
@@ -33,8 +36,24 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         self.statistic = Gauge(
-            "driftstream_drift_statistic", "Latest statistic per model, feature and detector",
-            ["model", "feature", "detector"], registry=registry,
+            "driftstream_drift_statistic",
+            "Latest statistic per model, version (prediction only), segment (\"\" = whole model), feature and detector",
+            ["model", "version", "segment", "feature", "detector"], registry=registry,
+        )  # fmt: skip
+        self.segment_events = Counter(
+            "driftstream_segment_events_total",
+            "Events per tracked segment value of a model; \"other\" counts the values beyond max_segments",
+            ["model", "segment"], registry=registry,
+        )  # fmt: skip
+        self.versions_retired = Counter(
+            "driftstream_versions_retired_total",
+            "Model versions retired (their prediction monitors dropped) beyond max_versions", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.partitions_blocked = Gauge(
+            "driftstream_partitions_blocked",
+            "Partitions whose stored state has a layout newer than this worker knows (left untouched; not ready)",
+            registry=registry,
         )  # fmt: skip
         self.alerts = Counter(
             "driftstream_alerts_total", "Alerts published", ["model", "type", "severity", "status"],

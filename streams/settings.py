@@ -27,6 +27,21 @@ class ModelSettings(BaseSettings):
     """Per-model monitoring config (from the TOML file's [models.NAME] tables)."""
 
     features: dict[str, FeatureKind] = Field(default_factory=dict)
+    # Segment keys to slice by: a key ("region") or a combination (["region", "device"]).
+    segments: list[str | list[str]] = Field(default_factory=list)
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_specs(cls, value: list[str | list[str]]) -> list[str | list[str]]:
+        for spec in value:
+            keys = [spec] if isinstance(spec, str) else spec
+            if not keys or any(not key for key in keys) or len(set(keys)) != len(keys):
+                raise ValueError(f"a segment is a key or a list of distinct keys, got {spec!r}")
+        return value
+
+    def segment_specs(self) -> tuple[tuple[str, ...], ...]:
+        """Each slice as a tuple of keys, in the config's order."""
+        return tuple((spec,) if isinstance(spec, str) else tuple(spec) for spec in self.segments)
 
 
 class Settings(BaseSettings):
@@ -97,6 +112,12 @@ class Settings(BaseSettings):
     max_models: int = Field(100, ge=1, description="models tracked per worker; more are rejected")
     max_name_length: int = Field(200, ge=1)
     max_string_length: int = Field(1024, ge=1)
+    max_segment_keys: int = Field(8, ge=1, description="keys of an event's segment object; more is rejected")
+    max_segment_length: int = Field(64, ge=1, description="characters of a segment key or value; longer is rejected")
+    max_versions: int = Field(3, ge=1, description="live model versions per model; the least recently seen is retired")
+    max_segments: int = Field(
+        20, ge=0, description="segment values tracked per model (first seen first); the rest count as 'other'"
+    )
     dlq_max_value_bytes: int = Field(
         900_000, ge=1024, description="bad messages reach the DLQ cut to this size; headers point at the whole one"
     )
@@ -175,6 +196,10 @@ class Settings(BaseSettings):
     def feature_kinds(self, model: str) -> dict[str, FeatureKind]:
         config = self.models.get(model)
         return dict(config.features) if config else {}
+
+    def segment_specs(self, model: str) -> tuple[tuple[str, ...], ...]:
+        config = self.models.get(model)
+        return config.segment_specs() if config else ()
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka client settings (producer, admin)."""

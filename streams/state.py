@@ -11,7 +11,10 @@ Redis layout (``P`` = ``state_prefix``, ``A`` = ``app_id``):
   key, so the offset always matches the snapshots beside it, and Redis Cluster
   works (no multi-key transaction).
 * ``P:baseline:{model}`` string: msgpack ``{"v": 1, "features": {name: reference}}``
-  loaded by ``driftstream baseline``.
+  loaded by ``driftstream baseline``; ``P:baseline:{model}:version:{version}`` the
+  same for one model version (its prediction reference wins over the model's).
+* ``P:baseline-generation`` integer, raised by every baseline load: workers poll it
+  and re-read the baselines of the models they track when it moves.
 
 Snapshots are msgpack of plain data (never pickle): reading one cannot run code.
 """
@@ -84,8 +87,12 @@ class StateStore(Protocol):
         """Write the checkpoints; say which were refused (nothing written for those)."""
         ...
 
-    async def load_baseline(self, model: str) -> bytes | None: ...
-    async def save_baseline(self, model: str, blob: bytes) -> None: ...
+    async def load_baseline(self, model: str, version: str | None = None) -> bytes | None: ...
+    async def save_baseline(self, model: str, blob: bytes, version: str | None = None) -> None:
+        """Store a baseline and raise the baseline generation (running workers pick it up)."""
+        ...
+
+    async def baseline_generation(self) -> int: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -126,8 +133,12 @@ class RedisStateStore:
     def partition_key(self, topic: str, partition: int) -> str:
         return f"{self._prefix}:{self._app_id}:state:{topic}:{partition}"
 
-    def baseline_key(self, model: str) -> str:
-        return f"{self._prefix}:baseline:{model}"
+    def baseline_key(self, model: str, version: str | None = None) -> str:
+        key = f"{self._prefix}:baseline:{model}"
+        return key if version is None else f"{key}:version:{version}"
+
+    def generation_key(self) -> str:
+        return f"{self._prefix}:baseline-generation"
 
     async def load(self, topic: str, partition: int) -> Checkpoint | None:
         try:
@@ -164,15 +175,24 @@ class RedisStateStore:
             written=sum(1 for reply in replies if reply == 1),
         )
 
-    async def load_baseline(self, model: str) -> bytes | None:
+    async def load_baseline(self, model: str, version: str | None = None) -> bytes | None:
         try:
-            blob: bytes | None = await self._redis.get(self.baseline_key(model))
+            blob: bytes | None = await self._redis.get(self.baseline_key(model, version))
         except (aioredis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"loading the baseline of {model!r}: {exc}") from exc
         return blob
 
-    async def save_baseline(self, model: str, blob: bytes) -> None:
-        await self._redis.set(self.baseline_key(model), blob)
+    async def save_baseline(self, model: str, blob: bytes, version: str | None = None) -> None:
+        # Two calls, not a transaction: on Redis Cluster the keys may live on different nodes.
+        await self._redis.set(self.baseline_key(model, version), blob)
+        await self._redis.incr(self.generation_key())
+
+    async def baseline_generation(self) -> int:
+        try:
+            raw = await self._redis.get(self.generation_key())
+        except (aioredis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading the baseline generation: {exc}") from exc
+        return int(raw or 0)
 
     async def ping(self) -> bool:
         try:
@@ -198,7 +218,8 @@ class MemoryStateStore:
 
     def __init__(self) -> None:
         self._partitions: dict[tuple[str, int], Checkpoint] = {}
-        self._baselines: dict[str, bytes] = {}
+        self._baselines: dict[tuple[str, str | None], bytes] = {}
+        self._generation = 0
 
     async def load(self, topic: str, partition: int) -> Checkpoint | None:
         stored = self._partitions.get((topic, partition))
@@ -226,11 +247,15 @@ class MemoryStateStore:
             result.written += 1
         return result
 
-    async def load_baseline(self, model: str) -> bytes | None:
-        return self._baselines.get(model)
+    async def load_baseline(self, model: str, version: str | None = None) -> bytes | None:
+        return self._baselines.get((model, version))
 
-    async def save_baseline(self, model: str, blob: bytes) -> None:
-        self._baselines[model] = blob
+    async def save_baseline(self, model: str, blob: bytes, version: str | None = None) -> None:
+        self._baselines[(model, version)] = blob
+        self._generation += 1
+
+    async def baseline_generation(self) -> int:
+        return self._generation
 
     async def ping(self) -> bool:
         return True
