@@ -86,6 +86,9 @@ class Engine:
             max_string_length=settings.max_string_length,
         )
         self.partitions: dict[tuple[str, int], PartitionState] = {}
+        # Partitions whose stored layout is newer than this release knows (a rollback): their
+        # state is left untouched, their records are not applied, and the worker is not ready.
+        self.blocked: dict[tuple[str, int], int] = {}
         self._baselines: dict[str, dict[str, Reference]] = {}
 
     # -- state -------------------------------------------------------------
