@@ -25,6 +25,7 @@ REASONS = (
     "invalid_feature_value",
     "invalid_timestamp",
     "invalid_prediction",
+    "invalid_segment",
     "invalid_field",
     "too_many_models",
 )
@@ -39,6 +40,9 @@ class Limits:
     max_events_per_message: int = 10_000
     max_name_length: int = 200
     max_string_length: int = 1024
+    max_segment_keys: int = 8
+    max_segment_length: int = 64
+    max_classes: int = 1000  # classes of a prediction object
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,9 @@ class Event:
     event_id: str | None
     timestamp: float | None  # Unix seconds; None: use the Kafka record's
     features: dict[str, Any]
-    prediction: Any
+    prediction: Any  # a number, a class, or the top class of ``probabilities``
+    segment: dict[str, str | int | float | bool] | None = None
+    probabilities: dict[str, float] | None = None  # class -> probability, as sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,21 +220,14 @@ def parse_event(event: Any, limits: Limits) -> Event:
         if type(value) is not float and type(value) is not int:  # numbers: the common case
             _check_scalar(name, value, limits)
     prediction = event.get("prediction")
+    probabilities: dict[str, float] | None = None
     if isinstance(prediction, dict):
-        if not prediction or not all(
-            isinstance(p, (int, float)) and not isinstance(p, bool) for p in prediction.values()
-        ):
-            raise Invalid("invalid_prediction", "prediction object must map classes to probabilities")
-        prediction = max(prediction, key=prediction.__getitem__)  # monitored as the top class
-        if len(prediction) > limits.max_string_length:  # class names are keys, checked by no one else
-            raise Invalid("invalid_prediction", f"top class longer than {limits.max_string_length} characters")
+        probabilities = _probabilities(prediction, limits)
+        prediction = max(probabilities, key=probabilities.__getitem__)  # the top class (first on a tie)
     elif prediction is not None:
         if isinstance(prediction, list):
             raise Invalid("invalid_prediction", "prediction must be a number, string or object")
         _check_scalar("prediction", prediction, limits)
-    segment = event.get("segment")
-    if segment is not None and not isinstance(segment, dict):
-        raise Invalid("invalid_field", "segment must be a JSON object")
     return Event(
         model=model,
         model_version=_optional_id(event, "model_version", limits),
@@ -236,4 +235,39 @@ def parse_event(event: Any, limits: Limits) -> Event:
         timestamp=parse_timestamp(event.get("timestamp")),
         features=features,
         prediction=prediction,
+        segment=_segment(event.get("segment"), limits),
+        probabilities=probabilities,
     )
+
+
+def _probabilities(prediction: dict[str, Any], limits: Limits) -> dict[str, float]:
+    if not prediction or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in prediction.values()):
+        raise Invalid("invalid_prediction", "prediction object must map classes to probabilities")
+    if len(prediction) > limits.max_classes:
+        raise Invalid("invalid_prediction", f"prediction object has more than {limits.max_classes} classes")
+    for name, p in prediction.items():
+        if len(name) > limits.max_string_length:  # class names are keys, checked by no one else
+            raise Invalid("invalid_prediction", f"class name longer than {limits.max_string_length} characters")
+        if not 0 <= p <= 1:
+            raise Invalid("invalid_prediction", f"probability of class {_shown(name)} is {p}, not in [0, 1]")
+    return {name: float(p) for name, p in prediction.items()}
+
+
+def _segment(segment: Any, limits: Limits) -> dict[str, str | int | float | bool] | None:
+    """The segment object, bounded: it names monitors and metric labels."""
+    if segment is None:
+        return None
+    if not isinstance(segment, dict):
+        raise Invalid("invalid_segment", f"segment must be a JSON object, got {type(segment).__name__}")
+    if len(segment) > limits.max_segment_keys:
+        raise Invalid("invalid_segment", f"segment has {len(segment)} keys > max_segment_keys {limits.max_segment_keys}")
+    for key, value in segment.items():
+        if not key or len(key) > limits.max_segment_length:
+            raise Invalid("invalid_segment", f"segment keys must have 1 to {limits.max_segment_length} characters")
+        if isinstance(value, str):
+            if len(value) > limits.max_segment_length:
+                raise Invalid("invalid_segment", f"segment {_shown(key)} longer than {limits.max_segment_length} "
+                              "characters")  # fmt: skip
+        elif not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise Invalid("invalid_segment", f"segment {_shown(key)} must be a string, number or boolean")
+    return segment

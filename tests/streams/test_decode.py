@@ -20,7 +20,8 @@ def test_a_contract_event_decodes() -> None:
     assert rejected == []
     assert decoded.model == "fraud" and decoded.model_version == "3" and decoded.event_id == "6f1c2a"
     assert decoded.timestamp == 1795428000.0
-    assert decoded.prediction == "b"
+    assert decoded.prediction == "b" and decoded.probabilities == {"a": 0.2, "b": 0.8}
+    assert decoded.segment == {"region": "eu"}
     assert decoded.features["country"] == "DE"
 
 
@@ -59,7 +60,11 @@ def test_a_bad_element_of_a_batch_loses_nothing_else() -> None:
         (orjson.dumps({"model": "m", "features": {}, "timestamp": -5}), "invalid_timestamp"),
         (orjson.dumps({"model": "m", "features": {}, "prediction": [0.1]}), "invalid_prediction"),
         (orjson.dumps({"model": "m", "features": {}, "prediction": {"a": "x"}}), "invalid_prediction"),
-        (orjson.dumps({"model": "m", "features": {}, "segment": "eu"}), "invalid_field"),
+        (orjson.dumps({"model": "m", "features": {}, "segment": "eu"}), "invalid_segment"),
+        (orjson.dumps({"model": "m", "features": {}, "segment": {"k": [1]}}), "invalid_segment"),
+        (orjson.dumps({"model": "m", "features": {}, "segment": {str(i): 1 for i in range(9)}}), "invalid_segment"),
+        (orjson.dumps({"model": "m", "features": {}, "segment": {"k": "v" * 65}}), "invalid_segment"),
+        (orjson.dumps({"model": "m", "features": {}, "prediction": {"a": 1.5}}), "invalid_prediction"),
         (orjson.dumps({"model": "m", "features": {}, "event_id": 1.5}), "invalid_field"),
         (b"1e400", "invalid_json"),
         (b"[" * 2000 + b"]" * 2000, "invalid_json"),
