@@ -53,7 +53,12 @@ def worker() -> None:
     Worker(config, open_store(config)).run()
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "driftstream simulate --segment region=eu:0.5,us:0.3,apac:0.2 --segment device=ios:0.6,android:0.4\n\n"
+    "driftstream simulate --segment region=eu:0.5,us:0.5 --drift f2:mean_shift:8000:1.0@region=eu\n\n"
+    "driftstream simulate --models fraud,churn --drift churn/c0:category_mix:5000 --version-switch 20000:v2"
+)
 def simulate(
     count: int = typer.Option(0, help="events per model; 0 = until interrupted"),
     rate: float = typer.Option(1000.0, help="events/s over all models; 0 = as fast as possible"),
@@ -62,22 +67,46 @@ def simulate(
     numeric: int = typer.Option(8, help="numeric features f0..fN-1"),
     categorical: int = typer.Option(2, help="categorical features c0..cN-1"),
     seed: int = typer.Option(7),
+    segment: list[str] | None = typer.Option(
+        None,
+        metavar="MIX",
+        help="KEY=VALUE:SHARE,VALUE:SHARE,...: every event carries segment KEY with values in these shares "
+        "(normalised; a missing share is 1); repeat for more keys",
+    ),
+    drift: list[str] | None = typer.Option(
+        None,
+        metavar="DRIFT",
+        help="[MODEL/]FEATURE:KIND:START[:MAGNITUDE][@KEY=VALUE[,KEY=VALUE]]: a drift from the model's "
+        "event START (default model: the first, magnitude: 1), in that segment only when @ is given; repeatable",
+    ),
     drift_feature: str = typer.Option("", help="feature to drift, e.g. f0 (empty: no drift)"),
     drift_start: int = typer.Option(10_000, help="index of the first drifted event of the model"),
     drift_kind: str = typer.Option("mean_shift", help="mean_shift | variance | category_mix | null_rate"),
     drift_magnitude: float = typer.Option(1.0, help="sigmas, std factor or null share"),
     drift_model: str = typer.Option("", help="model to drift (default: the first)"),
+    drift_segment: str = typer.Option("", help="KEY=VALUE[,KEY=VALUE]: drift only events of this segment"),
+    version_switch: list[str] | None = typer.Option(
+        None,
+        metavar="SWITCH",
+        help="[MODEL/]START:VERSION[:SHIFT]: from the model's event START its events carry VERSION "
+        "(before any switch: 1) and its score moves by SHIFT in logit units (default 1); repeatable",
+    ),
 ) -> None:
-    """Produce simulated inference traffic, optionally with injected drift."""
-    from streams.simulate import Drift, Traffic, produce
+    """Produce simulated inference traffic, optionally sliced by segment, with injected drift and version switches."""
+    from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, parse_segment_filter, produce
 
     try:
-        drifts = (
-            (Drift(drift_feature, drift_start, drift_kind, drift_magnitude, drift_model or None),)  # type: ignore[arg-type]
-            if drift_feature
-            else ()
-        )
-        traffic = Traffic(tuple(m for m in models.split(",") if m), numeric, categorical, seed, drifts)
+        drifts = [Drift.parse(spec) for spec in drift or ()]
+        if drift_feature:
+            where = parse_segment_filter(drift_segment) if drift_segment else None
+            drifts.append(Drift(drift_feature, drift_start, drift_kind, drift_magnitude, drift_model or None, where))  # type: ignore[arg-type]
+        elif drift_segment:
+            raise ValueError("--drift-segment needs --drift-feature (or give the segment in --drift ...@KEY=VALUE)")
+        traffic = Traffic(
+            tuple(m for m in models.split(",") if m), numeric, categorical, seed, tuple(drifts),
+            segments=tuple(SegmentMix.parse(spec) for spec in segment or ()),
+            versions=tuple(VersionSwitch.parse(spec) for spec in version_switch or ()),
+        )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
