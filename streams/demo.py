@@ -9,18 +9,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
+from rich.markup import escape
 
 from streams.kafka import ensure_topics
 from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, stop_process_group, wait_for_port
 from streams.settings import Settings
-from streams.simulate import Drift, Traffic, produce
+from streams.simulate import Drift, SegmentMix, Traffic, produce
 
 console = Console(highlight=False)
 
@@ -33,8 +35,29 @@ DEMO_TRAFFIC = Traffic(
         Drift("f2", start=8000, kind="mean_shift", magnitude=1.0, model="fraud"),
         Drift("c0", start=11000, kind="category_mix", model="fraud"),
         Drift("f4", start=14000, kind="null_rate", magnitude=0.3, model="churn"),
+        # One region only: the fraud model's region=eu slice shows it at full strength, the whole
+        # model diluted by the other regions' traffic.
+        Drift("f5", start=16000, kind="mean_shift", magnitude=1.0, model="fraud", segment={"region": "eu"}),
     ),
+    segments=(SegmentMix("region", ("eu", "us", "apac"), (0.5, 0.3, 0.2)),),
 )
+# The worker's config: the fraud model is monitored per region as well as as a whole.
+DEMO_CONFIG = """\
+[models.fraud]
+segments = ["region"]
+"""
+
+
+def where(alert: dict[str, Any]) -> str:
+    """What an alert is about: ``fraud/f2``, ``fraud[region=eu]/f5``, ``fraud/prediction v2``."""
+    segment = alert.get("segment")
+    slice_ = "[" + ",".join(f"{k}={v}" for k, v in segment.items()) + "]" if segment else ""
+    text = f"{alert['model']}{slice_}/{alert['feature'] or 'prediction'}"
+    # Inputs are monitored across versions; the prediction and quality per version, so say which.
+    version = alert.get("model_version")
+    if alert["feature"] is None and version is not None:
+        text += f" {version}" if str(version).startswith("v") else f" v{version}"
+    return text
 
 
 def format_alert(alert: dict[str, Any]) -> str:
@@ -42,11 +65,10 @@ def format_alert(alert: dict[str, Any]) -> str:
     status = alert["status"].upper()
     if alert["status"] == "resolved":
         colour = "green"
-    where = f"{alert['model']}/{alert['feature'] or 'prediction'}"
     return (
-        f"[{colour}]{status:<8} {alert['severity']:<8}[/] {alert['type']:<16} {where:<14} "
+        f"[{colour}]{status:<8} {alert['severity']:<8}[/] {alert['type']:<16} {escape(f'{where(alert):<22}')} "
         f"{alert['detector']:<12} statistic {alert['statistic']:.3f} (line {alert['threshold']:.3g})\n"
-        f"         {alert['message']}"
+        f"         {escape(alert['message'])}"
     )
 
 
@@ -63,11 +85,13 @@ def _worker(env: dict[str, str], log_path: str) -> Iterator[subprocess.Popen[byt
         stop_process_group(process, 15)
 
 
-def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
-    """Run until Ctrl-C (or ``duration`` seconds); returns the number of alerts printed."""
+def run_demo(
+    duration: float = 0.0, rate: float = 2000.0, until: Callable[[dict[str, Any]], bool] | None = None
+) -> list[dict[str, Any]]:
+    """Run until Ctrl-C, ``duration`` seconds, or the first alert ``until`` accepts; the alerts printed."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    printed = 0
+    shown: list[dict[str, Any]] = []
     with ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker())
         console.print(f"[bold]broker[/]   Kafka-compatible (Tansu, in memory) on {broker.bootstrap}")
@@ -81,7 +105,12 @@ def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
             console.print("[bold yellow]warning[/]  redis-server not found: detector state is kept "
                           "in memory and will NOT survive a restart")  # fmt: skip
         web_port = free_port()
+        # Kept after the demo (like the worker's log in it) so both can be read afterwards.
+        demo_dir = Path(tempfile.mkdtemp(prefix="driftstream-demo-"))
+        config_path = demo_dir / "driftstream.toml"
+        config_path.write_text(DEMO_CONFIG)
         env.update(
+            DRIFTSTREAM_CONFIG=str(config_path),
             DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
             DRIFTSTREAM_WEB_PORT=str(web_port),
             DRIFTSTREAM_WEB_HOST="127.0.0.1",
@@ -91,14 +120,16 @@ def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
         )
         settings = Settings(kafka_bootstrap_servers=broker.bootstrap)
         ensure_topics(settings)
-        log_path = tempfile.mkstemp(prefix="driftstream-worker-", suffix=".log")[1]
+        log_path = str(demo_dir / "worker.log")
         worker = stack.enter_context(_worker(env, log_path))
         wait_for_port(web_port, 60, worker)
         console.print(f"[bold]worker[/]   metrics on http://127.0.0.1:{web_port}/metrics, "
                       f"health on /healthz, log in {log_path}")  # fmt: skip
+        console.print(f"[bold]config[/]   {config_path}: the fraud model is also monitored per region")
         console.print(f"[bold]traffic[/]  models fraud and churn at {rate:g} events/s in envelopes "
-                      "of 50; drift: fraud/f2 mean +1 sigma from event 8000, fraud/c0 category mix "
-                      "from 11000, churn/f4 30% missing from 14000")  # fmt: skip
+                      "of 50, regions eu 50%, us 30%, apac 20%; drift: fraud/f2 mean +1 sigma from event 8000, "
+                      "fraud/c0 category mix from 11000, churn/f4 30% missing from 14000, "
+                      "fraud/f5 mean +1 sigma in region eu only from 16000")  # fmt: skip
         producer = threading.Thread(
             target=produce,
             kwargs=dict(settings=settings, traffic=DEMO_TRAFFIC, count=0, rate=rate, batch_size=50,
@@ -123,11 +154,13 @@ def run_demo(duration: float = 0.0, rate: float = 2000.0) -> int:
                     continue
                 alert = orjson.loads(message.value())
                 console.print(f"{time.monotonic() - started:6.1f}s " + format_alert(alert))
-                printed += 1
+                shown.append(alert)
+                if until is not None and until(alert):
+                    break
         except KeyboardInterrupt:
             pass
         stop.set()
         producer.join(5)
         console.print("stopping worker, redis and broker ...")
-    console.print(f"stopped; {printed} alert(s) shown")
-    return printed
+    console.print(f"stopped; {len(shown)} alert(s) shown")
+    return shown
