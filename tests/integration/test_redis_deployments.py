@@ -26,9 +26,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams import DriftstreamError
 from streams.redis_client import SentinelMaster, connect, is_cluster
-from streams.services import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinel, RedisTls
 from streams.settings import Settings
 from streams.state import STATE_VERSION, Checkpoint, RedisStateStore, SaveResult
+from tests.launchers import EmbeddedCluster, EmbeddedSentinel, RedisTls, SecureRedis
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ PARTITIONS = range(8)
 PARTITION_KEYS = [f"rt:app:state:events:{p}" for p in PARTITIONS]  # the store's keys for prefix rt, app id app
 
 
-S = TypeVar("S", EmbeddedRedis, EmbeddedSentinel, EmbeddedCluster)
+S = TypeVar("S", SecureRedis, EmbeddedSentinel, EmbeddedCluster)
 
 
 @contextmanager
@@ -96,22 +96,22 @@ async def ping(settings: Settings) -> bool:
 
 
 @pytest.fixture
-def auth_redis() -> Iterator[EmbeddedRedis]:
-    with running(EmbeddedRedis(password=PASSWORD, users=(ALICE,))) as redis:
+def auth_redis() -> Iterator[SecureRedis]:
+    with running(SecureRedis(password=PASSWORD, users=(ALICE,))) as redis:
         yield redis
 
 
-def test_password_from_settings(auth_redis: EmbeddedRedis) -> None:
+def test_password_from_settings(auth_redis: SecureRedis) -> None:
     settings = settings_for(auth_redis.url, redis_password=PASSWORD)
     assert asyncio.run(round_trip(settings)) is aioredis.Redis
 
 
-def test_password_in_the_url_wins_over_settings(auth_redis: EmbeddedRedis) -> None:
+def test_password_in_the_url_wins_over_settings(auth_redis: SecureRedis) -> None:
     url = f"redis://:{quote(PASSWORD, safe='')}@127.0.0.1:{auth_redis.port}/0"
     asyncio.run(round_trip(settings_for(url, redis_password="not-this-one")))
 
 
-def test_acl_user(auth_redis: EmbeddedRedis) -> None:
+def test_acl_user(auth_redis: SecureRedis) -> None:
     settings = settings_for(auth_redis.url, redis_username="alice", redis_password="alice-pw")
     asyncio.run(round_trip(settings))
 
@@ -131,7 +131,7 @@ def test_acl_user(auth_redis: EmbeddedRedis) -> None:
     ids=["none", "wrong-password", "wrong-user-password"],
 )
 def test_bad_credentials_fail_with_an_authentication_error(
-    auth_redis: EmbeddedRedis, credentials: dict[str, str]
+    auth_redis: SecureRedis, credentials: dict[str, str]
 ) -> None:
     with pytest.raises(AuthenticationError):
         asyncio.run(ping(settings_for(auth_redis.url, **credentials)))
@@ -166,40 +166,40 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def tls_redis(pki: Pki) -> Iterator[EmbeddedRedis]:
+def tls_redis(pki: Pki) -> Iterator[SecureRedis]:
     tls = RedisTls(pki.server_cert, pki.server_key, pki.ca)
-    with running(EmbeddedRedis(password=PASSWORD, tls=tls)) as redis:
+    with running(SecureRedis(password=PASSWORD, tls=tls)) as redis:
         yield redis
 
 
 @pytest.fixture
-def mtls_redis(pki: Pki) -> Iterator[EmbeddedRedis]:
+def mtls_redis(pki: Pki) -> Iterator[SecureRedis]:
     tls = RedisTls(pki.server_cert, pki.server_key, pki.ca, auth_clients=True)
-    with running(EmbeddedRedis(tls=tls)) as redis:
+    with running(SecureRedis(tls=tls)) as redis:
         yield redis
 
 
-def test_tls_verifies_the_server_with_the_ca(tls_redis: EmbeddedRedis, pki: Pki) -> None:
+def test_tls_verifies_the_server_with_the_ca(tls_redis: SecureRedis, pki: Pki) -> None:
     assert tls_redis.url.startswith("rediss://")
     settings = settings_for(tls_redis.url, redis_password=PASSWORD, redis_ssl_ca_certs=pki.ca)
     asyncio.run(round_trip(settings))
 
 
 @pytest.mark.parametrize("ca", [None, "other_ca"], ids=["system-cas", "another-ca"])
-def test_tls_fails_without_the_servers_ca(tls_redis: EmbeddedRedis, pki: Pki, ca: str | None) -> None:
+def test_tls_fails_without_the_servers_ca(tls_redis: SecureRedis, pki: Pki, ca: str | None) -> None:
     settings = settings_for(tls_redis.url, redis_password=PASSWORD,
                             redis_ssl_ca_certs=getattr(pki, ca) if ca else None)  # fmt: skip
     with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         asyncio.run(ping(settings))
 
 
-def test_mutual_tls(mtls_redis: EmbeddedRedis, pki: Pki) -> None:
+def test_mutual_tls(mtls_redis: SecureRedis, pki: Pki) -> None:
     settings = settings_for(mtls_redis.url, redis_ssl_ca_certs=pki.ca, redis_ssl_certfile=pki.client_cert,
                             redis_ssl_keyfile=pki.client_key)  # fmt: skip
     asyncio.run(round_trip(settings))
 
 
-def test_mutual_tls_refuses_a_client_without_a_certificate(mtls_redis: EmbeddedRedis, pki: Pki) -> None:
+def test_mutual_tls_refuses_a_client_without_a_certificate(mtls_redis: SecureRedis, pki: Pki) -> None:
     with pytest.raises(RedisConnectionError):
         asyncio.run(ping(settings_for(mtls_redis.url, redis_ssl_ca_certs=pki.ca)))
 
@@ -209,8 +209,8 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(mtls_redis: EmbeddedR
 
 @dataclass
 class SentinelSetup:
-    master: EmbeddedRedis
-    replica: EmbeddedRedis
+    master: SecureRedis
+    replica: SecureRedis
     sentinel: EmbeddedSentinel
 
     def settings(self, **redis: Any) -> Settings:
@@ -237,8 +237,8 @@ class SentinelSetup:
 
 @pytest.fixture
 def sentinel_setup() -> Iterator[SentinelSetup]:
-    with running(EmbeddedRedis(password=PASSWORD)) as master:
-        replica = EmbeddedRedis(password=PASSWORD, extra_args=("--replicaof", "127.0.0.1", str(master.port),
+    with running(SecureRedis(password=PASSWORD)) as master:
+        replica = SecureRedis(password=PASSWORD, extra_args=("--replicaof", "127.0.0.1", str(master.port),
                                                                 "--masterauth", PASSWORD))  # fmt: skip
         with running(replica):
             sentinel = EmbeddedSentinel(master.port, master_password=PASSWORD, password=SENTINEL_PASSWORD)
@@ -305,7 +305,7 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 def test_sentinel_over_tls(pki: Pki) -> None:
     tls = RedisTls(pki.server_cert, pki.server_key, pki.ca)
     with (
-        running(EmbeddedRedis(password=PASSWORD, tls=tls)) as master,
+        running(SecureRedis(password=PASSWORD, tls=tls)) as master,
         running(
             EmbeddedSentinel(master.port, master_password=PASSWORD, password=SENTINEL_PASSWORD, tls=tls)
         ) as sentinel,
