@@ -81,3 +81,116 @@ def to_boolean(values: Sequence[object]) -> tuple[list[str | None], int]:
             invalid += value is not None
             column.append(None)
     return column, invalid
+
+
+class Column:
+    """One feature's values in a batch, typed once for the kind its monitor needs.
+
+    Built from the decoded JSON values of each row (``from_values``) or from an
+    array already typed by the producer (``from_numbers``, ``from_codes``).
+    The monitor asks for the view of its feature's kind: a float64 array with
+    NaN for missing, or integer codes into a list of category names (-1 for
+    missing); values of another type are counted as invalid there.
+    """
+
+    __slots__ = ("_raw", "_numeric", "_coded", "_size")
+
+    def __init__(self, raw: Sequence[object] | None, size: int) -> None:
+        self._raw = raw
+        self._size = size
+        self._numeric: tuple[np.ndarray, int] | None = None
+        self._coded: dict[str, tuple[np.ndarray, list[str], int]] = {}
+
+    @classmethod
+    def from_values(cls, values: Sequence[object]) -> Column:
+        return cls(values, len(values))
+
+    @classmethod
+    def from_numbers(cls, numbers: np.ndarray) -> Column:
+        column = cls(None, len(numbers))
+        column._numeric = (np.asarray(numbers, dtype=np.float64), 0)
+        return column
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, names: list[str]) -> Column:
+        column = cls(None, len(codes))
+        column._coded["categorical"] = (np.asarray(codes, dtype=np.int64), list(names), 0)
+        return column
+
+    def __len__(self) -> int:
+        return self._size
+
+    def first_present(self) -> int | None:
+        """Row of the first non-missing value, or None when all are missing."""
+        if self._raw is not None:
+            return next((i for i, value in enumerate(self._raw) if value is not None), None)
+        if self._numeric is not None:
+            present = np.flatnonzero(~np.isnan(self._numeric[0]))
+        else:
+            present = np.flatnonzero(next(iter(self._coded.values()))[0] >= 0)
+        return int(present[0]) if present.size else None
+
+    def infer_kind(self) -> FeatureKind | None:
+        if self._raw is not None:
+            return infer_kind(self._raw)
+        if self._numeric is not None:
+            return "numeric" if self.first_present() is not None else None
+        return "categorical" if self.first_present() is not None else None
+
+    def take(self, rows: np.ndarray) -> Column:
+        """The values of these rows (ascending indices), keeping the views already typed."""
+        taken = Column(None if self._raw is None else [self._raw[i] for i in rows.tolist()], len(rows))
+        if self._numeric is not None:
+            values, _ = self._numeric
+            part = values[rows]
+            invalid = 0 if not self._numeric[1] else self._count_invalid_numeric(rows)
+            taken._numeric = (part, invalid)
+        for kind, (codes, names, invalid) in self._coded.items():
+            if self._raw is None or not invalid:
+                taken._coded[kind] = (codes[rows], names, 0)
+        return taken
+
+    def _count_invalid_numeric(self, rows: np.ndarray) -> int:
+        assert self._raw is not None
+        return sum(1 for i in rows.tolist() if self._raw[i] is not None and type(self._raw[i]) not in (int, float))
+
+    def numeric(self) -> tuple[np.ndarray, int]:
+        """Float64 values (NaN for missing) and how many values were of another type."""
+        if self._numeric is None:
+            if self._raw is None:
+                codes = next(iter(self._coded.values()))[0]
+                self._numeric = (np.full(self._size, np.nan), int((codes >= 0).sum()))
+            else:
+                self._numeric = to_numeric(self._raw)
+        return self._numeric
+
+    def coded(self, kind: FeatureKind) -> tuple[np.ndarray, list[str], int]:
+        """Integer codes into category names (-1 for missing) and the count of invalid values.
+
+        ``categorical`` takes numbers by their text; ``boolean`` takes only true/false.
+        """
+        found = self._coded.get(kind)
+        if found is None:
+            if self._raw is None:
+                if self._numeric is not None and kind == "categorical":
+                    found = _factorize(to_categorical(self._numeric[0].tolist())[0], 0)
+                else:
+                    values, invalid = self.numeric()
+                    found = (np.full(self._size, -1, dtype=np.int64), [], int((~np.isnan(values)).sum()) + invalid)
+            else:
+                labels, invalid = (to_boolean if kind == "boolean" else to_categorical)(self._raw)
+                found = _factorize(labels, invalid)
+            self._coded[kind] = found
+        return found
+
+    def labels(self, kind: FeatureKind) -> tuple[list[str | None], int]:
+        """Category names per row (None for missing): what reference builders count."""
+        codes, names, invalid = self.coded(kind)
+        table = np.array([*names, None], dtype=object)  # code -1 picks the None at the end
+        return table[codes].tolist(), invalid
+
+
+def _factorize(labels: list[str | None], invalid: int) -> tuple[np.ndarray, list[str], int]:
+    index: dict[str | None, int] = {None: -1}
+    codes = np.fromiter(map(lambda label: index.setdefault(label, len(index) - 1), labels), np.int64, len(labels))
+    return codes, [name for name in index if name is not None], invalid  # type: ignore[misc]

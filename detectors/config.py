@@ -8,15 +8,13 @@ docs/detection-sweeps.md): each default raised no more than 1 false alarm per
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 from detectors import streaming
 from detectors.reference import EXACT_LIMIT
-from detectors.streaming import AdwinDetector, PageHinkleyDetector, RiverDetector
-from detectors.two_sample import TESTS, WindowTest
+from detectors.two_sample import TESTS
 
 CHANGE_DETECTORS = ("adwin", "page_hinkley")
 MULTIPLE_TESTING = ("none", "bonferroni", "benjamini_hochberg")
@@ -64,6 +62,8 @@ class MonitorConfig:
     change_critical_sigma: float = 1.0  # a change-point shift this large (in reference std) is critical
     resolve_after: int = 5000  # rows without a new change point before its alert resolves
     max_features: int = 200  # per model; further features are ignored and counted
+    max_versions: int = 3  # live model versions per model; the least recently seen is retired
+    max_segments: int = 20  # segment values tracked per model (first seen first); the rest count as "other"
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -78,7 +78,10 @@ class MonitorConfig:
                 raise ValueError(f"{field.name} must be a number, got {value!r}")
             elif not math.isfinite(value):
                 raise ValueError(f"{field.name} must be finite, got {value!r}")
-        positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma")
+        positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma",
+                    "max_versions")  # fmt: skip
+        if self.max_segments < 0:
+            raise ValueError(f"max_segments must be >= 0, got {self.max_segments!r}")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -106,39 +109,18 @@ class MonitorConfig:
             if name not in CHANGE_DETECTORS:
                 raise ValueError(f"change_detectors: {name!r} is not one of {', '.join(CHANGE_DETECTORS)}")
         # Build every detector once so a bad value fails here, named after its option.
+        from detectors.registry import change_detectors, window_test
+
         for name in TESTS:
-            self._build_test(name)
-        self.build_change_detectors(CHANGE_DETECTORS)
+            window_test(self, name)
+        change_detectors(self, CHANGE_DETECTORS)
 
     @property
     def step(self) -> int:
         return self.window_step or self.window_size
 
-    def window_tests(self, kind: str) -> list[WindowTest]:
-        names = self.numeric_tests if kind == "numeric" else self.categorical_tests
-        return [self._build_test(name) for name in names]
 
-    def _build_test(self, name: str) -> WindowTest:
-        # Each line of a test is the option named after it: ks_alpha, psi_warning, ...
-        cls = TESTS[name]
-        params = {param: f"{name}_{param}" for param in inspect.signature(cls.__init__).parameters if param != "self"}
-        return _named(params, lambda: cls(**{p: getattr(self, o) for p, o in params.items()}))
-
-    def build_change_detectors(self, names: tuple[str, ...] | None = None) -> dict[str, RiverDetector]:
-        detectors: dict[str, RiverDetector] = {}
-        for name in self.change_detectors if names is None else names:
-            if name == "adwin":
-                detectors[name] = _named({"delta": "adwin_delta"}, lambda: AdwinDetector(delta=self.adwin_delta))
-            else:
-                params = {"delta": "ph_delta", "threshold": "ph_threshold", "alpha": "ph_alpha",
-                          "min_instances": "ph_min_instances"}  # fmt: skip
-                detectors[name] = _named(
-                    params, lambda p=params: PageHinkleyDetector(**{k: getattr(self, o) for k, o in p.items()})
-                )
-        return detectors
-
-
-def _named(options: dict[str, str], build: Any) -> Any:
+def named(options: dict[str, str], build: Any) -> Any:
     """Build a detector; a ValueError names the config option rather than the parameter."""
     try:
         return build()

@@ -39,6 +39,20 @@ _VERSION = 2  # 2: a tumbling window saves its earliest time, not a ring of time
 
 
 @dataclass(frozen=True)
+class Coded:
+    """Categorical values as integer codes (-1 for missing) into ``names``."""
+
+    codes: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows: slice) -> Coded:
+        return Coded(self.codes[rows], self.names)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """One judged window: the raw scores, the verdicts and (when asked) a summary."""
 
@@ -121,7 +135,7 @@ class WindowedDetector:
     def update(self, values: np.ndarray | Sequence[Any]) -> list[Verdict]:
         return [verdict for evaluation in self.evaluate(values) for verdict in evaluation.verdicts]
 
-    def evaluate(self, values: np.ndarray | Sequence[Any], times: np.ndarray | None = None,
+    def evaluate(self, values: np.ndarray | Sequence[Any] | Coded, times: np.ndarray | None = None,
                  summaries: bool = False) -> list[Evaluation]:  # fmt: skip
         """Feed values (NaN or None for missing); judge every window they complete."""
         column = self._encode(values)
@@ -156,7 +170,13 @@ class WindowedDetector:
         self._drift = any(verdict.drift for evaluation in found for verdict in evaluation.verdicts)
         return found
 
-    def _encode(self, values: np.ndarray | Sequence[Any]) -> np.ndarray:
+    def _encode(self, values: np.ndarray | Sequence[Any] | Coded) -> np.ndarray:
+        if isinstance(values, Coded):
+            if not isinstance(self.reference, CategoricalReference):
+                raise ValueError(f"{self.name} takes numbers, not category codes")
+            # One lookup per distinct category, then one gather: the batch is already coded.
+            buckets = np.append(self.reference.codes(values.names), -1)  # code -1 (missing) picks the last
+            return buckets[values.codes]
         if isinstance(self.reference, NumericReference):
             column = np.asarray(values, dtype=np.float64)
             if column.ndim != 1:

@@ -6,7 +6,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.monitor import Alert
+from detectors.monitors import Alert
+from detectors.monitors.model import segment_key
 
 
 def rfc3339(seconds: float) -> str:
@@ -16,11 +17,17 @@ def rfc3339(seconds: float) -> str:
 
 
 def alert_id(alert: Alert, model: str, topic: str, partition: int) -> str:
-    """Deterministic: replaying the same input yields the same id (consumers dedupe on it)."""
+    """Deterministic: replaying the same input yields the same id (consumers dedupe on it).
+
+    It covers the monitor's identity: model, the version a prediction monitor watches and
+    the tracked segment value, so the same detection in two segments or versions differs.
+    """
     parts = (
         model, topic, str(partition), alert.feature or "", alert.detector, alert.status,
         alert.severity, str(alert.event_index),
     )  # fmt: skip
+    if alert.version is not None or alert.segment is not None:  # ids of unsegmented, unversioned alerts unchanged
+        parts += (alert.version or "", segment_key(alert.segment or {}))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -40,7 +47,7 @@ def to_wire(
         "model": model,
         "model_version": model_version,
         "feature": alert.feature,
-        "segment": None,
+        "segment": alert.segment,
         "detector": alert.detector,
         "statistic": alert.statistic,
         "threshold": alert.threshold,

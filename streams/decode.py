@@ -260,7 +260,8 @@ def _segment(segment: Any, limits: Limits) -> dict[str, str | int | float | bool
     if not isinstance(segment, dict):
         raise Invalid("invalid_segment", f"segment must be a JSON object, got {type(segment).__name__}")
     if len(segment) > limits.max_segment_keys:
-        raise Invalid("invalid_segment", f"segment has {len(segment)} keys > max_segment_keys {limits.max_segment_keys}")
+        detail = f"segment has {len(segment)} keys > max_segment_keys {limits.max_segment_keys}"
+        raise Invalid("invalid_segment", detail)
     for key, value in segment.items():
         if not key or len(key) > limits.max_segment_length:
             raise Invalid("invalid_segment", f"segment keys must have 1 to {limits.max_segment_length} characters")

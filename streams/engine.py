@@ -9,6 +9,7 @@ below a partition's checkpointed offset were already applied and are skipped.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -19,18 +20,30 @@ import numpy as np
 import orjson
 
 from detectors import SnapshotError
-from detectors.monitor import PREDICTION, ModelBatch, ModelMonitor
+from detectors.columns import Column
+from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
 from detectors.reference import Reference, reference_from_plain
 from streams.alerts import to_wire
 from streams.decode import Event, Limits, Rejection, decode_message
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.state import BASELINE_VERSION, STATE_VERSION, Checkpoint, SaveResult, StateStore, Write, decode, encode
+from streams.state import (
+    BASELINE_VERSION,
+    LAYOUTS_READ,
+    STATE_VERSION,
+    Checkpoint,
+    SaveResult,
+    StateStore,
+    Write,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
+BASELINE_POLL_SECONDS = 2.0  # how often a worker asks whether a baseline was loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +102,10 @@ class Engine:
         # Partitions whose stored layout is newer than this release knows (a rollback): their
         # state is left untouched, their records are not applied, and the worker is not ready.
         self.blocked: dict[tuple[str, int], int] = {}
-        self._baselines: dict[str, dict[str, Reference]] = {}
+        # Baselines read from the store: a model's references, and a version's (model, version).
+        self._baselines: dict[tuple[str, str | None], dict[str, Reference]] = {}
+        self._baseline_generation: int | None = None
+        self._baseline_polled = -math.inf
 
     # -- state -------------------------------------------------------------
 
@@ -99,13 +115,30 @@ class Engine:
 
     async def _partition(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get((topic, partition))
+        if state is None and (topic, partition) in self.blocked:
+            return PartitionState()  # a newer layout's: not loaded again for every batch
         return state if state is not None else await self.load(topic, partition)
 
     async def load(self, topic: str, partition: int) -> PartitionState:
         """(Re)load a partition's state from the store, replacing what memory held."""
         state = PartitionState()
+        key = (topic, partition)
         checkpoint = await self.store.load(topic, partition)
-        if checkpoint is not None and checkpoint.version != STATE_VERSION:
+        if checkpoint is not None and isinstance(checkpoint.version, int) and checkpoint.version > STATE_VERSION:
+            # Written by a newer release (this is a rollback): never overwrite it. The partition's
+            # records are not applied (nor acked) and the worker reports not ready until an upgrade.
+            if key not in self.blocked:
+                self.metrics.state_restore_failures.inc()
+                log.error("state of %s[%d] has layout version %d, newer than this release's %d; leaving it "
+                          "untouched and not applying that partition (upgrade driftstream)", topic, partition,
+                          checkpoint.version, STATE_VERSION)  # fmt: skip
+            self.blocked[key] = checkpoint.version
+            self.partitions.pop(key, None)
+            self.metrics.partitions_blocked.set(len(self.blocked))
+            return state
+        self.blocked.pop(key, None)
+        self.metrics.partitions_blocked.set(len(self.blocked))
+        if checkpoint is not None and checkpoint.version not in LAYOUTS_READ:
             # Unknown layout: nothing in it can be trusted, so the whole partition starts fresh.
             self.metrics.state_restore_failures.inc()
             log.warning("state of %s[%d] has layout version %r, not %d; starting that partition fresh",
@@ -117,17 +150,26 @@ class Engine:
             state.offset_timestamp = checkpoint.offset_timestamp
             for model, blob in checkpoint.models.items():
                 try:
+                    data = decode(blob)
+                    versions = [v for v, _ in data.get("versions", [])] if isinstance(data, dict) else []
+                    references, by_version = await self._baselines_of(model, versions)
                     state.monitors[model] = ModelMonitor.restore(
-                        decode(blob), self.config, self.settings.feature_kinds(model)
+                        data, self.config, self.settings.feature_kinds(model), references,
+                        segments=self.settings.segment_specs(model), version_baselines=by_version,
                     )
-                except (SnapshotError, ValueError, TypeError, OverflowError) as exc:
+                except (SnapshotError, ValueError, TypeError, OverflowError, AttributeError) as exc:
                     # An unreadable snapshot costs that model its history, never the worker.
                     self.metrics.state_restore_failures.inc()
                     log.warning("state of model %r in %s[%d] not restored (%s); starting fresh",
                                 model, topic, partition, exc)  # fmt: skip
+            if checkpoint.version != STATE_VERSION:
+                # Migrated from an older layout: the next checkpoint writes it all in the current one.
+                log.info("migrating the state of %s[%d] from layout %s to %d", topic, partition, checkpoint.version,
+                         STATE_VERSION)  # fmt: skip
+                state.write, state.dirty = Write.REPLACE, set(state.monitors)
             log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
                      len(state.monitors))  # fmt: skip
-        self.partitions[(topic, partition)] = state
+        self.partitions[key] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
 
@@ -144,12 +186,13 @@ class Engine:
         state.write = Write.RESET
         state.offset_dirty = True
 
-    async def _baseline(self, model: str) -> dict[str, Reference]:
-        cached = self._baselines.get(model)
+    async def _baseline(self, model: str, version: str | None = None) -> dict[str, Reference]:
+        """The references of a model's baseline, or of one version's; {} when none is loaded."""
+        cached = self._baselines.get((model, version))
         if cached is not None:
             return cached
         references: dict[str, Reference] = {}
-        blob = await self.store.load_baseline(model)
+        blob = await self.store.load_baseline(model, version)
         if blob is not None:
             try:
                 data = decode(blob)
@@ -158,9 +201,44 @@ class Engine:
                 references = {name: reference_from_plain(ref) for name, ref in data["features"].items()}
             except (SnapshotError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.metrics.state_restore_failures.inc()
-                log.warning("baseline of model %r unreadable (%s); using the stream's first values", model, exc)
-        self._baselines[model] = references
+                log.warning("baseline of model %r%s unreadable (%s); using the stream's first values", model,
+                            "" if version is None else f" version {version!r}", exc)  # fmt: skip
+        self._baselines[(model, version)] = references
         return references
+
+    async def _baselines_of(self, model: str, versions: Iterable[str | None]) -> tuple[dict[str, Reference],
+                                                                                       dict[str, Reference]]:
+        """A model's baseline, and the prediction reference of each of these versions that has one."""
+        by_version: dict[str, Reference] = {}
+        for version in versions:
+            if isinstance(version, str):
+                reference = (await self._baseline(model, version)).get(PREDICTION)
+                if reference is not None:
+                    by_version[version] = reference
+        return await self._baseline(model), by_version
+
+    async def _poll_baselines(self) -> None:
+        """Re-read the baselines of tracked models when one was loaded since the last look."""
+        now = time.monotonic()
+        if now - self._baseline_polled < BASELINE_POLL_SECONDS:
+            return
+        self._baseline_polled = now
+        generation = await self.store.baseline_generation()
+        if generation == self._baseline_generation:
+            return
+        first = self._baseline_generation is None
+        self._baseline_generation = generation
+        if first:
+            return  # what is tracked now was built or restored with the baselines of this generation
+        self._baselines.clear()
+        for (topic, partition), state in self.partitions.items():
+            for model, monitor in state.monitors.items():
+                references, by_version = await self._baselines_of(model, list(monitor.versions))
+                changed = monitor.rebase(references, by_version)
+                if changed:
+                    state.dirty.add(model)
+                    log.info("model %r in %s[%d]: new baseline for %s, judged from the next window on", model,
+                             topic, partition, ", ".join(changed))  # fmt: skip
 
     async def checkpoint(self) -> int:
         """Write every changed partition to the store; the number written.
@@ -230,7 +308,9 @@ class Engine:
         """Drop the in-memory state of partitions this worker no longer owns."""
         for key in partitions:
             self.partitions.pop(key, None)
+            self.blocked.pop(key, None)
         self.metrics.models_tracked.set(self.model_count)
+        self.metrics.partitions_blocked.set(len(self.blocked))
 
     # -- the hot path ------------------------------------------------------
 
@@ -240,6 +320,9 @@ class Engine:
         # cancelled batch leaves no partition with an offset ahead of its monitors.
         for topic, partition in dict.fromkeys((r.topic, r.partition) for r in records):
             await self._partition(topic, partition)
+        await self._poll_baselines()
+        if self.blocked:
+            records = [r for r in records if (r.topic, r.partition) not in self.blocked]
         out = Outputs()
         groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
         admitted: set[str] = set()  # models new to this worker, let in by this batch
@@ -269,8 +352,19 @@ class Engine:
                 groups[(record.topic, record.partition, event.model)].append(
                     (event, record.timestamp if event.timestamp is None else event.timestamp)
                 )
-        new_models = {m for (t, p, m) in groups if m not in self.partitions[(t, p)].monitors}
-        baselines = {model: await self._baseline(model) for model in new_models}
+        # Baselines of new models and of versions new to a model, read before any state changes.
+        baselines: dict[str, dict[str, Reference]] = {}
+        version_baselines: dict[str, dict[str, Reference]] = {}
+        for (topic, partition, model), rows in groups.items():
+            monitor = self.partitions[(topic, partition)].monitors.get(model)
+            versions = {event.model_version for event, _ in rows}
+            if monitor is None:
+                baselines[model] = await self._baseline(model)
+            else:
+                versions -= monitor.versions.keys()
+            if versions:
+                _, by_version = await self._baselines_of(model, versions)
+                version_baselines.setdefault(model, {}).update(by_version)
         for key, offset in restarted.items():
             self._log_restarted(*key, self.partitions[key], f"offset {offset} read again")
         for key, offset in applied.items():
@@ -281,7 +375,7 @@ class Engine:
                 state.offset_timestamp = stamps.get(key)
                 state.offset_dirty = True
         for (topic, partition, model), rows in groups.items():
-            self._observe(topic, partition, model, rows, baselines, out)
+            self._observe(topic, partition, model, rows, baselines, version_baselines.get(model, {}), out)
         for reason in out.rejected:
             self.metrics.events_rejected.labels(reason).inc()
         self.metrics.messages_consumed.inc(len(records))
@@ -310,14 +404,17 @@ class Engine:
         model: str,
         rows: list[tuple[Event, float]],
         baselines: dict[str, dict[str, Reference]],
+        version_baselines: dict[str, Reference],
         out: Outputs,
     ) -> None:
         state = self.partitions[(topic, partition)]
         monitor = state.monitors.get(model)
         if monitor is None:
-            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model), baselines.get(model))
+            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model), baselines.get(model),
+                                   segments=self.settings.segment_specs(model))  # fmt: skip
             state.monitors[model] = monitor
             self.metrics.models_tracked.set(self.model_count)
+        monitor.version_baselines.update(version_baselines)
         batch = _columns([event for event, _ in rows], np.fromiter((ts for _, ts in rows), float, len(rows)))
         observation = monitor.observe(batch)
         state.dirty.add(model)
@@ -326,12 +423,18 @@ class Engine:
             self.metrics.invalid_values.labels(model).inc(observation.invalid_values)
         if observation.ignored_features:
             self.metrics.ignored_features.labels(model).inc(observation.ignored_features)
-        for (feature, detector), value in observation.statistics.items():
-            self.metrics.statistic.labels(model, feature or PREDICTION, detector).set(value)
+        for segment, count in observation.segment_events.items():
+            self.metrics.segment_events.labels(model, segment).inc(count)
+        if observation.versions_retired:
+            self.metrics.versions_retired.labels(model).inc(observation.versions_retired)
+        for (version, segment, feature, detector), value in observation.statistics.items():
+            self.metrics.statistic.labels(model, version or "", segment, feature or PREDICTION, detector).set(value)
         now = self.clock()
         key = model.encode()
         for alert in observation.alerts:
-            wire = to_wire(alert, model, monitor.model_version, topic, partition, now)
+            # Input features do not depend on the version: their alerts name the latest one seen.
+            version = alert.version if alert.feature is None else monitor.model_version
+            wire = to_wire(alert, model, version, topic, partition, now)
             out.alerts.append((key, orjson.dumps(wire)))
             out.alert_objects.append(wire)
             self.metrics.alerts.labels(model, alert.type, alert.severity, alert.status).inc()
@@ -343,10 +446,11 @@ class Engine:
                 "events_seen": monitor.events_seen,
                 "at": now,
                 "statistics": [
-                    {"feature": feature, "detector": detector, "value": value}
-                    for (feature, detector), value in observation.statistics.items()
+                    {"version": version, "segment": segment or None, "feature": feature, "detector": detector,
+                     "value": value}
+                    for (version, segment, feature, detector), value in observation.statistics.items()
                 ],
-            }
+            }  # fmt: skip
             out.metrics.append((key, orjson.dumps(snapshot)))
 
     def _reject(self, record: Record, rejection: Rejection, out: Outputs) -> None:
@@ -380,11 +484,12 @@ def _event_json(event: Event) -> dict[str, Any]:
         "timestamp": event.timestamp,
         "features": event.features,
         "prediction": event.prediction,
+        "segment": event.segment,
     }
 
 
 def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:
-    """Row events to aligned feature columns (None where an event lacks a feature)."""
+    """Row events to typed feature columns (missing where an event lacks a feature) and per-row fields."""
     n = len(events)
     columns: dict[str, list[Any]] = {}
     predictions: list[Any] | None = None
@@ -398,7 +503,14 @@ def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:
             if predictions is None:
                 predictions = [None] * n
             predictions[i] = event.prediction
-    if predictions is not None:
-        columns[PREDICTION] = predictions
-    version = next((e.model_version for e in reversed(events) if e.model_version is not None), None)
-    return ModelBatch(columns, timestamps, version)
+    versions = [event.model_version for event in events]
+    segments = [event.segment for event in events]
+    return ModelBatch(
+        {name: Column.from_values(values) for name, values in columns.items()},
+        timestamps,
+        prediction=None if predictions is None else Column.from_values(predictions),
+        versions=versions if any(v is not None for v in versions) else None,
+        segments=segments if any(s is not None for s in segments) else None,
+        event_ids=[event.event_id for event in events],
+        probabilities=[event.probabilities for event in events],
+    )

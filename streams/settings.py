@@ -114,10 +114,6 @@ class Settings(BaseSettings):
     max_string_length: int = Field(1024, ge=1)
     max_segment_keys: int = Field(8, ge=1, description="keys of an event's segment object; more is rejected")
     max_segment_length: int = Field(64, ge=1, description="characters of a segment key or value; longer is rejected")
-    max_versions: int = Field(3, ge=1, description="live model versions per model; the least recently seen is retired")
-    max_segments: int = Field(
-        20, ge=0, description="segment values tracked per model (first seen first); the rest count as 'other'"
-    )
     dlq_max_value_bytes: int = Field(
         900_000, ge=1024, description="bad messages reach the DLQ cut to this size; headers point at the whole one"
     )
@@ -157,6 +153,10 @@ class Settings(BaseSettings):
     change_critical_sigma: float = _D.change_critical_sigma
     resolve_after: int = _D.resolve_after
     max_features: int = _D.max_features
+    max_versions: int = Field(_D.max_versions, description="live model versions per model; the least recently seen "
+                              "is retired")  # fmt: skip
+    max_segments: int = Field(_D.max_segments, description="segment values tracked per model (first seen first); "
+                              "the rest count as 'other'")  # fmt: skip
 
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
 

@@ -3,7 +3,8 @@
 Redis layout (``P`` = ``state_prefix``, ``A`` = ``app_id``):
 
 * ``P:A:state:{topic}:{partition}`` hash, one per partition of the events topic:
-  ``v`` (layout version, ``STATE_VERSION``), ``offset`` (last Kafka offset of
+  ``v`` (layout version, ``STATE_VERSION``; an older one is migrated on load, a newer one
+  is left untouched), ``offset`` (last Kafka offset of
   that partition applied to the snapshots), ``offset_ts`` (that record's Kafka
   timestamp in ms, which tells the same log from one that restarted) and
   ``model:{name}`` (msgpack snapshot of that model's monitor in that
@@ -32,7 +33,8 @@ from streams import DriftstreamError
 from streams.redis_client import connect, eval_per_key
 from streams.settings import Settings
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: model snapshots keyed by segment and version (version 3); layout 1 is migrated
+LAYOUTS_READ = (1, 2)
 BASELINE_VERSION = 1
 _MODEL_FIELD = "model:"
 

@@ -5,10 +5,19 @@ import numpy as np
 import pytest
 
 from detectors import SnapshotError
+from detectors.columns import Column
 from detectors.config import MonitorConfig
-from detectors.monitor import PREDICTION, ModelBatch, ModelMonitor
+from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
 
 CONFIG = MonitorConfig(reference_size=2000, window_size=500)
+
+
+def batch_of(columns: dict, times: np.ndarray, version: str | None = None) -> ModelBatch:
+    """A batch from raw column values; the prediction under PREDICTION, one version for every row."""
+    prediction = columns.get(PREDICTION)
+    features = {name: Column.from_values(list(values)) for name, values in columns.items() if name != PREDICTION}
+    return ModelBatch(features, times, None if prediction is None else Column.from_values(list(prediction)),
+                      versions=None if version is None else [version] * len(times))  # fmt: skip
 
 
 def batches(n: int = 12_000, shift_from: int = 6000, size: int = 250, seed: int = 0):
@@ -19,7 +28,7 @@ def batches(n: int = 12_000, shift_from: int = 6000, size: int = 250, seed: int 
     for start in range(0, n, size):
         columns = {name: values[start : start + size].tolist() for name, values in data.items()}
         columns["colour"] = colour[start : start + size]
-        yield ModelBatch(columns, np.arange(start, start + len(columns["x0"]), dtype=float) + 1.8e9, "7")
+        yield batch_of(columns, np.arange(start, start + len(columns["x0"]), dtype=float) + 1.8e9, "7")
 
 
 def run(monitor: ModelMonitor, items) -> list:
@@ -54,7 +63,7 @@ def test_psi_alert_resolves_when_the_window_is_back_under_the_line() -> None:
     monitor = ModelMonitor("m", CONFIG)
     rng = np.random.default_rng(4)
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(1000) + 2, rng.standard_normal(1000)])
-    alerts = run(monitor, [ModelBatch({"v": values[s : s + 500].tolist()}, np.zeros(500)) for s in range(0, 5000, 500)])
+    alerts = run(monitor, [batch_of({"v": values[s : s + 500].tolist()}, np.zeros(500)) for s in range(0, 5000, 500)])
     psi = [(a.status, a.event_index) for a in alerts if a.detector == "psi"]
     # Windows close every 500 rows after the 2000 reference rows; the shift covers rows 3000-3999.
     assert psi == [("firing", 3499), ("resolved", 4499)]
@@ -65,31 +74,31 @@ def test_null_rate_jump_is_a_data_quality_alert() -> None:
     values: list[float | None] = np.random.default_rng(2).standard_normal(4000).tolist()
     for i in range(3000, 4000, 2):
         values[i] = None
-    alerts = run(monitor, [ModelBatch({"v": values[s : s + 500]}, np.zeros(500)) for s in range(0, 4000, 500)])
+    alerts = run(monitor, [batch_of({"v": values[s : s + 500]}, np.zeros(500)) for s in range(0, 4000, 500)])
     quality = [a for a in alerts if a.detector == "null_rate"]
     assert quality and quality[0].type == "data_quality" and quality[-1].severity == "critical"
 
 
 def test_wrong_types_are_counted_and_treated_as_missing() -> None:
     monitor = ModelMonitor("m", CONFIG)
-    observation = monitor.observe(ModelBatch({"v": [1.0, "oops", None, True, 2.0]}, np.zeros(5)))
+    observation = monitor.observe(batch_of({"v": [1.0, "oops", None, True, 2.0]}, np.zeros(5)))
     assert observation.invalid_values == 2
-    assert monitor.features["v"].kind == "numeric"
+    assert monitor.whole.features["v"].kind == "numeric"
 
 
 def test_prediction_drift_has_its_own_type_and_no_feature() -> None:
     monitor = ModelMonitor("m", CONFIG)
     rng = np.random.default_rng(3)
     scores = np.concatenate([rng.random(3000) * 0.5, 0.5 + rng.random(1000) * 0.5])
-    alerts = run(monitor, [ModelBatch({PREDICTION: scores[s : s + 500].tolist()}, np.zeros(500))
+    alerts = run(monitor, [batch_of({PREDICTION: scores[s : s + 500].tolist()}, np.zeros(500))
                            for s in range(0, 4000, 500)])  # fmt: skip
     assert alerts and all(a.type == "prediction_drift" and a.feature is None for a in alerts)
 
 
 def test_features_per_model_are_bounded() -> None:
     monitor = ModelMonitor("m", MonitorConfig(max_features=3))
-    observation = monitor.observe(ModelBatch({f"f{i}": [1.0] for i in range(10)}, np.zeros(1)))
-    assert len(monitor.features) == 3 and observation.ignored_features == 7
+    observation = monitor.observe(batch_of({f"f{i}": [1.0] for i in range(10)}, np.zeros(1)))
+    assert len(monitor.whole.features) == 3 and observation.ignored_features == 7
 
 
 def test_high_cardinality_categories_stay_bounded() -> None:
@@ -97,8 +106,8 @@ def test_high_cardinality_categories_stay_bounded() -> None:
     monitor = ModelMonitor("m", config)
     for start in range(0, 100_000, 10_000):
         labels = [f"id-{i}" for i in range(start, start + 10_000)]
-        monitor.observe(ModelBatch({"user": labels}, np.zeros(10_000)))
-    feature = monitor.features["user"]
+        monitor.observe(batch_of({"user": labels}, np.zeros(10_000)))
+    feature = monitor.whole.features["user"]
     # 1000 distinct ids overflow the frequent-items map: none is frequent, all are "other".
     assert feature.reference is not None and feature.reference.categories == ()
     assert feature.reference.other_share == 1.0 and feature.reference.distinct > 900
@@ -121,7 +130,7 @@ def test_snapshot_restore_continues_byte_identically() -> None:
 
 def test_restore_refuses_unknown_versions_and_garbage() -> None:
     with pytest.raises(SnapshotError):
-        ModelMonitor.restore({"v": 2}, CONFIG)
+        ModelMonitor.restore({"v": 3}, CONFIG)
     with pytest.raises(SnapshotError):
         ModelMonitor.restore({"v": 1, "model": "m"}, CONFIG)
     with pytest.raises(SnapshotError):
@@ -149,9 +158,9 @@ def test_a_million_distinct_strings_do_not_grow_a_feature_past_its_bound() -> No
     sizes = {}
     for start in range(0, 1_000_000, 50_000):
         labels = [f"session-{i:08d}" for i in range(start, start + 50_000)]
-        monitor.observe(ModelBatch({"session": labels}, np.zeros(50_000)))
+        monitor.observe(batch_of({"session": labels}, np.zeros(50_000)))
         sizes[start + 50_000] = len(msgpack.packb(monitor.snapshot()))
-    feature = monitor.features["session"]
+    feature = monitor.whole.features["session"]
     assert feature.window is not None and feature.window.recent().size == 1000  # the window holds codes
     # The reference is 2^8 map slots and a HyperLogLog; the window 1000 codes. Nothing grows with the stream.
     assert sizes[1_000_000] == sizes[150_000] and sizes[1_000_000] < 32_000
@@ -162,7 +171,7 @@ def _stable_features(n_features: int, rows: int, seed: int) -> list[ModelBatch]:
     rng = np.random.default_rng(seed)
     data = {f"f{i}": rng.standard_normal(rows) for i in range(n_features)}
     data["f0"][rows // 2 :] += 1.0  # one real shift among stable features
-    return [ModelBatch({n: v[s : s + 500].tolist() for n, v in data.items()}, np.zeros(500))
+    return [batch_of({n: v[s : s + 500].tolist() for n, v in data.items()}, np.zeros(500))
             for s in range(0, rows, 500)]  # fmt: skip
 
 
@@ -191,7 +200,7 @@ def test_categorical_drift_new_categories_and_their_alerts() -> None:
     after = rng.choice(["a", "b", "c", "new"], 2000, p=[0.35, 0.25, 0.2, 0.2]).tolist()
     labels = before + after
     monitor = ModelMonitor("m", CONFIG)
-    alerts = run(monitor, [ModelBatch({"plan": labels[s : s + 500]}, np.zeros(500)) for s in range(0, 6000, 500)])
+    alerts = run(monitor, [batch_of({"plan": labels[s : s + 500]}, np.zeros(500)) for s in range(0, 6000, 500)])
     firing: dict = {}
     for alert in alerts:
         if alert.status == "firing":
@@ -208,9 +217,9 @@ def test_restore_under_a_new_config_keeps_the_window_and_uses_the_new_tests() ->
     run(first, items[:20])  # references built, a window half full
     wider = MonitorConfig(reference_size=2000, window_size=500, numeric_tests=("wasserstein",), change_detectors=())
     second = ModelMonitor.restore(msgpack.unpackb(msgpack.packb(first.snapshot())), wider)
-    feature = second.features["x1"]
+    feature = second.whole.features["x1"]
     assert [t.name for t in feature.window.tests] == ["wasserstein"] and feature.changes == {}
-    assert feature.window.fill == first.features["x1"].window.fill
+    assert feature.window.fill == first.whole.features["x1"].window.fill
     firing = [a for a in run(second, items[20:]) if a.status == "firing"]
     assert {(a.feature, a.detector) for a in firing} == {("x1", "wasserstein")}
 
@@ -245,14 +254,14 @@ def test_the_reference_ends_on_the_same_row_whatever_the_batching(size: int) -> 
         values[i] = None  # a third missing
     config = MonitorConfig(reference_size=500, window_size=250)
     monitor = ModelMonitor("m", config, kinds={"v": "numeric"})
-    run(monitor, [ModelBatch({"v": values[s : s + size]}, np.zeros(len(values[s : s + size])))
+    run(monitor, [batch_of({"v": values[s : s + size]}, np.zeros(len(values[s : s + size])))
                   for s in range(0, len(values), size)])  # fmt: skip
-    feature = monitor.features["v"]
+    feature = monitor.whole.features["v"]
     assert feature.reference is not None and feature.reference.count == 500  # the first 500 values
     expected = ModelMonitor("m", config, kinds={"v": "numeric"})
-    run(expected, [ModelBatch({"v": values}, np.zeros(len(values)))])
+    run(expected, [batch_of({"v": values}, np.zeros(len(values)))])
     # (whole snapshots differ only in batch positions: where in its batch the last verdict fell)
-    again = expected.features["v"]
+    again = expected.whole.features["v"]
     assert feature.reference.to_plain() == again.reference.to_plain()
     np.testing.assert_array_equal(feature.window.recent(), again.window.recent())
     assert feature.builder is None and feature.rows_seen == again.rows_seen == len(values) - 150
@@ -262,7 +271,7 @@ def test_a_large_sudden_shift_is_a_critical_change_point() -> None:
     rng = np.random.default_rng(14)
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 3.0])
     monitor = ModelMonitor("m", CONFIG)
-    alerts = run(monitor, [ModelBatch({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
+    alerts = run(monitor, [batch_of({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
     changes = {a.detector: a for a in alerts if a.detector in ("adwin", "page_hinkley") and a.status == "firing"}
     assert set(changes) == {"adwin", "page_hinkley"}
     for alert in changes.values():
@@ -275,7 +284,7 @@ def test_a_change_point_that_grows_escalates_at_a_window() -> None:
     ramp = np.linspace(0.0, 2.0, 3000)  # a slow drift: caught small, then it keeps going
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + ramp])
     monitor = ModelMonitor("m", CONFIG)
-    alerts = run(monitor, [ModelBatch({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
+    alerts = run(monitor, [batch_of({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
     page_hinkley = [(a.status, a.severity) for a in alerts if a.detector == "page_hinkley"][:2]
     assert page_hinkley == [("firing", "warning"), ("firing", "critical")]
 
@@ -287,8 +296,8 @@ def test_change_alerts_fire_and_resolve_in_event_order_whatever_the_batching(siz
     values[1500:2500] += 3.0  # up, then back down: two changes, a quiet stretch between
     config = MonitorConfig(reference_size=1000, window_size=100, resolve_after=500)
     straight, batched = ModelMonitor("m", config), ModelMonitor("m", config)
-    expected = run(straight, [ModelBatch({"v": values.tolist()}, np.zeros(4000))])
-    alerts = run(batched, [ModelBatch({"v": values[s : s + size].tolist()}, np.zeros(len(values[s : s + size])))
+    expected = run(straight, [batch_of({"v": values.tolist()}, np.zeros(4000))])
+    alerts = run(batched, [batch_of({"v": values[s : s + size].tolist()}, np.zeros(len(values[s : s + size])))
                            for s in range(0, 4000, size)])  # fmt: skip
     # Crash recovery compares checkpoints byte for byte: the batching must not show in them.
     assert msgpack.packb(batched.snapshot()) == msgpack.packb(straight.snapshot())

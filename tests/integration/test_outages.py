@@ -8,7 +8,7 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from detectors.monitor import ModelMonitor
+from detectors.monitors import ModelMonitor
 from streams.kafka import ensure_topics, log_holds
 from streams.services import EmbeddedBroker
 from streams.settings import Settings

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import msgpack
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from detectors.monitors import SNAPSHOT_VERSION
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.services import free_port
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, model_events
-from streams.state import Checkpoint, MemoryStateStore, RedisStateStore, StateStore, StoreUnavailable, Write
+from streams.state import (
+    STATE_VERSION,
+    Checkpoint,
+    MemoryStateStore,
+    RedisStateStore,
+    StateStore,
+    StoreUnavailable,
+    Write,
+)
 
 
 def settings(unique: str, **overrides) -> Settings:
@@ -162,13 +173,14 @@ def test_a_forgotten_partition_is_reloaded_from_the_store(unique: str) -> None:
     assert state.offset == 299 and state.monitors["fraud"].events_seen == 300
 
 
-def test_a_partition_of_an_unknown_layout_version_starts_fresh_and_is_replaced(unique: str, redis_url: str) -> None:
+def test_a_partition_of_an_unreadable_layout_version_starts_fresh_and_is_replaced(unique: str,
+                                                                                   redis_url: str) -> None:
     config = settings(unique, redis_url=redis_url)
 
     async def scenario() -> tuple[Engine, dict]:
         store = RedisStateStore.from_settings(config)
         key = store.partition_key("events", 0)
-        await store._redis.hset(key, mapping={"v": 99, "offset": 500, "model:fraud": b"from the future"})
+        await store._redis.hset(key, mapping={"v": "garbage", "offset": 500, "model:fraud": b"unreadable"})
         engine = make_engine(config, store)
         await engine.process(records(TRAFFIC, 10))
         await engine.checkpoint()
@@ -177,10 +189,79 @@ def test_a_partition_of_an_unknown_layout_version_starts_fresh_and_is_replaced(u
         return engine, stored
 
     engine, stored = asyncio.run(scenario())
-    # Nothing of the unknown layout is trusted, not even its offset: all 10 records apply.
+    # Nothing of an unreadable layout is trusted, not even its offset: all 10 records apply.
     assert engine.partitions[("events", 0)].monitors["fraud"].events_seen == 10
     assert engine.metrics.registry.get_sample_value("driftstream_state_restore_failures_total") == 1
-    assert stored[b"v"] == b"1" and stored[b"offset"] == b"9" and stored[b"model:fraud"] != b"from the future"
+    assert stored[b"v"] == str(STATE_VERSION).encode() and stored[b"offset"] == b"9"
+    assert stored[b"model:fraud"] != b"unreadable"
+
+
+def test_a_partition_of_a_newer_layout_is_left_untouched_and_reported(unique: str, redis_url: str) -> None:
+    """A rollback meets state a newer release wrote: it must not wipe it, nor apply that partition."""
+    config = settings(unique, redis_url=redis_url)
+    future = {b"v": b"99", b"offset": b"500", b"model:fraud": b"from the future"}
+
+    async def scenario() -> tuple[Engine, dict, list]:
+        store = RedisStateStore.from_settings(config)
+        key = store.partition_key("events", 0)
+        await store._redis.hset(key, mapping=future)
+        engine = make_engine(config, store)
+        out = await engine.process(records(TRAFFIC, 10) + records(TRAFFIC, 10, topic="other"))
+        await engine.checkpoint()
+        stored = await store._redis.hgetall(key)
+        await store.close()
+        return engine, stored, out.alert_objects
+
+    engine, stored, _ = asyncio.run(scenario())
+    assert stored == future  # not a byte changed
+    assert engine.blocked == {("events", 0): 99} and ("events", 0) not in engine.partitions
+    assert engine.partitions[("other", 0)].monitors["fraud"].events_seen == 10  # other partitions go on
+    registry = engine.metrics.registry
+    assert registry.get_sample_value("driftstream_partitions_blocked") == 1
+    assert registry.get_sample_value("driftstream_state_restore_failures_total") == 1
+    engine.forget([("events", 0)])
+    assert registry.get_sample_value("driftstream_partitions_blocked") == 0
+
+
+LAYOUT1_FIXTURE = Path(__file__).parent.parent / "fixtures" / "layout1-partition.msgpack"
+
+
+def test_a_layout_1_checkpoint_of_the_previous_release_is_migrated_and_continued(unique: str,
+                                                                                 redis_url: str) -> None:
+    """tests/fixtures/layout1-partition.msgpack: what release e168f43 saved after 2600 events of
+    TRAFFIC (version "1", offsets 0..2599). The migrated state goes on as if never interrupted."""
+    config = settings(unique, redis_url=redis_url)
+    stream = model_events(TRAFFIC, 0)
+    items = [Record("events", 0, offset, 1.8e9 + offset, b"fraud", orjson.dumps(dict(next(stream), model_version="1")))
+             for offset in range(6000)]  # fmt: skip
+
+    async def scenario() -> tuple[list[dict], list[dict], Engine, dict]:
+        straight = await feed(make_engine(config, MemoryStateStore()), items)
+        store = RedisStateStore.from_settings(config)
+        key = store.partition_key("events", 0)
+        await store._redis.hset(key, mapping=msgpack.unpackb(LAYOUT1_FIXTURE.read_bytes(), raw=True))
+        engine = make_engine(config, store)
+        resumed = await feed(engine, items[2000:])  # Kafka replays from an older commit
+        await engine.checkpoint()
+        stored = await store._redis.hgetall(key)
+        await store.close()
+        return straight, resumed, engine, stored
+
+    straight, resumed, engine, stored = asyncio.run(scenario())
+    monitor = engine.partitions[("events", 0)].monitors["fraud"]
+    assert monitor.events_seen == 6000 and list(monitor.versions) == ["1"]
+    assert set(monitor.whole.features) == {"f0", "f1", "f2", "f3", "c0"} and list(monitor.whole.predictions) == ["1"]
+    assert engine.metrics.registry.get_sample_value("driftstream_state_restore_failures_total") == 0
+    # Rewritten whole in the current layout.
+    assert stored[b"v"] == str(STATE_VERSION).encode() and stored[b"offset"] == b"5999"
+    assert msgpack.unpackb(stored[b"model:fraud"])["v"] == SNAPSHOT_VERSION
+    after = [a for a in straight if a["window"]["event_index"] >= 2600]
+
+    def decisions(alerts: list[dict]) -> list[tuple]:
+        return [(a["feature"], a["detector"], a["status"], a["severity"], a["window"]["event_index"]) for a in alerts]
+
+    assert decisions(resumed) == decisions(after) and decisions(after)
+    assert [a["alert_id"] for a in resumed] == [a["alert_id"] for a in after]
 
 
 def test_a_checkpoint_behind_the_stored_offset_is_refused_and_newer_state_reloaded(unique: str, store_factory) -> None:

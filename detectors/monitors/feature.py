@@ -1,0 +1,353 @@
+"""One monitored column: a feature, or a model version's prediction.
+
+Each builds a reference (a fixed-memory sketch) from its first values unless
+one is given, then feeds a ``WindowedDetector`` (the two-sample tests) and, for
+numbers, the change detectors on z-scores against the reference. Whether a
+verdict becomes an alert is the ``AlertPolicy``'s decision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Severity, Verdict
+from detectors.columns import Column, FeatureKind
+from detectors.config import MonitorConfig
+from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
+from detectors.policy import AlertPolicy, Status
+from detectors.reference import (
+    CategoricalReference,
+    CategoricalReferenceBuilder,
+    NumericReference,
+    NumericReferenceBuilder,
+    Reference,
+)
+from detectors.registry import change_detectors, window_tests
+from detectors.streaming import RiverDetector
+from detectors.two_sample import Score
+from detectors.window import Coded, WindowedDetector
+
+_MIN_SHIFT_ROWS = 50
+_WHAT = {
+    "psi": "PSI",
+    "ks": "Kolmogorov-Smirnov D",
+    "chi_square": "chi-square",
+    "wasserstein": "Wasserstein distance (reference std)",
+    "jensen_shannon": "Jensen-Shannon distance",
+    "unseen_rate": "unseen-category share rise",
+    "null_rate": "missing-value rate rise",
+}
+
+Values = np.ndarray | Coded
+
+
+class FeatureMonitor:
+    """Reference, windowed tests, change detectors and alert state of one column in one scope."""
+
+    def __init__(self, name: str, kind: FeatureKind, config: MonitorConfig, reference: Reference | None = None,
+                 *, version: str | None = None, segment: dict[str, str] | None = None,
+                 scope: str = "") -> None:  # fmt: skip
+        self.name = name
+        self.kind = kind
+        self.config = config
+        self.version = version  # the model version (prediction monitors)
+        self.segment = segment  # the tracked segment value of its scope; None: the whole model
+        self.scope = scope  # the scope's key: "" or the segment's text
+        self.rows_seen = 0
+        self.builder: NumericReferenceBuilder | CategoricalReferenceBuilder | None = (
+            NumericReferenceBuilder() if kind == "numeric"
+            else CategoricalReferenceBuilder(config.category_map_size)
+        )  # fmt: skip
+        self.window: WindowedDetector | None = None
+        self.changes: dict[str, RiverDetector] = {}
+        self.policy = AlertPolicy()
+        if reference is not None:
+            self.use_reference(reference)
+
+    @property
+    def reference(self) -> Reference | None:
+        return self.window.reference if self.window else None
+
+    @property
+    def subject(self) -> str | None:
+        """The feature's name; None for the prediction."""
+        return None if self.name == PREDICTION else self.name
+
+    def describe(self) -> str:
+        what = "the prediction" if self.subject is None else f"feature {self.subject!r}"
+        if self.subject is None and self.version is not None:
+            what += f" of version {self.version!r}"
+        return what if not self.segment else f"{what} in segment {self.scope}"
+
+    # -- reference -------------------------------------------------------
+
+    def use_reference(self, reference: Reference) -> None:
+        """Judge from now on against ``reference``: a fresh window and fresh change detectors."""
+        expected = NumericReference if self.kind == "numeric" else CategoricalReference
+        if not isinstance(reference, expected):
+            raise ValueError(f"feature {self.name!r} is {self.kind} but its reference is not")
+        self.builder = None
+        kind = "numeric" if self.kind == "numeric" else "categorical"
+        self.window = WindowedDetector(reference, window_tests(self.config, kind), self.config.window_size,
+                                       self.config.step)  # fmt: skip
+        self.changes = change_detectors(self.config) if self.kind == "numeric" else {}
+        for state in self.policy.states.values():  # change detectors start over
+            state.since_count, state.since_time = 0, math.nan
+
+    def _feed_reference(self, values: Values) -> None:
+        builder = self.builder
+        assert builder is not None
+        if isinstance(builder, NumericReferenceBuilder):
+            assert isinstance(values, np.ndarray)
+            builder.update(values)
+            if builder.count >= self.config.reference_size:
+                self.use_reference(builder.build(self.config.psi_bins, self.config.reference_points))
+        else:
+            assert isinstance(values, Coded)
+            table = np.array([*values.names, None], dtype=object)  # code -1 picks the None at the end
+            builder.update(table[values.codes].tolist())
+            if builder.present >= self.config.reference_size:
+                self.use_reference(builder.build(self.config.max_categories))
+
+    def _reference_rows(self, values: Values) -> int:
+        """Rows of this batch the reference takes: up to the one that brings its values to REFERENCE_SIZE.
+
+        Counting values, not rows, ends the reference on the same row whatever the batching.
+        """
+        builder = self.builder
+        assert builder is not None
+        have = builder.count if isinstance(builder, NumericReferenceBuilder) else builder.present
+        present = ~np.isnan(values) if isinstance(values, np.ndarray) else values.codes >= 0
+        reached = np.flatnonzero(np.cumsum(present) >= self.config.reference_size - have)
+        return int(reached[0]) + 1 if reached.size else len(values)
+
+    # -- the stream --------------------------------------------------------
+
+    def column(self, rows: Rows) -> Column | None:
+        return rows.prediction if self.name == PREDICTION else rows.features.get(self.name)
+
+    def convert(self, column: Column) -> tuple[Values, int]:
+        if self.kind == "numeric":
+            return column.numeric()
+        codes, names, invalid = column.coded(self.kind)
+        return Coded(codes, names), invalid
+
+    def observe(self, rows: Rows, out: Observation) -> list[Judged]:
+        column = self.column(rows)
+        if column is None:
+            return []
+        values, invalid = self.convert(column)
+        out.invalid_values += invalid
+        return self.update(values, rows.event_index, rows.timestamps, out)
+
+    def update(self, values: Values, event_index: np.ndarray, timestamps: np.ndarray,
+               out: Observation) -> list[Judged]:  # fmt: skip
+        """Feed one batch of typed values; return the windows it completed (not yet judged)."""
+        n = len(values)
+        start = 0
+        if self.builder is not None:
+            start = self._reference_rows(values)
+            self._feed_reference(values[:start])
+        judged: list[Judged] = []
+        window = self.window
+        while window is not None and start < n:
+            # Up to the next window close at a time, so change points and window closes are
+            # handled in event order, whatever the batching.
+            stop = min(n, start + window.until_next)
+            chunk, index, times = values[start:stop], event_index[start:stop], timestamps[start:stop]
+            if self.changes:
+                assert isinstance(chunk, np.ndarray)
+                self._change_points(chunk, index, times, out)
+            for evaluation in window.evaluate(chunk, times, summaries=True):
+                item = Judged(self, evaluation, int(index[evaluation.position]), float(times[evaluation.position]))
+                self._review_changes(item, out)
+                judged.append(item)
+            start = stop
+        self.rows_seen += n
+        return judged
+
+    def _statistic(self, detector: str, value: float, out: Observation) -> None:
+        out.statistics[(self.version, self.scope, self.subject, detector)] = value
+
+    def _change_points(self, values: np.ndarray, index: np.ndarray, times: np.ndarray, out: Observation) -> None:
+        reference = self.reference
+        assert isinstance(reference, NumericReference) and self.window is not None
+        present = np.flatnonzero(~np.isnan(values))
+        if not present.size:
+            return
+        z = (values[present] - reference.mean) / reference.std
+        for name, detector in self.changes.items():
+            state = self.policy.state(name)
+            done = 0  # values of z already counted in a stretch
+            for verdict in detector.update(z):
+                row = int(present[verdict.position])
+                if state.since_count == 0:
+                    state.since_time = float(times[present[done]])
+                count = state.since_count + verdict.position + 1 - done
+                self._on_change(name, verdict, z[: verdict.position + 1], int(index[row]), float(times[row]),
+                                count, state.since_time, out)  # fmt: skip
+                state.since_count, done = 0, verdict.position + 1  # the detector starts a new stretch
+            if done < z.size:
+                if state.since_count == 0:
+                    state.since_time = float(times[present[done]])
+                state.since_count += z.size - done
+        for name, detector in self.changes.items():
+            self._statistic(name, detector.statistic, out)
+
+    def _recent_shift(self, batch_z: np.ndarray) -> float:
+        """Mean of the last _MIN_SHIFT_ROWS values up to a change point, in reference std from its mean.
+
+        Few values, because a change is caught within tens of them: a longer
+        stretch would mostly hold the values from before it.
+        """
+        reference = self.reference
+        assert isinstance(reference, NumericReference) and self.window is not None
+        before = self.window.recent()
+        before = (before[~np.isnan(before)] - reference.mean) / reference.std
+        recent = np.concatenate([before, batch_z])[-_MIN_SHIFT_ROWS:]
+        return float(recent.mean()) if recent.size else 0.0
+
+    def _severity(self, shift: float) -> Severity:
+        return "critical" if abs(shift) >= self.config.change_critical_sigma else "warning"
+
+    def _on_change(self, detector: str, verdict: Verdict, batch_z: np.ndarray, index: int, at: float, count: int,
+                   start: float, out: Observation) -> None:  # fmt: skip
+        # ADWIN's best split measures the change itself; Page-Hinkley says only that there was one.
+        shift = verdict.shift if verdict.shift is not None else self._recent_shift(batch_z)
+        severity = self._severity(shift)
+        if not self.policy.on_change(detector, severity, index):
+            return
+        # ADWIN's gap and bound are estimated on 32-value blocks; river cut at its own finer split,
+        # so the block estimate can sit just under its bound: the alert shows the line it crossed.
+        statistic = max(verdict.statistic, verdict.threshold)
+        message = (f"{detector} detected a change in the mean of {self.describe()}: the {count} values since its "
+                   f"last change point are {abs(shift):.2f} reference std {'up' if shift >= 0 else 'down'} from "
+                   f"the reference mean ({severity})")  # fmt: skip
+        out.alerts.append(self._alert("firing", severity, detector, statistic, verdict.threshold, None, index, at,
+                                      message, {"mean_shift_sigma": shift}, count, start))  # fmt: skip
+
+    def judge(self, item: Judged, out: Observation) -> None:
+        """Alerts for one completed window, with p-values already corrected model-wide."""
+        evaluation = item.evaluation
+        out.windows_judged += 1
+        for test in self.window.tests if self.window else ():
+            score = evaluation.scores[test.name]
+            severity, line = test.judge(score, item.alphas.get(test.name))
+            self._statistic(test.name, score.statistic, out)
+            self._judge_window(test.name, severity, score, line, item, out)
+
+    def _review_changes(self, item: Judged, out: Observation) -> None:
+        """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""
+        evaluation, reference = item.evaluation, self.reference
+        for detector in self.changes:
+            # The summary costs quantiles: read only when a warning may escalate.
+            if self.policy.firing(detector) == "warning" and isinstance(reference, NumericReference):
+                summary = evaluation.summary or {}
+                if "mean" in summary:
+                    # A change caught early looks small; a window that has since moved far enough escalates it.
+                    shift = (summary["mean"] - reference.mean) / reference.std
+                    severity = self._severity(shift)
+                    if self.policy.escalate(detector, severity):
+                        message = (f"{detector} on {self.describe()}: the last {evaluation.count} values are "
+                                   f"{abs(shift):.2f} reference std {'up' if shift >= 0 else 'down'} from the "
+                                   f"reference mean, past the critical line of {self.config.change_critical_sigma:g}")
+                        out.alerts.append(self._alert(
+                            "firing", severity, detector, abs(shift), self.config.change_critical_sigma, None,
+                            item.index, item.at, message, {**summary, "mean_shift_sigma": shift}, evaluation.count,
+                            evaluation.start_time))  # fmt: skip
+            quiet = self.policy.quiet_for(detector, item.index)
+            if quiet is not None and quiet >= self.config.resolve_after:
+                last = self.policy.state(detector).last_change
+                severity = self.policy.resolve(detector)
+                message = (f"{detector} on {self.describe()}: no change point in the {quiet} events since the last "
+                           f"one (event {last}); the detector has adapted to the new level")  # fmt: skip
+                out.alerts.append(self._alert("resolved", severity, detector, float(quiet),
+                                              float(self.config.resolve_after), None, item.index, item.at, message,
+                                              evaluation.summary, evaluation.count,
+                                              evaluation.start_time))  # fmt: skip
+
+    def _judge_window(self, test: str, severity: Severity | None, score: Score, line: float, item: Judged,
+                      out: Observation) -> None:  # fmt: skip
+        decision = self.policy.on_window(test, severity)
+        if decision is None:
+            return
+        status, severity = decision
+        evaluation = item.evaluation
+        what = _WHAT.get(test, test)
+        p_text = ""
+        if score.p_value is not None:
+            corrected = (f", {self.config.multiple_testing} over {item.family}: alpha {item.alphas[test]:.2g}"
+                         if test in item.alphas else "")  # fmt: skip
+            p_text = f", p={score.p_value:.2g}{corrected}"
+        if status == "firing":
+            message = (f"{what} of {self.describe()} is {score.statistic:.3f} over the last {evaluation.count} "
+                       f"events (line {line:.3g}{p_text}, {severity})")  # fmt: skip
+        else:
+            message = f"{what} of {self.describe()} is back to {score.statistic:.3f} (line {line:.3g}{p_text})"
+        out.alerts.append(self._alert(status, severity, test, score.statistic, line, score.p_value, item.index,
+                                      item.at, message, evaluation.summary, evaluation.count,
+                                      evaluation.start_time))  # fmt: skip
+
+    def _alert(self, status: Status, severity: Severity, detector: str, statistic: float, threshold: float,
+               p_value: float | None, index: int, at: float, message: str, current: dict[str, Any] | None,
+               count: int, start: float) -> Alert:  # fmt: skip
+        assert self.reference is not None
+        if detector == "null_rate":
+            kind = "data_quality"
+        else:
+            kind = "prediction_drift" if self.subject is None else "data_drift"
+        return Alert(
+            type=kind,
+            status=status,
+            severity=severity,
+            feature=self.subject,
+            detector=detector,
+            statistic=float(statistic),
+            threshold=float(threshold),
+            p_value=None if p_value is None else float(p_value),
+            event_index=index,
+            window_count=count,
+            window_start=start if math.isfinite(start) else at,
+            window_end=at,
+            reference=self.reference.summary,
+            current=current or {},
+            message=message,
+            version=self.version,
+            segment=self.segment,
+        )
+
+    # -- snapshots ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rows": self.rows_seen,
+            "builder": self.builder.to_plain() if self.builder else None,
+            "window": self.window.snapshot() if self.window else None,
+            "changes": {name: detector.snapshot() for name, detector in self.changes.items()},
+            "alerts": self.policy.snapshot(),
+        }
+
+    @classmethod
+    def restore(cls, name: str, data: dict[str, Any], config: MonitorConfig, *, version: str | None = None,
+                segment: dict[str, str] | None = None, scope: str = "") -> FeatureMonitor:  # fmt: skip
+        monitor = cls(name, data["kind"], config, version=version, segment=segment, scope=scope)
+        if data["builder"] is not None:
+            builder_cls = NumericReferenceBuilder if monitor.kind == "numeric" else CategoricalReferenceBuilder
+            monitor.builder = builder_cls.from_plain(data["builder"])
+        if data["window"] is not None:
+            window = WindowedDetector.restore(data["window"])
+            monitor.use_reference(window.reference)  # the tests and detectors the config asks for now
+            assert monitor.window is not None
+            if (window.size, window.step) == (monitor.window.size, monitor.window.step):
+                window.tests = monitor.window.tests
+                monitor.window = window
+            for detector, state in data["changes"].items():
+                if detector in monitor.changes:
+                    monitor.changes[detector] = type(monitor.changes[detector]).restore(state)
+        monitor.policy = AlertPolicy.restore(data["alerts"])
+        monitor.rows_seen = int(data["rows"])
+        return monitor

@@ -1,0 +1,442 @@
+"""Everything monitored of one model (within one partition), keyed as the design says.
+
+* Input features: per model and per tracked segment value (inputs do not
+  depend on the model version).
+* The prediction: per (model, version) and per tracked segment value. A new
+  version gets its own monitor, so a roll-out is never "prediction drift" of
+  the old one; at most ``max_versions`` live at once, the least recently seen
+  is retired.
+* Segments: the model's config names the segment keys to slice by (a key, or a
+  combination). The first ``max_segments`` values seen (in stream order, so a
+  replay rebuilds the same set) are tracked, each with its own feature and
+  prediction monitors beside the whole model's; the rest are counted as
+  ``other``. A segment scope always builds its references from its own first
+  events: a model baseline describes the whole population, not a slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors import SnapshotError
+from detectors.columns import Column, FeatureKind
+from detectors.config import MonitorConfig
+from detectors.monitors.base import PREDICTION, Judged, Observation, Rows
+from detectors.monitors.feature import FeatureMonitor
+from detectors.reference import NumericReference, Reference
+from detectors.two_sample import TESTS
+
+SNAPSHOT_VERSION = 3  # 3: scopes (whole model and segments) and prediction monitors per version
+OTHER_SEGMENT = "other"
+
+SegmentValue = str | int | float | bool
+SliceSpec = tuple[str, ...]
+
+
+@dataclass
+class ModelBatch:
+    """One batch of a model's events: typed feature columns plus what each row says of itself."""
+
+    features: dict[str, Column]
+    timestamps: np.ndarray  # event time of each row, Unix seconds
+    prediction: Column | None = None
+    versions: Sequence[str | None] | None = None  # model_version of each row (None: all unversioned)
+    segments: Sequence[dict[str, SegmentValue] | None] | None = None  # segment object of each row
+    event_ids: Sequence[str | None] | None = None
+    probabilities: Sequence[dict[str, float] | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def segment_text(value: SegmentValue) -> str:
+    """A segment value as the text that keys it (values are compared by their text)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value if isinstance(value, str) else repr(value)
+
+
+def segment_key(segment: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in segment.items())
+
+
+class Scope:
+    """The monitors of one scope: the whole model ("") or one tracked segment value."""
+
+    def __init__(self, key: str = "", segment: dict[str, str] | None = None) -> None:
+        self.key = key
+        self.segment = segment
+        self.features: dict[str, FeatureMonitor] = {}
+        self.predictions: dict[str | None, FeatureMonitor] = {}  # by model version
+
+    def monitors(self) -> list[FeatureMonitor]:
+        return [*self.features.values(), *self.predictions.values()]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "segment": self.segment,
+            "features": {name: monitor.snapshot() for name, monitor in self.features.items()},
+            "predictions": [[version, monitor.snapshot()] for version, monitor in self.predictions.items()],
+        }
+
+    @classmethod
+    def restore(cls, key: str, data: dict[str, Any], config: MonitorConfig) -> Scope:
+        segment = data["segment"]
+        if segment is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in segment.items()):
+            raise SnapshotError(f"scope {key!r} has a malformed segment {segment!r}")
+        scope = cls(key, segment)
+        options = {"segment": segment, "scope": key}
+        scope.features = {name: FeatureMonitor.restore(name, feature, config, **options)
+                          for name, feature in data["features"].items()}  # fmt: skip
+        scope.predictions = {version: FeatureMonitor.restore(PREDICTION, prediction, config, version=version,
+                                                             **options)
+                             for version, prediction in data["predictions"]}  # fmt: skip
+        return scope
+
+
+class ModelMonitor:
+    """All monitors of one model (within one partition): scopes, versions and the p-value correction."""
+
+    def __init__(
+        self,
+        model: str,
+        config: MonitorConfig,
+        kinds: dict[str, FeatureKind] | None = None,
+        baseline: dict[str, Reference] | None = None,
+        *,
+        segments: Sequence[SliceSpec] = (),
+        version_baselines: dict[str, Reference] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.kinds = dict(kinds or {})
+        self.baseline = dict(baseline or {})  # model-level references (the prediction's under PREDICTION)
+        self.version_baselines = dict(version_baselines or {})  # prediction references per model version
+        self.slices = tuple(tuple(spec) for spec in segments)
+        self.whole = Scope()
+        self.tracked: dict[str, Scope] = {}  # in the order they were first seen
+        self.versions: dict[str | None, int] = {}  # live versions -> the model's index of their last event
+        self.events_seen = 0
+        self.other_events = 0  # events of segment values beyond max_segments
+        self.versions_retired = 0
+
+    @property
+    def scopes(self) -> list[Scope]:
+        return [self.whole, *self.tracked.values()]
+
+    @property
+    def model_version(self) -> str | None:
+        """The most recently seen version."""
+        return max(self.versions, key=self.versions.__getitem__) if self.versions else None
+
+    # -- the stream --------------------------------------------------------
+
+    def observe(self, batch: ModelBatch) -> Observation:
+        out = Observation()
+        n = len(batch)
+        if n == 0:
+            return out
+        event_index = np.arange(self.events_seen, self.events_seen + n)
+        rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
+        versions = list(batch.versions) if batch.versions is not None else [None] * n
+        retired = self._see_versions(versions, event_index)
+        judged = self._observe_scope(self.whole, rows, versions, out)
+        for scope, members in self._segment_rows(batch, out).items():
+            part = np.asarray(members, dtype=np.intp)
+            judged += self._observe_scope(scope, rows.take(part), [versions[i] for i in members], out)
+        for version in retired:
+            for scope in self.scopes:
+                scope.predictions.pop(version, None)
+        self._correct(judged)
+        for item in sorted(judged, key=lambda item: item.index):
+            item.monitor.judge(item, out)
+        out.alerts.sort(key=lambda alert: alert.event_index)  # in stream order, whatever the batching
+        self.events_seen += n
+        return out
+
+    def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[str | None]:
+        """Record each row's version as seen; retire the least recently seen beyond max_versions."""
+        live = self.versions
+        if set(versions) <= live.keys():  # the common case: no new version in this batch
+            for row, version in enumerate(versions):
+                live[version] = int(index[row])
+            return []
+        retired: list[str | None] = []
+        for row, version in enumerate(versions):
+            if version not in live and len(live) >= self.config.max_versions:
+                oldest = min(live, key=live.__getitem__)
+                del live[oldest]
+                retired.append(oldest)
+                self.versions_retired += 1
+            live[version] = int(index[row])
+        return [version for version in retired if version not in live]
+
+    def _segment_rows(self, batch: ModelBatch, out: Observation) -> dict[Scope, list[int]]:
+        """Rows of each tracked segment value; new values tracked while there is room."""
+        members: dict[Scope, list[int]] = {}
+        if not self.slices or batch.segments is None:
+            return members
+        for row, segment in enumerate(batch.segments):
+            if not segment:
+                continue
+            for spec in self.slices:
+                if not all(key in segment for key in spec):
+                    continue
+                value = {key: segment_text(segment[key]) for key in spec}
+                key = segment_key(value)
+                scope = self.tracked.get(key)
+                if scope is None:
+                    if len(self.tracked) >= self.config.max_segments:
+                        self.other_events += 1
+                        out.segment_events[OTHER_SEGMENT] = out.segment_events.get(OTHER_SEGMENT, 0) + 1
+                        continue
+                    scope = self.tracked[key] = Scope(key, value)
+                members.setdefault(scope, []).append(row)
+                out.segment_events[key] = out.segment_events.get(key, 0) + 1
+        return members
+
+    def _observe_scope(self, scope: Scope, rows: Rows, versions: list[str | None], out: Observation) -> list[Judged]:
+        judged: list[Judged] = []
+        for name, column in rows.features.items():
+            monitor = scope.features.get(name)
+            if monitor is None:
+                monitor = self._new_monitor(scope, name, column, None, out)
+                if monitor is None:
+                    continue
+            judged += self._feed(monitor, column, rows, out)
+        if rows.prediction is not None:
+            groups: dict[str | None, list[int]] = {}
+            for row, version in enumerate(versions):
+                groups.setdefault(version, []).append(row)
+            for version, members in groups.items():
+                part = rows if len(groups) == 1 else rows.take(np.asarray(members, dtype=np.intp))
+                column = part.prediction
+                assert column is not None
+                monitor = scope.predictions.get(version)
+                if monitor is None:
+                    monitor = self._new_monitor(scope, PREDICTION, column, version, out)
+                    if monitor is None:
+                        continue
+                judged += self._feed(monitor, column, part, out)
+        return judged
+
+    def _feed(self, monitor: FeatureMonitor, column: Column, rows: Rows, out: Observation) -> list[Judged]:
+        if monitor.rows_seen == 0:
+            # A monitor starts at its column's first value, wherever the batch boundaries fall.
+            first = column.first_present()
+            if first is None:
+                return []
+            if first:
+                rows = rows.take(np.arange(first, len(column)))
+        return monitor.observe(rows, out)
+
+    def _new_monitor(self, scope: Scope, name: str, column: Column, version: str | None,
+                     out: Observation) -> FeatureMonitor | None:  # fmt: skip
+        if name != PREDICTION and len(scope.features) >= self.config.max_features:
+            if scope is self.whole:
+                out.ignored_features += 1
+            return None
+        if scope is not self.whole and name != PREDICTION and name not in self.whole.features:
+            return None  # a segment monitors the features the whole model does
+        reference = self._baseline_of(name, version) if scope is self.whole else None
+        kind = self.kinds.get(name) if name != PREDICTION else None
+        if kind is None and reference is not None:
+            kind = "numeric" if isinstance(reference, NumericReference) else "categorical"
+        if kind is None and name in self.whole.features:
+            kind = self.whole.features[name].kind
+        kind = kind or column.infer_kind()
+        if kind is None:  # only missing values so far: decide when a value arrives
+            return None
+        monitor = FeatureMonitor(name, kind, self.config, reference, version=version, segment=scope.segment,
+                                 scope=scope.key)  # fmt: skip
+        if name == PREDICTION:
+            scope.predictions[version] = monitor
+        else:
+            scope.features[name] = monitor
+        return monitor
+
+    def _baseline_of(self, name: str, version: str | None) -> Reference | None:
+        if name == PREDICTION and version is not None and version in self.version_baselines:
+            return self.version_baselines[version]
+        return self.baseline.get(name)
+
+    def _correct(self, judged: list[Judged]) -> None:
+        """Lower the alpha of the p-value tests judged at one event, across features and segments.
+
+        One family per closing event, whatever the test and scope. Its size counts every
+        scope the model may run (the whole model and up to max_segments segment values), so a
+        segmented model's false alarms are bounded like an unsegmented one's and a running
+        test's line does not move as segments appear. Bonferroni divides each alpha by the
+        family size; Benjamini-Hochberg gives alpha * k / m, where k is how many of the m
+        p-values its step-up procedure rejects. With ``multiple_testing = "none"`` only the
+        segment family is corrected (Bonferroni over max_segments): the tests of the whole
+        model keep their lines.
+        """
+        method = self.config.multiple_testing
+        segments = self.config.max_segments if self.slices else 0
+        families: dict[int, list[tuple[Judged, str]]] = {}
+        for item in judged:
+            for test, score in item.evaluation.scores.items():
+                if score.p_value is not None and TESTS[test].has_p_value:
+                    families.setdefault(item.index, []).append((item, test))
+        for members in families.values():
+            if method == "none":
+                for item, test in members:
+                    if segments and isinstance(item.monitor, FeatureMonitor) and item.monitor.scope:
+                        item.alphas[test] = _alpha(item, test) / segments
+                        item.family = segments
+                continue
+            m = len(members) * (1 + segments)
+            p_values = np.array([item.evaluation.scores[test].p_value for item, test in members], dtype=np.float64)
+            adjusted = bh_adjusted(p_values, m) if method == "benjamini_hochberg" else None
+            for item, test in members:
+                alpha = _alpha(item, test)
+                if adjusted is None:
+                    item.alphas[test] = alpha / m
+                else:
+                    rejected = int((adjusted <= alpha).sum())
+                    item.alphas[test] = alpha * max(rejected, 1) / m
+                item.family = m
+
+    # -- baselines -----------------------------------------------------------
+
+    def rebase(self, baseline: dict[str, Reference], version_baselines: dict[str, Reference]) -> list[str]:
+        """Judge the whole model against newly loaded baselines from the next window on.
+
+        A feature (or a version's prediction) whose baseline differs from the reference it
+        judges against gets the new one, a fresh window and fresh change detectors; its
+        firing alerts resolve or stand at its next window. Returns what changed.
+        """
+        self.baseline, self.version_baselines = dict(baseline), dict(version_baselines)
+        changed: list[str] = []
+        for name, monitor in self.whole.features.items():
+            if _replace(monitor, baseline.get(name)):
+                changed.append(name)
+        for version, monitor in self.whole.predictions.items():
+            if _replace(monitor, self._baseline_of(PREDICTION, version)):
+                changed.append(PREDICTION if version is None else f"{PREDICTION}@{version}")
+        return changed
+
+    # -- snapshots ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "v": SNAPSHOT_VERSION,
+            "model": self.model,
+            "events_seen": self.events_seen,
+            "versions": [[version, last] for version, last in self.versions.items()],
+            "versions_retired": self.versions_retired,
+            "other_events": self.other_events,
+            "scopes": [[scope.key, scope.snapshot()] for scope in self.scopes],
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: dict[str, Any],
+        config: MonitorConfig,
+        kinds: dict[str, FeatureKind] | None = None,
+        baseline: dict[str, Reference] | None = None,
+        *,
+        segments: Sequence[SliceSpec] = (),
+        version_baselines: dict[str, Reference] | None = None,
+    ) -> ModelMonitor:
+        data = upgrade_snapshot(data)
+        try:
+            monitor = cls(str(data["model"]), config, kinds, baseline, segments=segments,
+                          version_baselines=version_baselines)  # fmt: skip
+            monitor.events_seen = int(data["events_seen"])
+            monitor.versions = {version: int(last) for version, last in data["versions"]}
+            monitor.versions_retired = int(data["versions_retired"])
+            monitor.other_events = int(data["other_events"])
+            for key, scope in data["scopes"]:
+                restored = Scope.restore(str(key), scope, config)
+                if key == "":
+                    monitor.whole = restored
+                else:
+                    monitor.tracked[str(key)] = restored
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SnapshotError(f"malformed model snapshot: {exc!r}") from exc
+        if baseline is not None or version_baselines is not None:
+            monitor.rebase(baseline or {}, version_baselines or {})  # a baseline loaded while it was down
+        return monitor
+
+
+def bh_adjusted(p_values: np.ndarray, family: int) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values when ``family`` >= len(p_values) hypotheses are tested.
+
+    The p-values of the family not judged at this event count as 1 (never rejected), so
+    they only widen the denominator. scipy's ``false_discovery_control`` takes the family
+    to be the p-values given; with ``family == len(p_values)`` the two agree (tested).
+    """
+    order = np.argsort(p_values)
+    ranked = p_values[order] * family / np.arange(1, p_values.size + 1)
+    adjusted = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return out
+
+
+def _alpha(item: Judged, test: str) -> float:
+    window = item.monitor.window if isinstance(item.monitor, FeatureMonitor) else None
+    assert window is not None
+    return next(t.alpha for t in window.tests if t.name == test)  # type: ignore[attr-defined]
+
+
+def _replace(monitor: FeatureMonitor, reference: Reference | None) -> bool:
+    current = monitor.reference
+    if reference is None or (current is not None and current.to_plain() == reference.to_plain()):
+        return False
+    expected = NumericReference if monitor.kind == "numeric" else None
+    if expected is not None and not isinstance(reference, expected):
+        return False  # a baseline of another kind than the stream's: keep what works
+    if expected is None and isinstance(reference, NumericReference):
+        return False
+    monitor.use_reference(reference)
+    return True
+
+
+def upgrade_snapshot(data: Any) -> dict[str, Any]:
+    """A model snapshot of any known version as the current one.
+
+    Version 2 (layout 1, releases before segments and versions) held one monitor per
+    feature, the prediction among them under ``__prediction__``, and the last version
+    seen: its features become the whole-model scope and its prediction monitor that
+    version's.
+    """
+    version = data.get("v") if isinstance(data, dict) else None
+    if version == SNAPSHOT_VERSION:
+        return data  # type: ignore[no-any-return]
+    if version != 2:
+        raise SnapshotError(f"model snapshot version {version!r} is not one of 2, {SNAPSHOT_VERSION}")
+    try:
+        features = dict(data["features"])
+        last_version = data["model_version"]
+        if last_version is not None and not isinstance(last_version, str):
+            raise TypeError(f"model_version {last_version!r} is not a string")
+        prediction = features.pop(PREDICTION, None)
+        events = int(data["events_seen"])
+        whole = {
+            "segment": None,
+            "features": features,
+            "predictions": [] if prediction is None else [[last_version, prediction]],
+        }
+        return {
+            "v": SNAPSHOT_VERSION,
+            "model": data["model"],
+            "events_seen": events,
+            "versions": [] if events == 0 else [[last_version, events - 1]],
+            "versions_retired": 0,
+            "other_events": 0,
+            "scopes": [["", whole]],
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"malformed version-2 model snapshot: {exc!r}") from exc
