@@ -145,7 +145,9 @@ class ModelMonitor:
         event_index = np.arange(self.events_seen, self.events_seen + n)
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
         versions = list(batch.versions) if batch.versions is not None else [None] * n
+        before = self.versions_retired
         retired = self._see_versions(versions, event_index)
+        out.versions_retired = self.versions_retired - before
         judged = self._observe_scope(self.whole, rows, versions, out)
         for scope, members in self._segment_rows(batch, out).items():
             part = np.asarray(members, dtype=np.intp)

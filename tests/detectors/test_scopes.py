@@ -1,0 +1,176 @@
+"""Monitors keyed by segment and version: identity, bounds, restores and batching."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors.columns import Column
+from detectors.config import MonitorConfig
+from detectors.monitors import ModelBatch, ModelMonitor
+from detectors.monitors.model import OTHER_SEGMENT, bh_adjusted
+
+CONFIG = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, max_versions=2)
+REGIONS = ("eu", "us", "apac")
+
+
+def traffic(n: int, seed: int = 0, shift_eu_from: int | None = None, switch_at: int | None = None) -> dict:
+    """Rows of a model sliced by region: x (numeric), colour (categorical), a score prediction, a version."""
+    rng = np.random.default_rng(seed)
+    region = rng.choice(REGIONS, n, p=[0.5, 0.3, 0.2])
+    x = rng.standard_normal(n)
+    if shift_eu_from is not None:
+        x[(np.arange(n) >= shift_eu_from) & (region == "eu")] += 1.5
+    score = rng.beta(2, 5, n)
+    version = np.full(n, "1", dtype=object)
+    if switch_at is not None:
+        version[switch_at:] = "2"
+        score[switch_at:] = rng.beta(5, 2, n - switch_at)  # the new version scores differently
+    colour = rng.choice(["red", "green", "blue"], n, p=[0.6, 0.3, 0.1])
+    return {"region": region.tolist(), "x": x.tolist(), "colour": colour.tolist(), "score": score.tolist(),
+            "version": version.tolist()}  # fmt: skip
+
+
+def batches(data: dict, size: int, start: int = 0, stop: int | None = None):
+    stop = len(data["x"]) if stop is None else stop
+    for s in range(start, stop, size):
+        e = min(s + size, stop)
+        yield ModelBatch(
+            {"x": Column.from_values(data["x"][s:e]), "colour": Column.from_values(data["colour"][s:e])},
+            np.arange(s, e, dtype=float) + 1.8e9,
+            prediction=Column.from_values(data["score"][s:e]),
+            versions=data["version"][s:e],
+            segments=[{"region": r, "device": "ios"} for r in data["region"][s:e]],
+        )
+
+
+def run(monitor: ModelMonitor, items) -> list:
+    alerts = []
+    for batch in items:
+        alerts += monitor.observe(batch).alerts
+    return alerts
+
+
+def sliced(config: MonitorConfig = CONFIG) -> ModelMonitor:
+    return ModelMonitor("m", config, segments=[("region",)])
+
+
+def test_a_drift_in_one_segment_alerts_that_segment_only() -> None:
+    alerts = run(sliced(), batches(traffic(30_000, shift_eu_from=15_000), 500))
+    x_alerts = [a for a in alerts if a.feature == "x" and a.status == "firing"]
+    segments = {None if a.segment is None else a.segment["region"] for a in x_alerts}
+    assert "eu" in segments and not segments & {"us", "apac"}
+    first_eu = min(a.event_index for a in x_alerts if a.segment == {"region": "eu"})
+    assert first_eu >= 15_000
+    assert all("segment region=eu" in a.message for a in x_alerts if a.segment)
+
+
+def test_a_new_version_gets_its_own_prediction_monitor_and_no_drift_on_the_old() -> None:
+    monitor = sliced()
+    alerts = run(monitor, batches(traffic(20_000, switch_at=10_000), 500))
+    prediction = [a for a in alerts if a.feature is None]
+    assert not [a for a in prediction if a.version == "1"], prediction
+    assert set(monitor.whole.predictions) == {"1", "2"}
+    assert monitor.whole.predictions["2"].rows_seen == 10_000 and monitor.whole.predictions["1"].rows_seen == 10_000
+    assert monitor.model_version == "2"
+
+    # One prediction monitor of the whole stream, as before versions, sees the roll-out as drift.
+    unversioned = ModelMonitor("m", CONFIG)
+    data = traffic(20_000, switch_at=10_000)
+    data["version"] = [None] * 20_000
+    assert any(a.feature is None and a.type == "prediction_drift" for a in run(unversioned, batches(data, 500)))
+
+
+def test_versions_beyond_max_versions_retire_the_least_recently_seen() -> None:
+    monitor = ModelMonitor("m", CONFIG)  # max_versions=2
+    data = traffic(6000)
+    data["version"] = ["a"] * 2000 + ["b"] * 2000 + ["a"] * 1000 + ["c"] * 1000
+    retired = sum(monitor.observe(batch).versions_retired for batch in batches(data, 700))
+    assert list(monitor.versions) == ["a", "c"] and set(monitor.whole.predictions) == {"a", "c"}
+    assert monitor.versions_retired == retired == 1
+
+
+def test_tracked_segments_stay_bounded_and_the_rest_count_as_other() -> None:
+    config = MonitorConfig(reference_size=1000, window_size=500, max_segments=20)
+    monitor = ModelMonitor("m", config, segments=[("user",)])
+    rng = np.random.default_rng(3)
+    n = 100_000
+    observed: dict[str, int] = {}
+    for s in range(0, n, 5000):
+        rows = range(s, s + 5000)
+        batch = ModelBatch({"x": Column.from_numbers(rng.standard_normal(5000))}, np.zeros(5000),
+                           segments=[{"user": f"u{i}"} for i in rows])  # fmt: skip
+        for key, count in monitor.observe(batch).segment_events.items():
+            observed[key] = observed.get(key, 0) + count
+    assert len(monitor.tracked) == 20 and list(monitor.tracked)[:2] == ["user=u0", "user=u1"]
+    assert monitor.other_events == n - 20 and observed[OTHER_SEGMENT] == n - 20
+    assert len(msgpack.packb(monitor.snapshot())) < 2_000_000
+
+
+@pytest.mark.parametrize("size", [1, 333, 5000])
+def test_batching_changes_nothing_with_segments_and_versions(size: int) -> None:
+    data = traffic(12_000, seed=5, shift_eu_from=6000, switch_at=8000)
+    straight, batched = sliced(), sliced()
+    expected = run(straight, batches(data, 12_000))
+    alerts = run(batched, batches(data, size) if size > 1 else batches(data, 1, stop=3000))
+    if size == 1:  # one event at a time is slow: the rest in larger batches
+        alerts += run(batched, batches(data, 1000, start=3000))
+    assert alerts == expected and expected
+    assert msgpack.packb(batched.snapshot()) == msgpack.packb(straight.snapshot())
+
+
+def test_snapshot_restore_continues_exactly_with_segments_and_versions() -> None:
+    data = traffic(16_000, seed=9, shift_eu_from=9000, switch_at=7000)
+    straight = sliced()
+    expected = run(straight, batches(data, 500))
+    first = sliced()
+    alerts = run(first, batches(data, 500, stop=7500))
+    blob = msgpack.packb(first.snapshot(), use_bin_type=True)
+    second = ModelMonitor.restore(msgpack.unpackb(blob, raw=False), CONFIG, segments=[("region",)])
+    alerts += run(second, batches(data, 500, start=7500))
+    assert alerts == expected
+    assert msgpack.packb(second.snapshot()) == msgpack.packb(straight.snapshot())
+
+
+def test_combined_segment_keys_slice_by_both() -> None:
+    monitor = ModelMonitor("m", CONFIG, segments=[("region", "device")])
+    run(monitor, batches(traffic(3000), 1000))
+    assert set(monitor.tracked) == {"region=eu,device=ios", "region=us,device=ios", "region=apac,device=ios"}
+    assert monitor.tracked["region=eu,device=ios"].segment == {"region": "eu", "device": "ios"}
+
+
+def test_firing_alerts_read_right() -> None:
+    """A firing alert's statistic is on the far side of its line; change points carry their window."""
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.standard_normal(5000), rng.standard_normal(20_000) + 0.6])
+    monitor = ModelMonitor("m", MonitorConfig(reference_size=2000, window_size=500))
+    alerts = run(monitor, [ModelBatch({"v": Column.from_numbers(values[s : s + 500])},
+                                      np.arange(s, s + 500, dtype=float) + 1.8e9)
+                           for s in range(0, values.size, 500)])  # fmt: skip
+    firing = [a for a in alerts if a.status == "firing"]
+    assert {a.detector for a in firing} >= {"adwin", "page_hinkley", "psi", "ks"}
+    for alert in firing:
+        assert alert.statistic >= alert.threshold, alert
+        assert alert.window_count > 0 and alert.window_start <= alert.window_end
+    for alert in [a for a in firing if a.detector in ("adwin", "page_hinkley")]:
+        assert alert.window_start >= 1.8e9 and "values since its last change point" in alert.message
+    resolved = [a for a in alerts if a.status == "resolved" and a.detector in ("adwin", "page_hinkley")]
+    assert resolved
+    for alert in resolved:
+        assert alert.statistic >= alert.threshold == 5000 and "no change point in the" in alert.message
+
+
+def test_bh_over_the_p_values_given_agrees_with_scipy() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.uniform(0, 0.05, rng.integers(1, 30)) ** rng.uniform(0.5, 3)
+        assert np.allclose(bh_adjusted(p, p.size), stats.false_discovery_control(p, method="bh"))
+
+
+def test_segment_p_value_tests_are_corrected_over_the_segment_family() -> None:
+    monitor = sliced()
+    alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
+    ks = [a for a in alerts if a.detector == "ks" and a.segment]
+    assert ks and all("none over 3: alpha 3.3e-05" in a.message for a in ks)
