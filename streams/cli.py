@@ -127,30 +127,74 @@ def demo(
     run_demo(duration, rate)
 
 
-@app.command()
+def _names(option: str, text: str | None) -> list[str] | None:
+    """A comma-separated list of column names (None when the option is not given)."""
+    if text is None:
+        return None
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise typer.BadParameter(f"{option} names no column")
+    return names
+
+
+@app.command(
+    epilog="Example: driftstream baseline fraud train.parquet --exclude customer_id,label "
+    "--prediction-column score --version 3"
+)
 def baseline(
     model: str = typer.Argument(..., help="model name, as in the events"),
     path: Path = typer.Argument(..., help="CSV (with header) or Parquet file of training data"),
+    columns: str | None = typer.Option(None, help="comma-separated: take only these columns as features"),
+    exclude: str | None = typer.Option(None, help="comma-separated: take every column but these as features"),
+    prediction_column: str | None = typer.Option(
+        None,
+        help="the column of the model's output, the reference of prediction drift (default: a column named "
+        "__prediction__, if any)",
+    ),
+    version: str | None = typer.Option(
+        None,
+        help="store it for this model version (its prediction reference wins over the model's); "
+        "default: the model's baseline, for every version",
+    ),
 ) -> None:
     """Load a model's reference distributions from training data into the state store."""
-    from streams.baseline import baseline_blob, build_references, read_chunks
+    from detectors.monitors import PREDICTION
+    from streams.baseline import baseline_blob, build_references, file_columns, read_chunks, select_columns
     from streams.state import open_store
 
     config = _settings()
+    if version is not None and not version.strip():
+        raise typer.BadParameter("--version must not be empty")
     try:
-        references = build_references(read_chunks(path), config.monitor_config(), config.feature_kinds(model))
+        selected = select_columns(
+            file_columns(path), _names("--columns", columns), _names("--exclude", exclude) or (), prediction_column
+        )
+        references = build_references(
+            read_chunks(path, columns=selected), config.monitor_config(), config.feature_kinds(model)
+        )
     except (DriftstreamError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if not references:
+        raise typer.BadParameter(f"{path}: the columns taken hold no values")
 
     async def save() -> None:
         store = open_store(config)
         try:
-            await store.save_baseline(model, baseline_blob(references))
+            await store.save_baseline(model, baseline_blob(references), version=version)
         finally:
             await store.close()
 
     asyncio.run(save())
-    typer.echo(f"baseline of {model!r}: {len(references)} feature(s) from {path}")
+    features = [name for name in references if name != PREDICTION]
+    prediction = next((name for name, stored in selected.items() if stored == PREDICTION), None)
+    empty = [name for name, stored in selected.items() if stored not in references]
+    typer.echo(
+        f"baseline of {model!r}"
+        + (f" version {version!r}" if version is not None else " (all versions)")
+        + f" from {path}: {len(features)} feature(s): {', '.join(features) or '-'}; prediction: "
+        + (f"yes (column {prediction!r})" if PREDICTION in references else "no")
+        + (f"; skipped, no values: {', '.join(empty)}" if empty else "")
+    )
 
 
 def main() -> None:
