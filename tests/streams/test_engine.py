@@ -6,16 +6,20 @@ import asyncio
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detectors.monitors import SNAPSHOT_VERSION
+from detectors.monitors import PREDICTION, SNAPSHOT_VERSION
+from detectors.reference import NumericReference
+from streams import engine as engine_module
+from streams.baseline import baseline_blob
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.services import free_port
 from streams.settings import Settings
-from streams.simulate import Drift, Traffic, model_events
+from streams.simulate import Drift, Traffic, VersionSwitch, model_events
 from streams.state import (
     STATE_VERSION,
     Checkpoint,
@@ -452,3 +456,62 @@ def test_a_diverged_checkpoint_lets_go_of_its_snapshots_before_the_rewrite(uniqu
 
     asyncio.run(scenario())
     assert asyncio.run(store.load("events", 0)).offset == 199
+
+
+def _shifted_baseline(shift: float, prediction_shift: float | None = None) -> bytes:
+    """A baseline of TRAFFIC's numeric features moved by ``shift`` std (and of its prediction)."""
+    rng = np.random.default_rng(0)
+    references: dict = {f"f{i}": NumericReference.build(rng.standard_normal(5000) + shift, bins=10) for i in range(4)}
+    if prediction_shift is not None:
+        references[PREDICTION] = NumericReference.build(rng.uniform(0, 1, 5000) + prediction_shift, bins=10)
+    return baseline_blob(references)
+
+
+def test_a_baseline_loaded_for_a_running_model_replaces_its_reference_from_the_next_window(
+    unique: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "BASELINE_POLL_SECONDS", 0.0)
+    config = settings(unique, redis_url=redis_url)
+    items = records(Traffic(numeric=4, categorical=1, seed=11), 6000)
+
+    async def scenario() -> tuple[list[dict], Engine, Engine]:
+        store = RedisStateStore.from_settings(config)
+        engine = make_engine(config, store)
+        alerts = await feed(engine, items[:3000])
+        assert alerts == []
+        await store.save_baseline("fraud", _shifted_baseline(3.0))  # a retrain moved every feature
+        alerts += await feed(engine, items[3000:4500])
+        await engine.checkpoint()
+        # Loaded while no worker runs: a restarted one judges against it, not the checkpoint's.
+        await store.save_baseline("fraud", _shifted_baseline(-3.0))
+        restarted = make_engine(config, RedisStateStore.from_settings(config))
+        await restarted.process(items[4500:4600])
+        await store.close()
+        return alerts, engine, restarted
+
+    alerts, engine, restarted = asyncio.run(scenario())
+    fired = {(a["feature"], a["detector"]) for a in alerts if a["status"] == "firing"}
+    assert {("f0", "psi"), ("f3", "psi")} <= fired
+    assert min(a["window"]["event_index"] for a in alerts) >= 3000
+    monitor = engine.partitions[("events", 0)].monitors["fraud"]
+    assert monitor.whole.features["f0"].reference.mean == pytest.approx(3.0, abs=0.1)
+    assert monitor.whole.features["c0"].reference.summary["count"] == 1000  # no baseline: the stream's own
+    again = restarted.partitions[("events", 0)].monitors["fraud"]
+    assert again.whole.features["f0"].reference.mean == pytest.approx(-3.0, abs=0.1)
+
+
+def test_a_baseline_per_version_is_the_reference_of_that_versions_prediction(unique: str) -> None:
+    config = settings(unique)
+    traffic = Traffic(numeric=2, categorical=0, seed=3, versions=(VersionSwitch(start=500, version="2"),))
+    items = records(traffic, 1500)
+
+    async def scenario() -> Engine:
+        store = MemoryStateStore()
+        await store.save_baseline("fraud", _shifted_baseline(0.0, prediction_shift=5.0), version="2")
+        engine = make_engine(config, store)
+        await feed(engine, items)
+        return engine
+
+    monitor = asyncio.run(scenario()).partitions[("events", 0)].monitors["fraud"]
+    assert monitor.whole.predictions["1"].reference is None  # still building from its first 1000 values
+    assert monitor.whole.predictions["2"].reference.mean == pytest.approx(5.5, abs=0.05)
