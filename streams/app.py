@@ -52,6 +52,9 @@ class Worker:
         self._unsaved_bytes = 0
         self._sent: list[Awaitable[Any]] = []  # outputs queued since the last checkpoint
         self._stream: faust.StreamT | None = None
+        # Models of the partitions revoked by the rebalance under way: their metrics go once the
+        # new assignment shows which of them this worker no longer holds.
+        self._released: dict[tuple[str, int], set[str]] = {}
         # Set once the partitions of the current assignment are loaded (Faust may resume
         # fetching before its assignment signal handlers finish).
         self._settled = asyncio.Event()
@@ -124,6 +127,9 @@ class Worker:
                 await self._checkpoint(keep=revoked)
                 for tp in revoked:
                     self._drop_unsaved(tp)
+                    state = self.engine.partitions.get((tp.topic, tp.partition))
+                    if state is not None:
+                        self._released.setdefault((tp.topic, tp.partition), set()).update(state.monitors)
                 self.engine.forget((tp.topic, tp.partition) for tp in revoked)
                 self._count_assigned()
 
@@ -132,6 +138,7 @@ class Worker:
             try:
                 self._count_assigned()
                 await self._load_assigned(sorted(tp.partition for tp in assigned if tp.topic == s.topic_events))
+                self._forget_released_models({(tp.topic, tp.partition) for tp in assigned})
             finally:
                 self._settled.set()
 
@@ -191,6 +198,22 @@ class Worker:
                 if held is False and (topic, partition) in self.engine.partitions:
                     evidence = f"no committed offset and the log no longer holds record {unverified[partition][0]}"
                     self.engine.restart_offsets(topic, partition, evidence)
+
+    def _forget_released_models(self, assigned: set[tuple[str, int]]) -> None:
+        """Remove the metrics of models that moved to another worker with their partitions.
+
+        aiokafka's rebalance protocol revokes every partition, not only those that move, so
+        which models left is known only now: a model stays if a partition it was in is
+        assigned again or a loaded partition holds it. Two workers then never export the
+        same series for long (the new owner's start when it applies the model's events).
+        """
+        released, self._released = self._released, {}
+        kept = {model for key, models in released.items() if key in assigned for model in models}
+        kept.update(model for state in self.engine.partitions.values() for model in state.monitors)
+        gone = {model for key, models in released.items() if key not in assigned for model in models} - kept
+        if gone:
+            removed = self.metrics.forget_models(gone)
+            log.info("removed %d metric series of %d model(s) now owned elsewhere", removed, len(gone))
 
     async def _handle(self, batch: list[EventT], publish: Any) -> None:
         """Apply one batch, retrying while the store is down (the engine changes nothing then)."""

@@ -11,7 +11,10 @@ fixed sets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 
 class Metrics:
@@ -103,3 +106,42 @@ class Metrics:
         )
         self.ready = Gauge("driftstream_ready", "1 when the worker is consuming and its state store answers",
                            registry=registry)  # fmt: skip
+
+    def forget_models(self, models: Iterable[str]) -> int:
+        """Remove every series whose ``model`` label is one of ``models``; how many were removed.
+
+        For models this worker no longer owns (their partitions moved to another
+        worker), so that no two workers export the same series. Every metric of this
+        object with a ``model`` label is covered, whatever its other labels.
+        """
+        gone = set(models)
+        if not gone:
+            return 0
+        removed = 0
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            names, series = _labelled_series(metric)
+            if "model" not in names:
+                continue
+            at = names.index("model")
+            for values in series:
+                if values[at] in gone:
+                    metric.remove(*values)
+                    removed += 1
+        return removed
+
+
+def _labelled_series(metric: MetricWrapperBase) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """A labelled metric's label names and the label values of each of its series.
+
+    prometheus_client has no public way to list them (``remove_by_labels`` came in 2025,
+    client_python PR #1121, after the 0.20 pyproject allows): a parent metric keeps the
+    names in ``_labelnames`` and one child per tuple of label values in ``_metrics``,
+    guarded by ``_lock`` (0.26 here; long unchanged). The module's only private access.
+    """
+    names = tuple(getattr(metric, "_labelnames", ()))
+    if not names:
+        return names, []
+    with metric._lock:
+        return names, list(metric._metrics)

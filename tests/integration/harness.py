@@ -12,11 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from streams.services import EmbeddedRedis, free_port, stop_process_group
 from streams.settings import Settings
@@ -41,8 +43,8 @@ class WorkerProcess:
             env=worker_env(self.settings), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """Sum of the samples of ``name`` that carry every one of ``labels``.
+    def samples(self) -> list[Sample] | None:
+        """Every sample of its /metrics page (None when nothing answers).
 
         prometheus_client's own parser reads the page: label values are any text a
         producer sent (a model name may hold ``}``, quotes or newlines, escaped there).
@@ -51,10 +53,32 @@ class WorkerProcess:
         try:
             text = urllib.request.urlopen(url, timeout=2).read().decode()
         except OSError:
+            return None
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Sum of the samples of ``name`` that carry every one of ``labels`` (-1 when nothing answers)."""
+        samples = self.samples()
+        if samples is None:
             return -1.0
         wanted = (labels or {}).items()
-        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-                   if sample.name == name and wanted <= sample.labels.items())  # fmt: skip
+        return sum(sample.value for sample in samples if sample.name == name and wanted <= sample.labels.items())
+
+    def label_values(self, label: str) -> set[str] | None:
+        """The values of ``label`` over every series it exports (None when nothing answers)."""
+        samples = self.samples()
+        return None if samples is None else {s.labels[label] for s in samples if label in s.labels}
+
+    def healthz(self) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON body of /healthz ((-1, {}) when nothing answers)."""
+        url = f"http://127.0.0.1:{self.settings.web_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return -1, {}
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
