@@ -44,8 +44,11 @@ class Verdict:
 
 @runtime_checkable
 class Detector(Protocol):
-    name: str
-    input_kind: InputKind
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_kind(self) -> InputKind: ...
 
     def update(self, values: np.ndarray) -> list[Verdict]:
         """Feed values in order; return the verdicts they completed."""

@@ -193,4 +193,4 @@ class Column:
 def _factorize(labels: list[str | None], invalid: int) -> tuple[np.ndarray, list[str], int]:
     index: dict[str | None, int] = {None: -1}
     codes = np.fromiter(map(lambda label: index.setdefault(label, len(index) - 1), labels), np.int64, len(labels))
-    return codes, [name for name in index if name is not None], invalid  # type: ignore[misc]
+    return codes, [name for name in index if name is not None], invalid

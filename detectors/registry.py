@@ -41,7 +41,7 @@ class DetectorSpec:
     params: tuple[str, ...]  # constructor parameters with their defaults
 
 
-def _streaming(cls: type[RiverDetector]) -> DetectorSpec:
+def _streaming(cls: type[RiverDetector] | type[PageHinkleyDetector]) -> DetectorSpec:
     def build(reference: Reference | None = None, **params: Any) -> Detector:
         return cls(**params)
 

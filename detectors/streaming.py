@@ -128,6 +128,8 @@ class RiverDetector:
         # river keeps its hyperparameters as public attributes: the state must not change them.
         fresh = {name: value for name, value in vars(detector._river).items() if not name.startswith("_")}
         state = data.get("state")
+        if not isinstance(state, dict):
+            raise SnapshotError(f"{cls.name} snapshot state must be a mapping, got {type(state).__name__}")
         river_state.load(detector._river, state)
         if any(vars(detector._river)[name] != value for name, value in fresh.items()):
             raise SnapshotError(f"{cls.name} snapshot state contradicts its parameters")

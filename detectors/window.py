@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from detectors import SnapshotError
-from detectors.base import Verdict, check_count, check_snapshot, require
+from detectors.base import InputKind, Verdict, check_count, check_snapshot, require
 from detectors.reference import (
     OTHER_CATEGORY,
     CategoricalReference,
@@ -80,7 +80,7 @@ class WindowedDetector:
         check_count("step", step)
         require(step <= size, "step", step, f"<= size ({size})")
         require(bool(tests), "tests", list(tests), "at least one test")
-        self.input_kind = "numeric" if isinstance(reference, NumericReference) else "categorical"
+        self.input_kind: InputKind = "numeric" if isinstance(reference, NumericReference) else "categorical"
         for test in tests:
             require(self.input_kind in test.kinds, "tests", test.name, f"a test for {self.input_kind} data")
         self.reference = reference

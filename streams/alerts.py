@@ -22,7 +22,7 @@ def alert_id(alert: Alert, model: str, topic: str, partition: int) -> str:
     It covers the monitor's identity: model, the version a prediction monitor watches and
     the tracked segment value, so the same detection in two segments or versions differs.
     """
-    parts = (
+    parts: tuple[str, ...] = (
         model, topic, str(partition), alert.feature or "", alert.detector, alert.status,
         alert.severity, str(alert.event_index),
     )  # fmt: skip

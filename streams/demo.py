@@ -152,7 +152,7 @@ def run_demo(
                 message = consumer.poll(0.5)
                 if message is None or message.error():
                     continue
-                alert = orjson.loads(message.value())
+                alert = orjson.loads(message.value() or b"null")
                 console.print(f"{time.monotonic() - started:6.1f}s " + format_alert(alert))
                 shown.append(alert)
                 if until is not None and until(alert):

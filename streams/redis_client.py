@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -43,7 +43,8 @@ class SentinelMaster(aioredis.Redis):
         try:
             await super().aclose(close_connection_pool)
         finally:
-            await self.connection_pool.sentinel_manager.aclose()
+            # redis-py types the pool as a plain ConnectionPool; a Sentinel client's carries its manager.
+            await cast(Any, self.connection_pool).sentinel_manager.aclose()
 
 
 def connect(settings: Settings) -> RedisClient:
@@ -85,7 +86,7 @@ async def eval_per_key(client: RedisClient, script: AsyncScript, calls: Sequence
         return list(await asyncio.gather(*(script(keys=[key], args=list(args)) for key, args in calls)))
     async with client.pipeline(transaction=False) as pipe:
         for key, args in calls:
-            await script(keys=[key], args=list(args), client=pipe)
+            await script(keys=[key], args=list(args), client=cast(Any, pipe))  # redis-py types only clients here
         return list(await pipe.execute())
 
 

@@ -144,7 +144,7 @@ class ModelMonitor:
             return out
         event_index = np.arange(self.events_seen, self.events_seen + n)
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
-        versions = list(batch.versions) if batch.versions is not None else [None] * n
+        versions: list[str | None] = list(batch.versions) if batch.versions is not None else [None] * n
         before = self.versions_retired
         retired = self._see_versions(versions, event_index)
         out.versions_retired = self.versions_retired - before
@@ -218,14 +218,14 @@ class ModelMonitor:
                 groups.setdefault(version, []).append(row)
             for version, members in groups.items():
                 part = rows if len(groups) == 1 else rows.take(np.asarray(members, dtype=np.intp))
-                column = part.prediction
-                assert column is not None
+                prediction = part.prediction
+                assert prediction is not None
                 monitor = scope.predictions.get(version)
                 if monitor is None:
-                    monitor = self._new_monitor(scope, PREDICTION, column, version, out)
+                    monitor = self._new_monitor(scope, PREDICTION, prediction, version, out)
                     if monitor is None:
                         continue
-                judged += self._feed(monitor, column, part, out)
+                judged += self._feed(monitor, prediction, part, out)
         return judged
 
     def _feed(self, monitor: FeatureMonitor, column: Column, rows: Rows, out: Observation) -> list[Judged]:
@@ -416,7 +416,7 @@ def upgrade_snapshot(data: Any) -> dict[str, Any]:
     """
     version = data.get("v") if isinstance(data, dict) else None
     if version == SNAPSHOT_VERSION:
-        return data  # type: ignore[no-any-return]
+        return data
     if version != 2:
         raise SnapshotError(f"model snapshot version {version!r} is not one of 2, {SNAPSHOT_VERSION}")
     try:
