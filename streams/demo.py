@@ -150,9 +150,10 @@ def run_demo(
                     console.print(f"[bold red]worker exited with code {worker.returncode}; see {log_path}")
                     break
                 message = consumer.poll(0.5)
-                if message is None or message.error():
+                value = None if message is None or message.error() else message.value()
+                if value is None:
                     continue
-                alert = orjson.loads(message.value() or b"null")
+                alert = orjson.loads(value)
                 console.print(f"{time.monotonic() - started:6.1f}s " + format_alert(alert))
                 shown.append(alert)
                 if until is not None and until(alert):
