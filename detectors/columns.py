@@ -191,6 +191,9 @@ class Column:
 
 
 def _factorize(labels: list[str | None], invalid: int) -> tuple[np.ndarray, list[str], int]:
-    index: dict[str | None, int] = {None: -1}
-    codes = np.fromiter(map(lambda label: index.setdefault(label, len(index) - 1), labels), np.int64, len(labels))
-    return codes, [name for name in index if name is not None], invalid
+    """Codes in order of first appearance; two passes in C (dict.fromkeys, map over dict lookups)."""
+    names = [label for label in dict.fromkeys(labels) if label is not None]
+    index: dict[str | None, int] = {name: i for i, name in enumerate(names)}
+    index[None] = -1
+    codes = np.fromiter(map(index.__getitem__, labels), np.int64, len(labels))
+    return codes, names, invalid
