@@ -165,9 +165,12 @@ class ModelMonitor:
     def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[str | None]:
         """Record each row's version as seen; retire the least recently seen beyond max_versions."""
         live = self.versions
-        if set(versions) <= live.keys():  # the common case: no new version in this batch
-            for row, version in enumerate(versions):
-                live[version] = int(index[row])
+        distinct = set(versions)
+        if distinct <= live.keys():  # the common case: no new version in this batch
+            if len(distinct) == 1:
+                live[versions[0]] = int(index[-1])
+            else:
+                live.update({version: int(index[row]) for row, version in enumerate(versions)})  # the last wins
             return []
         retired: list[str | None] = []
         for row, version in enumerate(versions):
