@@ -26,7 +26,7 @@ from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
-from streams.kafka import committed_offsets, faust_credentials, log_holds
+from streams.kafka import broker_connected, committed_offsets, faust_credentials, log_holds
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
@@ -46,6 +46,7 @@ class Worker:
         self._lock = asyncio.Lock()  # one of: a batch, a checkpoint, a rebalance step
         self._last_checkpoint = time.monotonic()
         self._store_ok = True
+        self._broker_ok: bool | None = None  # None until the first check: startup is no change to log
         # Processed events not yet covered by a checkpoint, acked only once they are.
         self._unsaved: dict[TP, list[EventT]] = defaultdict(list)
         self._unsaved_count = 0
@@ -155,9 +156,9 @@ class Worker:
 
         @app.page("/healthz")
         async def health_page(web: Any, request: Any) -> Any:
-            ready = await self.is_ready()
-            body = {"ready": ready, "partitions": len(self.engine.partitions), "unsaved_messages": self._unsaved_count}
-            return web.json(body, status=200 if ready else 503)
+            body = await self.health()
+            body |= {"partitions": len(self.engine.partitions), "unsaved_messages": self._unsaved_count}
+            return web.json(body, status=200 if body["ready"] else 503)
 
         return app
 
@@ -243,10 +244,15 @@ class Worker:
                         self._sent += await publish(out)
                     except BaseException as exc:
                         self._die("publishing a batch's outputs failed", exc)
-                    for event in live:
+                    # A blocked partition's events were not applied: never acked, so Kafka never
+                    # commits past them and a release that knows the stored layout reads them.
+                    blocked = self.engine.blocked
+                    saved = [e for e in live if (e.message.topic, e.message.partition) not in blocked]
+                    self.metrics.partitions_blocked.set(len(blocked))
+                    for event in saved:
                         self._unsaved[event.message.tp].append(event)
-                    self._unsaved_count += len(live)
-                    self._unsaved_bytes += sum(len(event.message.value or b"") for event in live)
+                    self._unsaved_count += len(saved)
+                    self._unsaved_bytes += sum(len(event.message.value or b"") for event in saved)
                     self.metrics.unsaved_messages.set(self._unsaved_count)
                     if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval:
                         await self._checkpoint()
@@ -254,10 +260,34 @@ class Worker:
             await asyncio.sleep(self.settings.checkpoint_interval)
 
     async def is_ready(self) -> bool:
-        """Consuming with a store that answers (so checkpoints, and offset commits, can go on)."""
-        ready = (not self.app.rebalancing) and await self.store.ping()
+        """Consuming, with a store and a broker that answer and no blocked partition."""
+        return bool((await self.health())["ready"])
+
+    async def health(self) -> dict[str, Any]:
+        """Readiness and what it rests on: not rebalancing, the store answers (checkpoints can be
+        saved), the broker is connected (offsets can be committed), no partition is blocked (a
+        newer release wrote its state). Keeps the ready and partitions_blocked gauges current."""
+        rebalancing = bool(self.app.rebalancing)
+        store = await self.store.ping()
+        broker = broker_connected(self.app)
+        if self._broker_ok is not None and broker != self._broker_ok:  # log the change, not every check
+            if broker:
+                log.warning("connected to the Kafka broker again")
+            else:
+                log.warning("lost the connection to the Kafka broker (group coordinator); not ready")
+        self._broker_ok = broker
+        blocked = sorted(self.engine.blocked.items())
+        ready = not rebalancing and store and broker and not blocked
         self.metrics.ready.set(1 if ready else 0)
-        return ready
+        self.metrics.partitions_blocked.set(len(blocked))
+        return {
+            "ready": ready,
+            "rebalancing": rebalancing,
+            "store": store,
+            "broker": broker,
+            "blocked_partitions": [{"topic": topic, "partition": partition, "state_layout": layout}
+                                   for (topic, partition), layout in blocked],
+        }  # fmt: skip
 
     async def _checkpoint(self, keep: set[TP] = frozenset()) -> None:  # type: ignore[assignment]
         """Flush what was published, save state, then ack what the save covers (except ``keep``).

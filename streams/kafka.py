@@ -7,6 +7,7 @@ import ssl
 import time
 
 import faust
+from aiokafka.client import ConnectionGroup
 from aiokafka.helpers import create_ssl_context
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -38,6 +39,29 @@ def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | Non
         ssl_context=context,
         mechanism=settings.kafka_sasl_mechanism,
     )
+
+
+def broker_connected(app: faust.App) -> bool:
+    """Whether the worker's consumer is in touch with Kafka: it knows its group's coordinator
+    and its connection to that broker is open.
+
+    aiokafka forgets the coordinator (``coordinator_id`` None) when a request to it fails,
+    and a heartbeat goes every ``broker_heartbeat_interval``; it sets it again only after a
+    broker answered the lookup and a connection to the coordinator was made. A connection
+    reports a closed socket at once. Both are read from memory, without a request, so
+    /healthz may be asked as often as a prober likes.
+    """
+    # Faust's consumer runs aiokafka's in a thread of its own; neither exposes the group
+    # coordinator or its connection, so this is the one place that reaches inside them:
+    # faust Consumer._thread._consumer (AIOKafkaConsumer) -> _coordinator, _client._conns.
+    # Plain attribute reads from this thread, no call into the consumer's event loop.
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    node = getattr(coordinator, "coordinator_id", None)
+    if consumer is None or node is None:
+        return False
+    connection = consumer._client._conns.get((node, ConnectionGroup.COORDINATION))
+    return connection is not None and connection.connected()
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:

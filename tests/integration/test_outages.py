@@ -120,6 +120,35 @@ def test_a_broker_restart_is_survived(redis_url: str) -> None:
         broker.stop()
 
 
+def test_healthz_names_the_broker_while_it_is_down(redis_url: str) -> None:
+    broker = EmbeddedBroker()
+    broker.start()
+    worker: WorkerProcess | None = None
+    try:
+        config = settings_for(broker.bootstrap, redis_url, topic_partitions=2)
+        worker = WorkerProcess(config)
+        wait_until(lambda: worker.health() == 200, 60, "the worker to be ready", (worker,))
+        status, body = worker.healthz()
+        assert (status, body["broker"], body["store"], body["blocked_partitions"]) == (200, True, True, [])
+        broker.stop()
+        noticed = wait_until(lambda: worker.healthz()[1].get("broker") is False, 30, "/healthz to name the broker",
+                             (worker,))  # fmt: skip
+        status, body = worker.healthz()
+        assert status == 503 and not body["ready"] and body["store"] is True, body
+        assert worker.metric("driftstream_ready") == 0
+        broker.start()  # in memory: an empty broker again, so the topics are made again
+        ensure_topics(config)
+        back = wait_until(lambda: worker.health() == 200, 60, "the worker to be ready again", (worker,))
+        assert worker.healthz()[1]["broker"] is True
+        print(f"/healthz named the broker {noticed:.1f}s after it stopped; ready {back:.1f}s after it returned")
+        assert worker.metric("driftstream_ready") == 1
+        assert worker.stop() == 0
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
 def test_the_log_probe_tells_the_same_log_from_a_restarted_one(kafka_bootstrap: str, redis_url: str) -> None:
     config = settings_for(kafka_bootstrap, redis_url, topic_partitions=1)
     producer = Producer(config.confluent_config())
