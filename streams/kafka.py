@@ -103,33 +103,69 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
         consumer.close()
 
 
+# Seconds with no further record after which a read that stopped short of an offset is taken
+# to have reached the end of the log (fetches wait at most 0.1 s for data, see log_holds).
+LOG_END_QUIET = 1.0
+
+
 def log_holds(
-    settings: Settings, topic: str, records: dict[int, tuple[int, int]], timeout: float = 3.0
+    settings: Settings, topic: str, records: dict[int, tuple[int, int]], timeout: float = 5.0
 ) -> dict[int, bool | None]:
     """Per partition: does the log still hold the record at ``offset`` with ``timestamp`` (ms)?
 
-    ``records`` maps partition to (offset, timestamp). True: it does; False: the log ends
-    before that offset or holds another record there (the log restarted); None: cannot
-    tell (retention removed it). Blocking.
+    ``records`` maps partition to (offset, timestamp). True: it does. False: the log
+    restarted: another record is at that offset, or a read shows the log ends before it.
+    None: cannot tell (retention removed the record, or nothing conclusive was read within
+    ``timeout`` seconds). Blocking: ``timeout`` plus one watermark request per partition.
+
+    The broker's watermarks only choose where to read, they never answer alone: some
+    brokers report a high watermark short of the last record (the Tansu test broker gives
+    the last batch's first offset plus one: seen 20002 with offsets up to 20004 readable).
+    Right after a partition's first checkpoint and before its first commit, the checkpoint
+    ends on the last record read, often in that last batch: trusting the watermark there
+    would take an intact log for a restarted one, and apply it all a second time.
     """
     consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-probe",
-                         "enable.auto.commit": False, "auto.offset.reset": "error"})  # fmt: skip
-    answers: dict[int, bool] = {}
+                         "enable.auto.commit": False, "auto.offset.reset": "error",
+                         "fetch.wait.max.ms": 100})  # fmt: skip
+    answers: dict[int, bool | None] = {}
     try:
-        consumer.assign([TopicPartition(topic, p, offset) for p, (offset, _) in records.items()])
-        deadline = time.monotonic() + timeout
-        while len(answers) < len(records) and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None and message.partition() not in answers:
-                offset, timestamp = records[message.partition()]
-                answers[message.partition()] = message.offset() == offset and message.timestamp()[1] == timestamp
-        # No record came back: a log that ends at or before the offset restarted; one that
-        # goes past it but cannot serve it lost the record to retention.
+        starts: dict[int, int] = {}
+        empty: set[int] = set()  # partitions whose watermarks say they hold nothing
         for partition, (offset, _) in records.items():
-            if partition not in answers:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-                if high <= offset:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            if offset < low:
+                answers[partition] = None  # retention removed it: which log it was is unknowable
+            elif offset < high:
+                starts[partition] = offset  # the broker admits to the record: read it
+            else:
+                # Read from the last record the broker admits to on, to what is really there.
+                starts[partition] = max(low, high - 1)
+                if high <= low:
+                    empty.add(partition)
+        if starts:
+            consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
+        began = time.monotonic()
+        heard: dict[int, float] = {}  # when each partition last gave a record short of its offset
+        pending = set(starts)
+        while pending and time.monotonic() - began < timeout:
+            message = consumer.poll(0.1)
+            now = time.monotonic()
+            if message is not None and message.error() is None and message.partition() in pending:
+                partition = message.partition()
+                offset, timestamp = records[partition]
+                if message.offset() >= offset:
+                    answers[partition] = message.offset() == offset and message.timestamp()[1] == timestamp
+                    pending.discard(partition)
+                else:
+                    heard[partition] = now
+            for partition in list(pending):
+                # The log ends before the offset: the read stopped short of it and nothing more
+                # came, or the watermarks said empty and a read found nothing either.
+                since = heard.get(partition, began if partition in empty else None)
+                if since is not None and now - since >= LOG_END_QUIET:
                     answers[partition] = False
+                    pending.discard(partition)
         return {p: answers.get(p) for p in records}
     finally:
         consumer.close()
