@@ -5,7 +5,11 @@ Run from the repository root::
     .venv/bin/python -m bench.detection                              # full run, about 10 min on 2 cores
     .venv/bin/python -m bench.detection --quick                      # smoke test, about 35 s
     .venv/bin/python -m bench.detection --out docs/detection-table.md
-    .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 20 min
+    .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 10 min more
+    .venv/bin/python -m bench.detection --segments-only              # only the segmented model, about 6 min
+    .venv/bin/python -m bench.detection --no-segments                # all but the segmented model
+
+Every run but ``--no-segments`` ends with the segmented model (below).
 
 Protocol (what the production monitor does with one feature):
 
@@ -54,6 +58,27 @@ Measures:
 * updates/s: values per second through ``update`` on a 10^5-value stable stream in batches of 500,
   measured once per detector before the parallel part starts; a shared machine, so read ratios.
 
+A segmented model (the real ``ModelMonitor``, not single detectors; ``run_segment_task``):
+
+* One model of 20 features, 15 numeric N(0,1) and 5 categorical a..f in the stable mix, no
+  prediction, no missing values. Every event carries one segment key, ``region``, with 20 values
+  (``max_segments``, so all are tracked) of equal share, drawn independently per event; every
+  segment follows the same stable distribution.
+* The same batches of 5000 events go to three monitors with the default ``MonitorConfig``
+  (references from each scope's own first 5000 values, tumbling windows of 1000, the default tests
+  and change detectors): the model unsegmented; sliced by ``region`` (so the p-value tests of the
+  segment scopes run at alpha / 20); and sliced with ``multiple_testing="bonferroni"`` (every
+  p-value at alpha / (21 x the p-values closing on that event)).
+* 10 streams (``--quick``: 2) of 120,000 + 1,000,000 events (``--quick``: + 150,000), each with its
+  own seed derived from ``--seed`` and the stream number. The first 120,000 events of a stream are
+  not counted: each of the 20 segments needs about 5000 x 20 events for its references, and the run
+  checks that every scope judges by then.
+* Measure: alert episodes per model per 10^6 events, the exact one-sided 95% Poisson bound, split
+  by scope (whole model, segments) and detector. An episode is a firing alert for a (scope,
+  feature, detector) not already firing; a firing alert that escalates one from warning to critical
+  is counted apart. With ``multiple_testing="none"`` slicing must leave the whole model's alerts
+  unchanged: the run checks it on every stream.
+
 ``false_alarm_rate(factory, kind)`` measures the false alarms of any detector factory with the same
 streams, for documentation and for trying parameters outside the sweep.
 """
@@ -68,6 +93,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -80,6 +106,9 @@ from river.datasets import synth
 from scipy import stats
 
 from detectors.base import Detector, Verdict
+from detectors.columns import Column
+from detectors.config import MonitorConfig
+from detectors.monitors import ModelBatch, ModelMonitor
 from detectors.reference import CategoricalReference, NumericReference, Reference
 from detectors.registry import REGISTRY
 from detectors.window import WindowedDetector
@@ -371,6 +400,11 @@ def run_task(task: Task) -> tuple[str, int, dict[str, Trace]]:
                                          for case in task.cases}  # fmt: skip
 
 
+def poisson_upper(count: int, events: int) -> float:
+    """Exact one-sided 95% Poisson upper bound on a rate per 10^6 events."""
+    return float(stats.chi2.ppf(0.95, 2 * count + 2) / 2 / events * 1e6) if events else float("nan")
+
+
 @dataclass
 class Tally:
     """One case on one scenario, over its repetitions."""
@@ -398,7 +432,7 @@ class Tally:
     @property
     def upper(self) -> float:
         """One-sided 95% Poisson upper bound on the false alarms per 10^6."""
-        return float(stats.chi2.ppf(0.95, 2 * self.alarms + 2) / 2 / self.events * 1e6) if self.events else float("nan")
+        return poisson_upper(self.alarms, self.events)
 
 
 @dataclass(frozen=True)
@@ -552,6 +586,167 @@ def batch_size_mismatches(cases: Sequence[Case], seed: int, sizes: Sequence[int]
     return bad
 
 
+# -- a segmented model through the real monitor --------------------------------
+
+# A model of 20 features, stable, sliced by one segment key whose SEGMENTS values take equal shares,
+# run through ModelMonitor with the default MonitorConfig beside the same model unsegmented.
+SEGMENTS = MonitorConfig().max_segments  # 20: every value is tracked
+SEGMENT_NUMERIC = 15
+SEGMENT_CATEGORICAL = 5
+SEGMENT_BATCH = 5000  # events per observe(); the monitor's verdicts do not depend on it (tested)
+# Events of each stream not counted: a segment scope builds its references from its own first 5000
+# values, about SEGMENTS x 5000 events in; after 120,000 every scope is judging (checked).
+SEGMENT_BURN_IN = 120_000
+SEGMENT_CONFIGS: dict[str, tuple[bool, str]] = {  # name -> (sliced by the segment key, multiple_testing)
+    "unsegmented": (False, "none"),
+    "segmented": (True, "none"),
+    "segmented, bonferroni": (True, "bonferroni"),
+}
+P_VALUE_TESTS = ("ks", "chi_square")
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    streams: int
+    counted: int  # events per stream counted, after SEGMENT_BURN_IN
+
+
+# Full: 10^7 counted events per config; about 6 minutes on 2 cores.
+SEGMENT_FULL = SegmentPlan(streams=10, counted=1_000_000)
+SEGMENT_QUICK = SegmentPlan(streams=2, counted=150_000)
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    rep: int
+    counted: int
+    seed: int
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(zlib.crc32(b"segments"), self.rep)))
+
+
+@dataclass
+class SegmentResult:
+    """Counted alerts of one stream (or several, added up) per config, by (scope, detector); scope: whole | segment."""
+
+    events: int = 0  # counted, per config
+    fed: int = 0  # every event, per config
+    episodes: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # firing alerts that open one
+    escalations: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # firing again, at critical
+    whole_differs: int = 0  # streams where the segmented model's whole scope alerted unlike the unsegmented model
+    seconds: dict[str, float] = field(default_factory=dict)  # in observe(), per config
+
+    def add(self, other: SegmentResult) -> None:
+        self.events += other.events
+        self.fed += other.fed
+        self.whole_differs += other.whole_differs
+        for name in other.episodes:
+            self.episodes.setdefault(name, Counter()).update(other.episodes[name])
+            self.escalations.setdefault(name, Counter()).update(other.escalations[name])
+            self.seconds[name] = self.seconds.get(name, 0.0) + other.seconds[name]
+
+
+def segment_batches(rng: np.random.Generator, n: int) -> Iterator[ModelBatch]:
+    """Stable events: 15 N(0,1) features, 5 of a..f in STABLE_MIX, a segment value drawn uniformly."""
+    values = [{"region": f"r{i:02d}"} for i in range(SEGMENTS)]
+    for start in range(0, n, SEGMENT_BATCH):
+        size = min(SEGMENT_BATCH, n - start)
+        features = {f"f{j}": Column.from_numbers(rng.standard_normal(size)) for j in range(SEGMENT_NUMERIC)}
+        features.update({f"c{j}": Column.from_codes(rng.choice(len(CATEGORIES), size=size, p=STABLE_MIX),
+                                                    list(CATEGORIES)) for j in range(SEGMENT_CATEGORICAL)})  # fmt: skip
+        segments = [values[code] for code in rng.integers(0, SEGMENTS, size=size).tolist()]
+        yield ModelBatch(features, np.arange(start, start + size, dtype=np.float64), segments=segments)
+
+
+def run_segment_task(task: SegmentTask) -> SegmentResult:
+    """One stream through a ModelMonitor per config, each fed the same batches."""
+    monitors = {name: ModelMonitor("m", MonitorConfig(multiple_testing=testing),
+                                   segments=[("region",)] if sliced else ())
+                for name, (sliced, testing) in SEGMENT_CONFIGS.items()}  # fmt: skip
+    result = SegmentResult(events=task.counted, fed=SEGMENT_BURN_IN + task.counted)
+    firing: dict[str, set[tuple[Any, ...]]] = {name: set() for name in monitors}
+    whole: dict[str, list[tuple[Any, ...]]] = {name: [] for name in monitors}
+    for name in monitors:
+        result.episodes[name], result.escalations[name], result.seconds[name] = Counter(), Counter(), 0.0
+    checked = False
+    for batch in segment_batches(task.rng(), SEGMENT_BURN_IN + task.counted):
+        for name, monitor in monitors.items():
+            started = time.perf_counter()
+            alerts = monitor.observe(batch).alerts  # in stream order
+            result.seconds[name] += time.perf_counter() - started
+            for alert in alerts:
+                scope = None if alert.segment is None else alert.segment["region"]
+                key = (scope, alert.feature, alert.detector)
+                if scope is None:
+                    whole[name].append((alert.event_index, *key, alert.status, alert.severity))
+                if alert.status == "resolved":
+                    firing[name].discard(key)
+                    continue
+                tally = result.escalations[name] if key in firing[name] else result.episodes[name]
+                firing[name].add(key)
+                if alert.event_index >= SEGMENT_BURN_IN:
+                    tally["whole" if scope is None else "segment", alert.detector] += 1
+        if not checked and monitors["segmented"].events_seen >= SEGMENT_BURN_IN:
+            for name, monitor in monitors.items():
+                expected = 1 + SEGMENTS if SEGMENT_CONFIGS[name][0] else 1
+                scopes = monitor.scopes
+                if len(scopes) != expected or any(len(scope.features) != SEGMENT_NUMERIC + SEGMENT_CATEGORICAL
+                                                  or any(f.window is None for f in scope.features.values())
+                                                  for scope in scopes):  # fmt: skip
+                    raise RuntimeError(f"{name}: not every scope judges after {SEGMENT_BURN_IN:,} events")
+            checked = True
+    # With multiple_testing="none" the whole model's tests keep their lines: slicing must not change its alerts.
+    result.whole_differs = int(whole["segmented"] != whole["unsegmented"])
+    return result
+
+
+def run_segment_tasks(plan: SegmentPlan, seed: int, workers: int) -> SegmentResult:
+    tasks = [SegmentTask(rep, plan.counted, seed) for rep in range(plan.streams)]
+    total = SegmentResult()
+    started = time.perf_counter()
+    with multiprocessing.Pool(workers) if workers > 1 else _Serial() as pool:
+        for done, result in enumerate(pool.imap_unordered(run_segment_task, tasks), 1):
+            total.add(result)  # sums: the order the streams finish in does not matter
+            print(f"  segmented model: {done}/{len(tasks)} streams, {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr)  # fmt: skip
+    return total
+
+
+def segment_tables(result: SegmentResult) -> list[str]:
+    def rate(count: int) -> str:
+        return f"{count / result.events * 1e6:.2f}"
+
+    lines = [
+        "| model | scopes | p-value tests | counted events | alert episodes | per 10^6 events | 95% upper bound "
+        "| of which whole model / segments | escalations | observe() events/s |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, (sliced, testing) in SEGMENT_CONFIGS.items():
+        episodes = result.episodes[name]
+        total = sum(episodes.values())
+        whole = sum(n for (scope, _), n in episodes.items() if scope == "whole")
+        scopes = f"whole + {SEGMENTS} segments" if sliced else "whole"
+        corrected = {"none": f"segments at alpha / {SEGMENTS}" if sliced else "alpha",
+                     "bonferroni": f"bonferroni over (1 + {SEGMENTS}) x tests closing together"}[testing]  # fmt: skip
+        speed = result.fed / result.seconds[name]
+        lines.append(f"| {name} | {scopes} | {corrected} | {result.events:,} | {total} | {rate(total)} "
+                     f"| {poisson_upper(total, result.events):.2f} | {rate(whole)} / {rate(total - whole)} "
+                     f"| {sum(result.escalations[name].values())} | {speed:,.0f} |")  # fmt: skip
+    config = MonitorConfig()
+    detectors = list(dict.fromkeys((*config.numeric_tests, *config.categorical_tests, *config.change_detectors)))
+    head = " | ".join(f"{name}: {scope}" for name, (sliced, _) in SEGMENT_CONFIGS.items()
+                      for scope in (("whole", "segments") if sliced else ("whole",)))  # fmt: skip
+    columns = [(name, scope) for name, (sliced, _) in SEGMENT_CONFIGS.items()
+               for scope in (("whole", "segment") if sliced else ("whole",))]  # fmt: skip
+    lines += ["", "Alert episodes per 10^6 events by detector (count in brackets):", "",
+              f"| detector | {head} |", "|---|" + "--:|" * len(columns)]  # fmt: skip
+    for detector in detectors:
+        cells = [f"{rate(n)} ({n})" for n in (result.episodes[name][scope, detector] for name, scope in columns)]
+        lines.append(f"| {detector} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # -- the report ----------------------------------------------------------------
 
 
@@ -632,6 +827,46 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def segmented_model(quick: bool, seed: int, workers: int) -> list[str]:
+    """Run the segmented model; its section of the report."""
+    plan = SEGMENT_QUICK if quick else SEGMENT_FULL
+    print(f"running the segmented model: {plan.streams} streams on {workers} worker(s)...", file=sys.stderr)
+    result = run_segment_tasks(plan, seed, workers)
+    config = MonitorConfig()
+    return [
+        "",
+        "## False alarms of a segmented model",
+        "",
+        f"One model of {SEGMENT_NUMERIC + SEGMENT_CATEGORICAL} features ({SEGMENT_NUMERIC} numeric N(0,1), "
+        f"{SEGMENT_CATEGORICAL} categorical a..f in {list(STABLE_MIX)}; no prediction, no missing values), every "
+        f"event carrying one segment key with {SEGMENTS} values of equal share (1/{SEGMENTS} each, drawn "
+        "independently per event), every segment following the same stable distribution. The same events go "
+        "through three `ModelMonitor`s with the default `MonitorConfig` (references from each scope's own first "
+        f"{config.reference_size} values, tumbling windows of {config.window_size}, tests "
+        f"{', '.join(config.numeric_tests)} + {', '.join(config.change_detectors)} on numbers, "
+        f"{', '.join(config.categorical_tests)} on categories): "
+        f"unsegmented; sliced by the key (max_segments {config.max_segments}, so every value is tracked, each "
+        'with its own monitors beside the whole model\'s); and sliced with `multiple_testing="bonferroni"`. '
+        f"{plan.streams} streams of {SEGMENT_BURN_IN + plan.counted:,} events in batches of {SEGMENT_BATCH:,}, each "
+        f"with its own seed; the first {SEGMENT_BURN_IN:,} events of each are not counted (every segment scope is "
+        f"judging by then, checked), which leaves {plan.streams * plan.counted:,} counted events per model.",
+        "",
+        "An *alert episode* is a firing alert the monitor sends for a (scope, feature, detector) not already "
+        "firing; *escalations* are the firing alerts that raise one already firing from warning to critical (not "
+        "in the episodes). Rates are per model per 10^6 events the model receives; the bound is the exact "
+        "one-sided 95% Poisson bound. observe() events/s: events over the time in `ModelMonitor.observe` "
+        f'({workers} processes sharing the machine: read the ratio). With `multiple_testing="none"` the whole '
+        "model's tests keep their lines, so slicing must leave its alerts unchanged: "
+        + (
+            "checked, identical on every stream."
+            if not result.whole_differs
+            else f"**differs on {result.whole_differs} stream(s)**."
+        ),
+        "",
+        *segment_tables(result),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.detection", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test (under a minute)")
@@ -639,10 +874,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     parser.add_argument("--sweep", action="store_true", help="also run the parameter variants of sweep_cases()")
+    parser.add_argument("--no-segments", action="store_true", help="skip the segmented model")
+    parser.add_argument("--segments-only", action="store_true", help="run only the segmented model")
     args = parser.parse_args(argv)
+    if args.no_segments and args.segments_only:
+        parser.error("--no-segments and --segments-only exclude each other")
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     revision = _git_revision()  # now: the code this process has imported, not whatever is checked out later
+    if args.segments_only:
+        segment_lines = segmented_model(args.quick, args.seed, args.workers)
+        command = f"python -m bench.detection --segments-only{' --quick' if args.quick else ''} --seed {args.seed}"
+        report = "\n".join([f"# Detection benchmark: a segmented model ({'quick' if args.quick else 'full'} run)", "",
+                            f"`{command}`: git {revision}, {args.workers} worker(s), "
+                            f"{time.perf_counter() - started:.0f} s on {os.cpu_count()} cores.",
+                            *segment_lines]) + "\n"  # fmt: skip
+        print(report)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report)
+        return 0
 
     cases = default_cases()
     params = {c.kind + c.name: _parameters(c)[-1] for c in cases}
@@ -657,6 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = make_tasks(plan, (*cases, *extra), args.seed)
     print(f"running {len(tasks)} streams on {args.workers} worker(s)...", file=sys.stderr)
     tallies = run_tasks(tasks, args.workers)
+    segment_lines = [] if args.no_segments else segmented_model(args.quick, args.seed, args.workers)
     elapsed = time.perf_counter() - started
 
     numeric_reps, concept_reps = plan.reps, plan.concept_reps
@@ -665,6 +917,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Detection benchmark ({'quick' if args.quick else 'full'} run)",
         "",
         f"`python -m bench.detection{' --quick' if args.quick else ''}{' --sweep' if args.sweep else ''}"
+        f"{' --no-segments' if args.no_segments else ''}"
         f" --seed {args.seed}`: git {revision}, {args.workers} worker(s), {elapsed:.0f} s "
         f"on {os.cpu_count()} cores. Protocol and measures: the docstring of `bench/detection.py`.",
         "",
@@ -726,6 +979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "makes any error evidence of drift for DDM.",
         "",
         *detection_table("binary", cases, tallies),
+        *segment_lines,
     ]
     if extra:
         swept = [c for c in cases if any((e.detector, e.kind, e.step) == (c.detector, c.kind, c.step) for e in extra)]
