@@ -1,4 +1,8 @@
-"""Crashes and takeovers: state in Redis stays exactly-once (real broker, redis-server, SIGKILL)."""
+"""Crashes and takeovers: state in Redis stays exactly-once (real broker, redis-server, SIGKILL).
+
+The traffic is sliced by region (every model's config) and switches model version midway, so
+segment and version monitors are recovered along with the whole-model ones.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import pytest
 
 from streams.kafka import ensure_topics
 from streams.settings import Settings
-from streams.simulate import Drift, Traffic, produce
+from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, produce
+from tests.integration import harness
 from tests.integration.harness import WorkerProcess, caught_up, read_topic, state_differences, stored_state, wait_until
 
 pytestmark = pytest.mark.integration
@@ -20,7 +25,10 @@ MODELS = tuple(f"model-{i}" for i in range(6))
 EVENTS = 50_004  # 8334 per model, one event per message
 TRAFFIC = Traffic(models=MODELS, numeric=4, categorical=1, seed=21,
                   drifts=(Drift("f1", start=4000, kind="mean_shift", magnitude=1.0),
-                          Drift("c0", start=6000, kind="category_mix", magnitude=0.5)))  # fmt: skip
+                          Drift("c0", start=6000, kind="category_mix", magnitude=0.5),
+                          Drift("f2", start=5000, kind="mean_shift", magnitude=1.5, segment={"region": "eu"})),
+                  segments=(SegmentMix("region", ("eu", "us"), (0.6, 0.4)),),
+                  versions=(VersionSwitch(start=4500, version="2", shift=0.5),))  # fmt: skip
 
 
 def group(base: Settings, name: str) -> Settings:
@@ -46,8 +54,18 @@ def alert_ids(config: Settings) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, dict, list[str]]]:
+def shared(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Settings, dict, list[str]]]:  # fmt: skip
     """The input, produced once, and what one uninterrupted worker makes of it."""
+    config_file = tmp_path_factory.mktemp("recovery") / "driftstream.toml"
+    config_file.write_text("".join(f'[models.{model}]\nsegments = ["region"]\n' for model in MODELS))
+    with pytest.MonkeyPatch.context() as patch:
+        env = harness.worker_env
+        patch.setattr(harness, "worker_env", lambda s: {**env(s), "DRIFTSTREAM_CONFIG": str(config_file)})
+        yield from _shared(kafka_bootstrap, redis_url)
+
+
+def _shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, dict, list[str]]]:
     suffix = random.Random().randbytes(5).hex()
     base = Settings(
         kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"rec-{suffix}",
@@ -64,6 +82,9 @@ def shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, dic
     assert len(state) >= 3, "the models should spread over most partitions"
     assert len(alerts) >= 5, "the drifts should fire alerts to compare"
     assert len(set(alerts)) == len(alerts)
+    segmented = [a for a in map(orjson.loads, (m.value() for m in read_topic(reference, reference.topic_alerts)))
+                 if a["segment"] is not None]  # fmt: skip
+    assert segmented, "the drift in region eu should fire segment alerts to compare"
     yield base, state, alerts
 
 
