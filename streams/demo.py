@@ -32,12 +32,13 @@ DEMO_TRAFFIC = Traffic(
     categorical=2,
     seed=42,
     drifts=(
-        Drift("f2", start=8000, kind="mean_shift", magnitude=1.0, model="fraud"),
-        Drift("c0", start=11000, kind="category_mix", model="fraud"),
+        Drift("f2", start=8000, kind="mean_shift", magnitude=1.0, model="churn"),
+        Drift("c0", start=11000, kind="category_mix", model="churn"),
         Drift("f4", start=14000, kind="null_rate", magnitude=0.3, model="churn"),
         # One region only: the fraud model's region=eu slice shows it at full strength, the whole
-        # model diluted by the other regions' traffic.
-        Drift("f5", start=16000, kind="mean_shift", magnitude=1.0, model="fraud", segment={"region": "eu"}),
+        # model diluted by the other regions' traffic. Each region builds its reference from its
+        # own first 5000 events (eu: by the model's event 10,000), so the drift comes after it.
+        Drift("f5", start=12000, kind="mean_shift", magnitude=1.0, model="fraud", segment={"region": "eu"}),
     ),
     segments=(SegmentMix("region", ("eu", "us", "apac"), (0.5, 0.3, 0.2)),),
 )

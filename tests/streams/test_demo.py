@@ -67,7 +67,7 @@ def test_the_demo_drifts_f5_of_region_eu_only() -> None:
     eu_changed = 0
     for i, (drifted, base) in enumerate(itertools.islice(events, 20_000)):
         f5_moved = drifted["features"]["f5"] != base["features"]["f5"]
-        assert f5_moved == (i >= 16_000 and drifted["segment"]["region"] == "eu")
+        assert f5_moved == (i >= 12_000 and drifted["segment"]["region"] == "eu")
         eu_changed += f5_moved
     assert eu_changed > 1500  # about half of the last 4000 events
 
