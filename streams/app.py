@@ -205,8 +205,8 @@ class Worker:
 
         aiokafka's rebalance protocol revokes every partition, not only those that move, so
         which models left is known only now: a model stays if a partition it was in is
-        assigned again or a loaded partition holds it. Two workers then never export the
-        same series for long (the new owner's start when it applies the model's events).
+        assigned again or a loaded partition holds it. The new owner's series start when it
+        applies the model's next events, so two workers never export them side by side for long.
         """
         released, self._released = self._released, {}
         kept = {model for key, models in released.items() if key in assigned for model in models}
