@@ -18,8 +18,8 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.types import TP, EventT
@@ -103,7 +103,8 @@ class Worker:
         @app.agent(events, name="driftstream-monitor")
         async def monitor(stream: faust.StreamT) -> None:
             self._stream = stream
-            async for batch in stream.noack_take(s.batch_max, within=s.batch_within):
+            # Faust hands agents a faust.Stream; its StreamT protocol lacks noack_take.
+            async for batch in cast(faust.Stream, stream).noack_take(s.batch_max, within=s.batch_within):
                 await self._handle(batch, publish)
                 # A store outage must not grow memory without end: stop taking more until saved.
                 while self._unsaved_bytes >= s.max_unsaved_bytes:
@@ -117,7 +118,7 @@ class Worker:
                 await self._checkpoint()
             await self.is_ready()  # keeps the readiness gauge current between scrapes of /healthz
 
-        @app.on_partitions_revoked.connect
+        @_connect(app.on_partitions_revoked)
         async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
             self._settled.clear()  # no batch until the new assignment is loaded
             async with self._lock:
@@ -134,7 +135,7 @@ class Worker:
                 self.engine.forget((tp.topic, tp.partition) for tp in revoked)
                 self._count_assigned()
 
-        @app.on_partitions_assigned.connect
+        @_connect(app.on_partitions_assigned)
         async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
             try:
                 self._count_assigned()
@@ -143,7 +144,7 @@ class Worker:
             finally:
                 self._settled.set()
 
-        @app.on_before_shutdown.connect
+        @_connect(app.on_before_shutdown)
         async def on_shutdown(sender: Any, **_: Any) -> None:
             async with self._lock:
                 await self._checkpoint()
@@ -216,7 +217,7 @@ class Worker:
             removed = self.metrics.forget_models(gone)
             log.info("removed %d metric series of %d model(s) now owned elsewhere", removed, len(gone))
 
-    async def _handle(self, batch: list[EventT], publish: Any) -> None:
+    async def _handle(self, batch: Sequence[EventT], publish: Any) -> None:
         """Apply one batch, retrying while the store is down (the engine changes nothing then)."""
         while True:
             await self._settled.wait()
@@ -360,6 +361,14 @@ class Worker:
 
 
 T = TypeVar("T")
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+
+
+def _connect(signal: Any) -> Callable[[Handler], Handler]:
+    """``signal.connect`` as a typed decorator: Faust's stubs accept only handlers of
+    ``(sender, *args, signal=...)``, while it sends revoked/assigned partitions positionally."""
+    connect: Callable[[Handler], Handler] = signal.connect
+    return connect
 
 
 async def _retry(attempt: Callable[[], Awaitable[T]], tries: int = 3, pause: float = 1.0) -> T:

@@ -151,14 +151,16 @@ def log_holds(
         while pending and time.monotonic() - began < timeout:
             message = consumer.poll(0.1)
             now = time.monotonic()
-            if message is not None and message.error() is None and message.partition() in pending:
-                partition = message.partition()
-                offset, timestamp = records[partition]
-                if message.offset() >= offset:
-                    answers[partition] = message.offset() == offset and message.timestamp()[1] == timestamp
-                    pending.discard(partition)
+            got = message.partition() if message is not None and message.error() is None else None
+            position = message.offset() if message is not None else None
+            if got is not None and position is not None and got in pending:
+                assert message is not None
+                offset, timestamp = records[got]
+                if position >= offset:
+                    answers[got] = position == offset and message.timestamp()[1] == timestamp
+                    pending.discard(got)
                 else:
-                    heard[partition] = now
+                    heard[got] = now
             for partition in list(pending):
                 # The log ends before the offset: the read stopped short of it and nothing more
                 # came, or the watermarks said empty and a read found nothing either.

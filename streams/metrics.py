@@ -104,8 +104,11 @@ class Metrics:
         self.models_tracked = Gauge(
             "driftstream_models_tracked", "Models with a monitor on this worker", registry=registry
         )
-        self.ready = Gauge("driftstream_ready", "1 when the worker is consuming and its state store answers",
-                           registry=registry)  # fmt: skip
+        self.ready = Gauge(
+            "driftstream_ready",
+            "1 when the worker is consuming: not rebalancing, its state store answers, its broker connection is up "
+            "and no partition is blocked by a newer state layout", registry=registry,
+        )  # fmt: skip
 
     def forget_models(self, models: Iterable[str]) -> int:
         """Remove every series whose ``model`` label is one of ``models``; how many were removed.
@@ -144,4 +147,4 @@ def _labelled_series(metric: MetricWrapperBase) -> tuple[tuple[str, ...], list[t
     if not names:
         return names, []
     with metric._lock:
-        return names, list(metric._metrics)
+        return names, [tuple(values) for values in metric._metrics]

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from streams import DriftstreamError
 
@@ -29,7 +30,8 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise DriftstreamError(f"{process.args[0]} exited with code {process.returncode}")
+            command = process.args[0] if isinstance(process.args, (list, tuple)) else process.args
+            raise DriftstreamError(f"{command!s} exited with code {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -87,7 +89,7 @@ class ServiceProcess:
                 shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
 
-    def __enter__(self) -> ServiceProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
