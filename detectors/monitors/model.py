@@ -364,8 +364,8 @@ class ModelMonitor:
                 restored = Scope.restore(str(key), scope, config)
                 if key == "":
                     monitor.whole = restored
-                else:
-                    monitor.tracked[str(key)] = restored
+                elif restored.segment and tuple(restored.segment) in monitor.slices:
+                    monitor.tracked[str(key)] = restored  # a slice the config no longer names is dropped
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -211,3 +211,12 @@ def test_every_monitor_kind_conforms(kind: str) -> None:
         alerts += run(second, _column_batches(values, prediction, size, start=cut))
         assert alerts == expected, (kind, size)
         assert msgpack.packb(second.snapshot()) == msgpack.packb(straight.snapshot()), (kind, size)
+
+
+def test_a_slice_the_config_no_longer_names_is_dropped_on_restore() -> None:
+    config = MonitorConfig(reference_size=1000, window_size=500)
+    monitor = ModelMonitor("m", config, segments=[("region",), ("device",)])
+    run(monitor, batches(traffic(2000), 1000))
+    assert set(monitor.tracked) == {"region=eu", "region=us", "region=apac", "device=ios"}
+    data = msgpack.unpackb(msgpack.packb(monitor.snapshot()))
+    assert set(ModelMonitor.restore(data, config, segments=[("device",)]).tracked) == {"device=ios"}
