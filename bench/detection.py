@@ -493,7 +493,7 @@ class _Serial:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def imap_unordered(self, fn: Callable[[Task], Any], items: Sequence[Task]) -> Iterator[Any]:
+    def imap_unordered(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
         return map(fn, items)
 
 
