@@ -99,7 +99,7 @@ class Column:
         self._raw = raw
         self._size = size
         self._numeric: tuple[np.ndarray, int] | None = None
-        self._coded: dict[str, tuple[np.ndarray, list[str], int]] = {}
+        self._coded: dict[FeatureKind, tuple[np.ndarray, list[str], int]] = {}
 
     @classmethod
     def from_values(cls, values: Sequence[object]) -> Column:
@@ -133,13 +133,22 @@ class Column:
     def infer_kind(self) -> FeatureKind | None:
         if self._raw is not None:
             return infer_kind(self._raw)
+        if self.first_present() is None:
+            return None
         if self._numeric is not None:
-            return "numeric" if self.first_present() is not None else None
-        return "categorical" if self.first_present() is not None else None
+            return "numeric"
+        return next(iter(self._coded))
 
     def take(self, rows: np.ndarray) -> Column:
-        """The values of these rows (ascending indices), keeping the views already typed."""
-        taken = Column(None if self._raw is None else [self._raw[i] for i in rows.tolist()], len(rows))
+        """The values of these rows (ascending indices), keeping the views already typed.
+
+        A view that met no value of another type says all there is to say about the rows
+        (what is missing, what each value is): the raw values are then not copied.
+        """
+        clean = (self._numeric is not None and not self._numeric[1]) or any(
+            not invalid for _, _, invalid in self._coded.values())  # fmt: skip
+        raw = None if self._raw is None or clean else [self._raw[i] for i in rows.tolist()]
+        taken = Column(raw, len(rows))
         if self._numeric is not None:
             values, _ = self._numeric
             part = values[rows]
