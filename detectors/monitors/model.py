@@ -62,6 +62,24 @@ def segment_text(value: SegmentValue) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def _group_rows(segments: Sequence[dict[str, SegmentValue] | None], spec: SliceSpec
+                ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
+    """Rows by their values of the slice's keys (as text), in order of first appearance; rows
+    lacking a key are in no group."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    if len(spec) == 1:
+        (name,) = spec
+        for row, segment in enumerate(segments):
+            if segment and name in segment:
+                value = segment[name]
+                groups.setdefault((value if type(value) is str else segment_text(value),), []).append(row)
+        return groups
+    for row, segment in enumerate(segments):
+        if segment and all(name in segment for name in spec):
+            groups.setdefault(tuple(segment_text(segment[name]) for name in spec), []).append(row)
+    return groups
+
+
 def segment_key(segment: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in segment.items())
 
@@ -183,27 +201,33 @@ class ModelMonitor:
         return [version for version in retired if version not in live]
 
     def _segment_rows(self, batch: ModelBatch, out: Observation) -> dict[Scope, list[int]]:
-        """Rows of each tracked segment value; new values tracked while there is room."""
+        """Rows of each tracked segment value; new values tracked while there is room.
+
+        Values are taken in order of their first row (over every slice, a row's slices in config
+        order), so the tracked set does not depend on how the stream is batched.
+        """
         members: dict[Scope, list[int]] = {}
         if not self.slices or batch.segments is None:
             return members
-        for row, segment in enumerate(batch.segments):
-            if not segment:
-                continue
-            for spec in self.slices:
-                if not all(key in segment for key in spec):
-                    continue
-                value = {key: segment_text(segment[key]) for key in spec}
+        candidates: list[tuple[int, int, str, dict[str, str], list[int]]] = []  # values not yet tracked
+        for position, spec in enumerate(self.slices):
+            for texts, rows in _group_rows(batch.segments, spec).items():
+                value = dict(zip(spec, texts, strict=True))
                 key = segment_key(value)
                 scope = self.tracked.get(key)
                 if scope is None:
-                    if len(self.tracked) >= self.config.max_segments:
-                        self.other_events += 1
-                        out.segment_events[OTHER_SEGMENT] = out.segment_events.get(OTHER_SEGMENT, 0) + 1
-                        continue
-                    scope = self.tracked[key] = Scope(key, value)
-                members.setdefault(scope, []).append(row)
-                out.segment_events[key] = out.segment_events.get(key, 0) + 1
+                    candidates.append((rows[0], position, key, value, rows))
+                else:
+                    members[scope] = rows
+                    out.segment_events[key] = len(rows)
+        for _, _, key, value, rows in sorted(candidates, key=lambda c: (c[0], c[1])):
+            if len(self.tracked) >= self.config.max_segments:
+                self.other_events += len(rows)
+                out.segment_events[OTHER_SEGMENT] = out.segment_events.get(OTHER_SEGMENT, 0) + len(rows)
+                continue
+            scope = self.tracked[key] = Scope(key, value)
+            members[scope] = rows
+            out.segment_events[key] = len(rows)
         return members
 
     def _observe_scope(self, scope: Scope, rows: Rows, versions: list[str | None], out: Observation) -> list[Judged]:
