@@ -1,9 +1,10 @@
-"""What slicing a model by segment costs: the engine's throughput, before and after segments.
+"""What slicing a model by segment costs: the engine's throughput before and after segments, and memory.
 
 Run from the repository root::
 
     .venv/bin/python -m bench.segments engine --old /tmp/v1          # about 4 min on 2 cores
     .venv/bin/python -m bench.segments engine --runs 5 --out report.md
+    .venv/bin/python -m bench.segments memory                        # about 4 min
 
 ``engine``: the engine alone (``Engine.process`` on pre-built Kafka records, a ``MemoryStateStore``,
 no broker, no Faust), on the 20-feature envelope workload of ``bench.throughput`` (contender e,
@@ -33,6 +34,21 @@ no broker, no Faust), on the 20-feature envelope workload of ``bench.throughput`
 The whole worker through Kafka, old against new, is ``bench.throughput`` run from each tree, e.g.
 ``cd /tmp/v1 && PYTHONPATH=/tmp/v1 python -m bench.throughput --quick --no-memory --no-scale-out``
 alternated with the same command here.
+
+``memory``: what a tracked segment costs a model in memory and in checkpoint bytes.
+
+* One ``ModelMonitor`` (no engine, no Kafka) of 20 features, 15 numeric N(0,1) and 5 categorical
+  of 6 values, and a numeric prediction of one version, with the default ``MonitorConfig``; sliced
+  by one key whose ``--segments`` values (default 0, 5 and 20; 0 = unsegmented) take equal shares;
+  fed stable events in batches of 1000, the same seeded events for every run.
+* Measured after 80,000 events (with 20 values, every segment still building its references from
+  about 4000 values per column) and after 600,000 (every scope judging, in its steady state):
+  the live Python heap since the monitor was created (tracemalloc; numpy buffers included, river's
+  Rust ADWIN not: a few KB per detector), the growth of the process's RSS over the same span after
+  ``gc.collect()`` and ``malloc_trim(0)`` (a separate run, without tracemalloc), and the bytes of
+  ``msgpack(monitor.snapshot())``, what a checkpoint writes for the model. Each run is a fresh
+  process.
+* Per tracked segment: the difference from the unsegmented model divided by the segment values.
 """
 
 from __future__ import annotations
@@ -177,6 +193,126 @@ async def engine_run(path: Path, segments: int) -> dict[str, Any]:
     }
 
 
+# -- memory per tracked segment -------------------------------------------------------------------
+
+# Events fed when measured: with 20 values, every segment still building its references (about 4000
+# values each); and long after every scope judges (ADWIN's blocks reach their bound of 256 after 13,000
+# values of a scope, and the RSS stopped growing from about 450,000 events on in trial runs).
+MEMORY_POINTS = (80_000, 600_000)
+MEMORY_BATCH = 1000
+CATEGORIES = ("a", "b", "c", "d", "e", "f")
+CATEGORY_MIX = (0.3, 0.25, 0.2, 0.1, 0.1, 0.05)
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def memory_run(segments: int, trace: bool) -> dict[str, Any]:
+    """One model (20 features and the prediction) fed stable events; its memory at MEMORY_POINTS."""
+    import ctypes
+    import gc
+    import tracemalloc
+
+    import numpy as np
+
+    from detectors.columns import Column
+    from detectors.config import MonitorConfig
+    from detectors.monitors import ModelBatch, ModelMonitor
+    from streams.state import encode
+
+    rng = np.random.default_rng(SEED)
+    values = [{"region": f"r{i:02d}"} for i in range(max(segments, 1))]
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    start_rss = rss_kib()
+    if trace:
+        tracemalloc.start()
+    monitor = ModelMonitor("m", MonitorConfig(), segments=[("region",)] if segments else ())
+    points: list[dict[str, Any]] = []
+    fed = 0
+    for point in MEMORY_POINTS:
+        while fed < point:
+            n = MEMORY_BATCH
+            features = {f"f{j}": Column.from_numbers(rng.standard_normal(n)) for j in range(NUMERIC)}
+            features.update({f"c{j}": Column.from_codes(rng.choice(len(CATEGORIES), size=n, p=CATEGORY_MIX),
+                                                        list(CATEGORIES)) for j in range(CATEGORICAL)})  # fmt: skip
+            batch = ModelBatch(features, np.arange(fed, fed + n, dtype=np.float64),
+                               prediction=Column.from_numbers(rng.random(n)), versions=["1"] * n,
+                               segments=[values[c] for c in rng.integers(0, len(values), size=n).tolist()])  # fmt: skip
+            monitor.observe(batch)
+            fed += n
+        del features, batch
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        monitors = [f for scope in monitor.scopes for f in scope.monitors()]
+        points.append({
+            "events": fed,
+            "scopes": len(monitor.scopes),
+            "building": sum(f.window is None for f in monitors),
+            "monitors": len(monitors),
+            "snapshot": len(encode(monitor.snapshot())),
+            "heap": tracemalloc.get_traced_memory()[0] if trace else None,
+            "rss": (rss_kib() - start_rss) * 1024,
+        })  # fmt: skip
+    return {"segments": segments, "trace": trace, "points": points}
+
+
+def memory_main(args: argparse.Namespace) -> list[str]:
+    results: dict[tuple[int, bool], dict[str, Any]] = {}
+    for trace in (False, True):
+        for n in args.segments:
+            command = [sys.executable, "-m", "bench.segments", "_memory-run", str(n)] + (["--trace"] if trace else [])
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            results[n, trace] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {n} segments{' (traced)' if trace else ''}: done", file=sys.stderr)
+    mib = 2**20
+    lines = [
+        f"`python -m bench.segments memory --segments {','.join(map(str, args.segments))}`: git "
+        f"{_git(REPO, 'describe', '--always', '--dirty')}. One model of {NUMERIC + CATEGORICAL} features "
+        f"({NUMERIC} numeric N(0,1), {CATEGORICAL} categorical of {len(CATEGORIES)} values) and a numeric prediction "
+        "(one version), default `MonitorConfig` (psi, ks, null_rate, adwin, page_hinkley on numbers; psi, "
+        "chi_square, unseen_rate, null_rate on categories), sliced by one key whose values take equal shares, fed "
+        f"stable events in batches of {MEMORY_BATCH}. Measured after {MEMORY_POINTS[0]:,} events (with 20 values "
+        f"each segment holds about {MEMORY_POINTS[0] // 20:,} values per column: still building its references) "
+        f"and after {MEMORY_POINTS[1]:,} (every scope judging, in its steady state). Heap: live Python allocations "
+        "since the monitor was created (tracemalloc, its own run; numpy buffers included, river's Rust ADWIN not). "
+        "RSS: growth of "
+        "the process's resident set over the same span, after `gc.collect()` and `malloc_trim(0)` (a run without "
+        "tracemalloc). Snapshot: bytes of `msgpack(monitor.snapshot())`, what a checkpoint writes for the model.",
+        "",
+        "| segment values | events fed | scopes | column monitors (building references) | heap MiB | RSS MiB "
+        "| snapshot KiB |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for index in range(len(MEMORY_POINTS)):
+        for n in args.segments:
+            plain, traced = results[n, False]["points"][index], results[n, True]["points"][index]
+            lines.append(f"| {n} | {plain['events']:,} | {plain['scopes']} | {plain['monitors']} "
+                         f"({plain['building']}) | {traced['heap'] / mib:.2f} | {plain['rss'] / mib:.1f} "
+                         f"| {plain['snapshot'] / 1024:,.0f} |")  # fmt: skip
+    top = max(args.segments)
+    if 0 in args.segments and top > 0:
+        lines += ["", "Per tracked segment: the difference from the unsegmented model over the segment values.", "",
+                  "| state | segment values | heap KiB | RSS KiB | snapshot KiB |",
+                  "|---|--:|--:|--:|--:|"]  # fmt: skip
+        for index, state in enumerate(("building its references", "judging")):
+            for n in (m for m in args.segments if m):
+                if index == 0 and n != top:
+                    continue  # with fewer values every segment is already past its references
+                zero_p, zero_t = results[0, False]["points"][index], results[0, True]["points"][index]
+                p, t = results[n, False]["points"][index], results[n, True]["points"][index]
+                lines.append(f"| {state} | {n} | {(t['heap'] - zero_t['heap']) / n / 1024:,.0f} "
+                             f"| {(p['rss'] - zero_p['rss']) / n / 1024:,.0f} "
+                             f"| {(p['snapshot'] - zero_p['snapshot']) / n / 1024:,.1f} |")  # fmt: skip
+    return lines
+
+
 # -- the comparison ------------------------------------------------------------------------------
 
 
@@ -268,6 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--segments", type=lambda text: [int(n) for n in text.split(",")], default=[3, 20],
                         help="segment values of the segmented variants (default 3,20)")  # fmt: skip
     engine.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    memory = commands.add_parser("memory", help="memory and snapshot bytes per tracked segment")
+    memory.add_argument("--segments", type=lambda text: [int(n) for n in text.split(",")], default=[0, 5, 20],
+                        help="segment values of the runs (default 0,5,20)")  # fmt: skip
+    memory.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    memory_child = commands.add_parser("_memory-run", help=argparse.SUPPRESS)
+    memory_child.add_argument("segments", type=int)
+    memory_child.add_argument("--trace", action="store_true")
     child = commands.add_parser("_engine-run", help=argparse.SUPPRESS)
     child.add_argument("path", type=Path)
     child.add_argument("--segments", type=int, default=0)
@@ -275,7 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "_engine-run":
         print(json.dumps(asyncio.run(engine_run(args.path, args.segments))))
         return 0
-    report = "\n".join(engine_main(args)) + "\n"
+    if args.command == "_memory-run":
+        print(json.dumps(memory_run(args.segments, args.trace)))
+        return 0
+    report = "\n".join(engine_main(args) if args.command == "engine" else memory_main(args)) + "\n"
     print(report)
     if args.out:
         args.out.write_text(report)
