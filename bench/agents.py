@@ -19,7 +19,7 @@ Kinds:
     ``consume(num_messages=10)``, then for each batch
     ``streams.decode.decode_message`` on every message, events grouped per model, and per model the
     engine's column build (``streams.engine._columns``) and typed numpy columns
-    (``detectors.columns.to_numeric`` / ``to_categorical``). No detectors.
+    (``detectors.columns.Column``: ``numeric()`` / ``coded()``). No detectors.
 ``evidently``
     Evidently's ``DataDriftPreset`` as a batch job over the first model's events: reference = its
     first 5000 rows, current = the next ``--rows`` rows, in one report (``--window 0``) or in
@@ -235,14 +235,13 @@ def _column_builder() -> tuple[Any, str]:
 def run_decode(args: argparse.Namespace) -> None:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from detectors.columns import infer_kind, to_categorical, to_numeric
     from streams.decode import Limits, decode_message
 
     build, source = _column_builder()
     print(json.dumps({"columns": source}), flush=True)
     progress = Progress(args.counter)
     limits = Limits()
-    kinds: dict[tuple[str, str], str | None] = {}
+    kinds: dict[tuple[str, str], Any] = {}  # FeatureKind, or None while a column is all missing
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
@@ -274,14 +273,14 @@ def run_decode(args: argparse.Namespace) -> None:
                 count += len(events)
             for model, events in groups.items():
                 batch = build(events, np.fromiter(stamps[model], float, len(events)))
-                for name, raw in batch.columns.items():
+                for name, column in batch.features.items():
                     kind = kinds.get((model, name))
                     if kind is None:
-                        kind = kinds[(model, name)] = infer_kind(raw)
+                        kind = kinds[(model, name)] = column.infer_kind()
                     if kind == "numeric":
-                        to_numeric(raw)
+                        column.numeric()
                     elif kind is not None:
-                        to_categorical(raw)
+                        column.coded(kind)
             progress.add(count, len(messages))
     finally:
         consumer.close()
