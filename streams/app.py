@@ -317,6 +317,9 @@ class Worker:
             return
         acked = False
         for tp in [tp for tp in self._unsaved if tp not in keep]:
+            if (tp.topic, tp.partition) in self.engine.blocked:
+                self._unsaved.pop(tp)  # a newer release's state: never acked, so never committed past
+                continue
             for event in self._unsaved.pop(tp):
                 await self._stream.ack(event)
                 acked = True

@@ -22,6 +22,7 @@ import orjson
 from detectors import SnapshotError
 from detectors.columns import Column
 from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
+from detectors.monitors.model import upgrade_snapshot
 from detectors.reference import Reference, reference_from_plain
 from streams.alerts import to_wire
 from streams.decode import Event, Limits, Rejection, decode_message
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
 BASELINE_POLL_SECONDS = 2.0  # how often a worker asks whether a baseline was loaded
+BASELINE_CACHE_ENTRIES = 4096  # baselines kept read; past it the cache starts over
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +152,8 @@ class Engine:
             state.offset_timestamp = checkpoint.offset_timestamp
             for model, blob in checkpoint.models.items():
                 try:
-                    data = decode(blob)
-                    versions = [v for v, _ in data.get("versions", [])] if isinstance(data, dict) else []
+                    data = upgrade_snapshot(decode(blob))
+                    versions = [version for version, _ in data["versions"]]
                     references, by_version = await self._baselines_of(model, versions)
                     state.monitors[model] = ModelMonitor.restore(
                         data, self.config, self.settings.feature_kinds(model), references,
@@ -203,7 +205,11 @@ class Engine:
                 self.metrics.state_restore_failures.inc()
                 log.warning("baseline of model %r%s unreadable (%s); using the stream's first values", model,
                             "" if version is None else f" version {version!r}", exc)  # fmt: skip
-        self._baselines[(model, version)] = references
+        if version is None or references:
+            # Versions without a baseline are not remembered: a stream of new versions must not grow memory.
+            if len(self._baselines) >= BASELINE_CACHE_ENTRIES:
+                self._baselines.clear()
+            self._baselines[(model, version)] = references
         return references
 
     async def _baselines_of(self, model: str, versions: Iterable[str | None]) -> tuple[dict[str, Reference],
@@ -226,19 +232,19 @@ class Engine:
         generation = await self.store.baseline_generation()
         if generation == self._baseline_generation:
             return
-        first = self._baseline_generation is None
-        self._baseline_generation = generation
-        if first:
-            return  # what is tracked now was built or restored with the baselines of this generation
+        # Every read first, then every change: a store that fails midway leaves nothing changed
+        # (and the generation unrecorded, so the next poll tries again). The first poll reads too:
+        # a baseline may have been loaded between a partition's restore and now.
         self._baselines.clear()
-        for (topic, partition), state in self.partitions.items():
-            for model, monitor in state.monitors.items():
-                references, by_version = await self._baselines_of(model, list(monitor.versions))
-                changed = monitor.rebase(references, by_version)
-                if changed:
-                    state.dirty.add(model)
-                    log.info("model %r in %s[%d]: new baseline for %s, judged from the next window on", model,
-                             topic, partition, ", ".join(changed))  # fmt: skip
+        loaded = [(state, model, monitor, await self._baselines_of(model, list(monitor.versions)))
+                  for state in self.partitions.values() for model, monitor in state.monitors.items()]  # fmt: skip
+        self._baseline_generation = generation
+        for state, model, monitor, (references, by_version) in loaded:
+            changed = monitor.rebase(references, by_version)
+            if changed:
+                state.dirty.add(model)
+                log.info("model %r: new baseline for %s, judged from the next window on", model,
+                         ", ".join(changed))  # fmt: skip
 
     async def checkpoint(self) -> int:
         """Write every changed partition to the store; the number written.
@@ -262,8 +268,17 @@ class Engine:
                 state.write, state.dirty = Write.REPLACE, set(state.monitors)
             again = await self._save([(c.topic, c.partition) for c in result.diverged])
             result.refused += again.refused
+            result.newer += again.newer
             result.written += again.written
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        for checkpoint in result.newer:
+            # A newer release wrote this partition after this worker loaded it: never overwrite it.
+            key = (checkpoint.topic, checkpoint.partition)
+            self.partitions.pop(key, None)
+            self.blocked[key] = checkpoint.version or STATE_VERSION + 1
+            self.metrics.partitions_blocked.set(len(self.blocked))
+            log.error("%s[%d]: a newer release (layout %s) wrote this partition's state; leaving it untouched and "
+                      "not applying that partition (upgrade driftstream)", *key, checkpoint.version)  # fmt: skip
         for checkpoint in result.refused:
             self.metrics.checkpoint_conflicts.labels("newer_owner").inc()
             log.warning("%s[%d]: the store holds a later offset than %d (another worker owned it); reloading",
@@ -290,12 +305,13 @@ class Engine:
 
     async def _save_group(self, checkpoints: list[Checkpoint], total: SaveResult) -> None:
         result = await self.store.save(checkpoints)
-        for checkpoint in result.refused + result.diverged:
+        for checkpoint in result.refused + result.diverged + result.newer:
             checkpoint.models = {}  # only where they stand is read from here on: free the snapshots now
         total.refused += result.refused
         total.diverged += result.diverged
+        total.newer += result.newer
         total.written += result.written
-        rejected = {id(c) for c in result.refused + result.diverged}
+        rejected = {id(c) for c in result.refused + result.diverged + result.newer}
         for checkpoint in checkpoints:
             if id(checkpoint) not in rejected:
                 state = self.partitions[(checkpoint.topic, checkpoint.partition)]
@@ -429,6 +445,8 @@ class Engine:
             self.metrics.versions_retired.labels(model).inc(observation.versions_retired)
         for (version, segment, feature, detector), value in observation.statistics.items():
             self.metrics.statistic.labels(model, version or "", segment, feature or PREDICTION, detector).set(value)
+        for retired in observation.retired_versions:  # the label stays bounded by max_versions
+            self.metrics.forget_version(model, retired or "")
         now = self.clock()
         key = model.encode()
         for alert in observation.alerts:

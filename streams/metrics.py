@@ -135,6 +135,18 @@ class Metrics:
         return removed
 
 
+    def forget_version(self, model: str, version: str) -> int:
+        """Remove the series of a retired model version (its prediction monitors are gone)."""
+        removed = 0
+        names, series = _labelled_series(self.statistic)
+        at_model, at_version = names.index("model"), names.index("version")
+        for values in series:
+            if values[at_model] == model and values[at_version] == version:
+                self.statistic.remove(*values)
+                removed += 1
+        return removed
+
+
 def _labelled_series(metric: MetricWrapperBase) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """A labelled metric's label names and the label values of each of its series.
 

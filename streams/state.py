@@ -68,7 +68,7 @@ class Checkpoint:
     offset: int  # last offset applied to the snapshots; -1 before any
     models: dict[str, bytes] = field(default_factory=dict)
     offset_timestamp: int | None = None  # Kafka timestamp (ms) of the record at ``offset``
-    version: int | None = STATE_VERSION  # as read back; None when the key had none
+    version: int | None = STATE_VERSION  # as read back (or, refused as newer, the layout stored); None: none
     write: Write = Write.FORWARD
     # The offset the writer last saw stored (None: nothing). A forward write over anything
     # else is refused as diverged: the key lost writes (a failover, an emptied Redis) or
@@ -80,6 +80,7 @@ class Checkpoint:
 class SaveResult:
     refused: list[Checkpoint] = field(default_factory=list)  # the store holds a later offset
     diverged: list[Checkpoint] = field(default_factory=list)  # the store is not what the writer last saw
+    newer: list[Checkpoint] = field(default_factory=list)  # a newer release's layout is stored: left untouched
     written: int = 0
 
 
@@ -102,8 +103,13 @@ class StateStore(Protocol):
 # KEYS[1] partition hash; ARGV: write mode, layout version, offset, expected stored offset
 # ('' for none), then field, value pairs. Replies 1 written, 0 refused (a later offset is
 # stored: a worker that lost its partition while stalled must not overwrite the new owner),
-# 2 diverged (the key is not what the writer last saw).
+# 2 diverged (the key is not what the writer last saw), {3, layout} when a newer release's
+# layout is stored (never overwritten, even by a replace).
 _SAVE_PARTITION = """
+local layout = tonumber(redis.call('HGET', KEYS[1], 'v'))
+if layout and layout > tonumber(ARGV[2]) then
+  return {3, layout}
+end
 local stored = redis.call('HGET', KEYS[1], 'offset')
 if ARGV[1] == 'forward' then
   if stored and tonumber(stored) > tonumber(ARGV[3]) then
@@ -171,9 +177,13 @@ class RedisStateStore:
             replies = await eval_per_key(self._redis, self._save_partition, calls)
         except (aioredis.RedisError, OSError) as exc:
             raise StoreUnavailable(f"checkpoint of {len(checkpoints)} partition(s): {exc}") from exc
+        for checkpoint, reply in zip(checkpoints, replies, strict=True):
+            if isinstance(reply, list):
+                checkpoint.version = int(reply[1])
         return SaveResult(
             refused=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 0],
             diverged=[c for c, reply in zip(checkpoints, replies, strict=True) if reply == 2],
+            newer=[c for c, reply in zip(checkpoints, replies, strict=True) if isinstance(reply, list)],
             written=sum(1 for reply in replies if reply == 1),
         )
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors import SnapshotError
 from detectors.base import Severity, Verdict
 from detectors.columns import Column, FeatureKind
 from detectors.config import MonitorConfig
@@ -64,6 +65,8 @@ class FeatureMonitor:
         self.window: WindowedDetector | None = None
         self.changes: dict[str, RiverDetector] = {}
         self.policy = AlertPolicy()
+        # The last _MIN_SHIFT_ROWS present values as z-scores: what a Page-Hinkley change is measured on.
+        self._recent_z = np.empty(0)
         if reference is not None:
             self.use_reference(reference)
 
@@ -94,6 +97,7 @@ class FeatureMonitor:
         self.window = WindowedDetector(reference, window_tests(self.config, kind), self.config.window_size,
                                        self.config.step)  # fmt: skip
         self.changes = change_detectors(self.config) if self.kind == "numeric" else {}
+        self._recent_z = np.empty(0)  # z-scores against the reference being replaced
         for state in self.policy.states.values():  # change detectors start over
             state.since_count, state.since_time = 0, math.nan
 
@@ -196,18 +200,17 @@ class FeatureMonitor:
                 state.since_count += z.size - done
         for name, detector in self.changes.items():
             self._statistic(name, detector.statistic, out)
+        self._recent_z = np.concatenate([self._recent_z, z])[-_MIN_SHIFT_ROWS:]
 
     def _recent_shift(self, batch_z: np.ndarray) -> float:
         """Mean of the last _MIN_SHIFT_ROWS values up to a change point, in reference std from its mean.
 
         Few values, because a change is caught within tens of them: a longer
-        stretch would mostly hold the values from before it.
+        stretch would mostly hold the values from before it. Kept apart from the
+        window (which holds missing values too, and may be shorter), so the same
+        values count whatever the batching.
         """
-        reference = self.reference
-        assert isinstance(reference, NumericReference) and self.window is not None
-        before = self.window.recent()
-        before = (before[~np.isnan(before)] - reference.mean) / reference.std
-        recent = np.concatenate([before, batch_z])[-_MIN_SHIFT_ROWS:]
+        recent = np.concatenate([self._recent_z, batch_z])[-_MIN_SHIFT_ROWS:]
         return float(recent.mean()) if recent.size else 0.0
 
     def _severity(self, shift: float) -> Severity:
@@ -329,6 +332,7 @@ class FeatureMonitor:
             "window": self.window.snapshot() if self.window else None,
             "changes": {name: detector.snapshot() for name, detector in self.changes.items()},
             "alerts": self.policy.snapshot(),
+            "recent_z": self._recent_z.astype("<f8").tobytes(),
         }
 
     @classmethod
@@ -349,5 +353,9 @@ class FeatureMonitor:
                 if detector in monitor.changes:
                     monitor.changes[detector] = type(monitor.changes[detector]).restore(state)
         monitor.policy = AlertPolicy.restore(data["alerts"])
+        recent = np.frombuffer(data.get("recent_z", b""), dtype="<f8")  # absent before snapshot version 3
+        if recent.size > _MIN_SHIFT_ROWS or not np.isfinite(recent).all():
+            raise SnapshotError(f"recent values of {name!r} must be at most {_MIN_SHIFT_ROWS} finite numbers")
+        monitor._recent_z = recent.copy()
         monitor.rows_seen = int(data["rows"])
         return monitor

@@ -52,6 +52,19 @@ class ModelBatch:
     def __len__(self) -> int:
         return len(self.timestamps)
 
+    def rows(self, start: int, stop: int) -> ModelBatch:
+        """The batch's rows ``start`` to ``stop``."""
+        taken = np.arange(start, stop)
+        return ModelBatch(
+            {name: column.take(taken) for name, column in self.features.items()},
+            self.timestamps[start:stop],
+            None if self.prediction is None else self.prediction.take(taken),
+            versions=None if self.versions is None else self.versions[start:stop],
+            segments=None if self.segments is None else self.segments[start:stop],
+            event_ids=None if self.event_ids is None else self.event_ids[start:stop],
+            probabilities=None if self.probabilities is None else self.probabilities[start:stop],
+        )
+
 
 def segment_text(value: SegmentValue) -> str:
     """A segment value as the text that keys it (values are compared by their text)."""
@@ -81,7 +94,15 @@ def _group_rows(segments: Sequence[dict[str, SegmentValue] | None], spec: SliceS
 
 
 def segment_key(segment: dict[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in segment.items())
+    """``key=value[,key=value]``: names a segment's monitors, its metric label and its alert ids.
+
+    A backslash escapes ``\\``, ``,`` and ``=`` in keys and values, so no two segments share a key.
+    """
+    return ",".join(f"{_escaped(key)}={_escaped(value)}" for key, value in segment.items())
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
 
 
 class Scope:
@@ -160,12 +181,19 @@ class ModelMonitor:
         n = len(batch)
         if n == 0:
             return out
+        versions: list[str | None] = list(batch.versions) if batch.versions is not None else [None] * n
+        if not set(versions) <= self.versions.keys():
+            cut = self._version_cut(versions)
+            if cut is not None:
+                # A version retired by this batch comes back in it: it must meet a fresh monitor, as
+                # it would one event at a time, so the rows before it go first.
+                first = self.observe(batch.rows(0, cut))
+                return first.merge(self.observe(batch.rows(cut, n)))
         event_index = np.arange(self.events_seen, self.events_seen + n)
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
-        versions: list[str | None] = list(batch.versions) if batch.versions is not None else [None] * n
-        before = self.versions_retired
         retired = self._see_versions(versions, event_index)
-        out.versions_retired = self.versions_retired - before
+        out.versions_retired = len(retired)
+        out.retired_versions = retired
         judged = self._observe_scope(self.whole, rows, versions, out)
         for scope, members in self._segment_rows(batch, out).items():
             part = np.asarray(members, dtype=np.intp)
@@ -176,9 +204,25 @@ class ModelMonitor:
         self._correct(judged)
         for item in sorted(judged, key=lambda item: item.index):
             item.monitor.judge(item, out)
-        out.alerts.sort(key=lambda alert: alert.event_index)  # in stream order, whatever the batching
+        # In stream order, whatever the batching; alerts of one event by scope, column, detector.
+        rank = {scope.key: position for position, scope in enumerate(self.scopes)}
+        out.alerts.sort(key=lambda a: (a.event_index, rank.get(segment_key(a.segment) if a.segment else "", 0),
+                                       a.feature is not None, a.feature or "", a.version or "", a.detector))
         self.events_seen += n
         return out
+
+    def _version_cut(self, versions: list[str | None]) -> int | None:
+        """The first row whose version this batch retired at an earlier row, or None."""
+        live, gone = dict(self.versions), set()
+        for row, version in enumerate(versions):
+            if version in gone:
+                return row
+            if version not in live and len(live) >= self.config.max_versions:
+                oldest = min(live, key=live.__getitem__)
+                del live[oldest]
+                gone.add(oldest)
+            live[version] = self.events_seen + row
+        return None
 
     def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[str | None]:
         """Record each row's version as seen; retire the least recently seen beyond max_versions."""
@@ -198,7 +242,7 @@ class ModelMonitor:
                 retired.append(oldest)
                 self.versions_retired += 1
             live[version] = int(index[row])
-        return [version for version in retired if version not in live]
+        return retired  # none comes back in this batch: observe cuts the batch before one would
 
     def _segment_rows(self, batch: ModelBatch, out: Observation) -> dict[Scope, list[int]]:
         """Rows of each tracked segment value; new values tracked while there is room.
@@ -277,8 +321,11 @@ class ModelMonitor:
         kind = self.kinds.get(name) if name != PREDICTION else None
         if kind is None and reference is not None:
             kind = "numeric" if isinstance(reference, NumericReference) else "categorical"
+        # A segment's monitor judges its column as the whole model's does.
         if kind is None and name in self.whole.features:
             kind = self.whole.features[name].kind
+        if kind is None and name == PREDICTION and version in self.whole.predictions:
+            kind = self.whole.predictions[version].kind
         kind = kind or column.infer_kind()
         if kind is None:  # only missing values so far: decide when a value arrives
             return None
@@ -298,10 +345,11 @@ class ModelMonitor:
     def _correct(self, judged: list[Judged]) -> None:
         """Lower the alpha of the p-value tests judged at one event, across features and segments.
 
-        One family per closing event, whatever the test and scope. Its size counts every
-        scope the model may run (the whole model and up to max_segments segment values), so a
-        segmented model's false alarms are bounded like an unsegmented one's and a running
-        test's line does not move as segments appear. Bonferroni divides each alpha by the
+        One family per closing event, whatever the test and scope. Its size is fixed by the
+        model: its p-value tests (those of the whole model's monitors) times every scope it may
+        run (the whole model and up to max_segments segment values), so a segmented model's
+        false alarms are bounded like an unsegmented one's and a test's line does not move as
+        segments appear or as other windows happen to close at the same event. Bonferroni divides each alpha by the
         family size; Benjamini-Hochberg gives alpha * k / m, where k is how many of the m
         p-values its step-up procedure rejects. With ``multiple_testing = "none"`` only the
         segment family is corrected (Bonferroni over max_segments): the tests of the whole
@@ -309,6 +357,7 @@ class ModelMonitor:
         """
         method = self.config.multiple_testing
         segments = self.config.max_segments if self.slices else 0
+        per_scope = sum(_p_value_tests(self.config, monitor.kind) for monitor in self.whole.monitors())
         families: dict[int, list[tuple[Judged, str]]] = {}
         for item in judged:
             for test, score in item.evaluation.scores.items():
@@ -321,7 +370,7 @@ class ModelMonitor:
                         item.alphas[test] = _alpha(item, test) / segments
                         item.family = segments
                 continue
-            m = len(members) * (1 + segments)
+            m = max(per_scope * (1 + segments), len(members))
             p_values = np.array([item.evaluation.scores[test].p_value for item, test in members], dtype=np.float64)
             adjusted = bh_adjusted(p_values, m) if method == "benjamini_hochberg" else None
             for item, test in members:
@@ -397,6 +446,11 @@ class ModelMonitor:
         if baseline is not None or version_baselines is not None:
             monitor.rebase(baseline or {}, version_baselines or {})  # a baseline loaded while it was down
         return monitor
+
+
+def _p_value_tests(config: MonitorConfig, kind: FeatureKind) -> int:
+    names = config.numeric_tests if kind == "numeric" else config.categorical_tests
+    return sum(1 for name in names if TESTS[name].has_p_value)
 
 
 def bh_adjusted(p_values: np.ndarray, family: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from scipy import stats
 from detectors.columns import Column
 from detectors.config import MonitorConfig
 from detectors.monitors import ModelBatch, ModelMonitor
-from detectors.monitors.model import OTHER_SEGMENT, bh_adjusted
+from detectors.monitors.model import OTHER_SEGMENT, bh_adjusted, segment_key
 
 CONFIG = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, max_versions=2)
 REGIONS = ("eu", "us", "apac")
@@ -220,3 +220,74 @@ def test_a_slice_the_config_no_longer_names_is_dropped_on_restore() -> None:
     assert set(monitor.tracked) == {"region=eu", "region=us", "region=apac", "device=ios"}
     data = msgpack.unpackb(msgpack.packb(monitor.snapshot()))
     assert set(ModelMonitor.restore(data, config, segments=[("device",)]).tracked) == {"device=ios"}
+
+
+def _prediction_batches(scores: list, versions: list, regions: list, cuts: list[int]):
+    for s, e in zip(cuts, cuts[1:], strict=False):
+        yield ModelBatch({}, np.arange(s, e, dtype=float) + 1.8e9, prediction=Column.from_values(scores[s:e]),
+                         versions=versions[s:e], segments=[{"region": r} for r in regions[s:e]])  # fmt: skip
+
+
+def test_a_version_retired_and_back_in_one_batch_meets_a_fresh_monitor() -> None:
+    config = MonitorConfig(reference_size=100, window_size=50, max_versions=2)
+    versions = ["1"] * 200 + ["2"] * 200 + ["3"] + ["1"] * 199
+    scores = np.random.default_rng(0).random(600).tolist()
+    regions = ["eu"] * 600
+
+    def run_cut(cuts: list[int]) -> ModelMonitor:
+        monitor = ModelMonitor("m", config)
+        run(monitor, _prediction_batches(scores, versions, regions, cuts))
+        return monitor
+
+    whole, one_by_one = run_cut([0, 600]), run_cut(list(range(601)))
+    assert whole.whole.predictions["1"].rows_seen == 199 and whole.versions_retired == 2
+    assert msgpack.packb(whole.snapshot()) == msgpack.packb(one_by_one.snapshot())
+
+
+def test_a_segments_prediction_monitor_takes_the_whole_models_kind() -> None:
+    scores: list = ["a", "b"] * 100 + [1, 2] * 200  # classes sent as text, then as numbers
+    versions = ["1"] * 200 + ["1", "2"] * 200
+    regions = ["us", "eu"] * 300
+    monitors = []
+    for cuts in ([0, 200, 400, 401, 600], [0, 200, 401, 600]):
+        monitor = ModelMonitor("m", MonitorConfig(reference_size=50, window_size=50), segments=[("region",)])
+        run(monitor, _prediction_batches(scores, versions, regions, cuts))
+        monitors.append(monitor)
+    for monitor in monitors:
+        assert monitor.tracked["region=us"].predictions["1"].kind == monitor.whole.predictions["1"].kind
+    assert msgpack.packb(monitors[0].snapshot()) == msgpack.packb(monitors[1].snapshot())
+
+
+def test_segment_keys_cannot_collide() -> None:
+    assert segment_key({"a": "x,b=y"}) != segment_key({"a": "x", "b": "y"})
+    assert segment_key({"region": "eu"}) == "region=eu"
+    monitor = ModelMonitor("m", CONFIG, segments=[("a",), ("a", "b")])
+    batch = ModelBatch({"v": Column.from_values([1.0, 2.0])}, np.zeros(2),
+                       segments=[{"a": "x,b=y"}, {"a": "x", "b": "y"}])  # fmt: skip
+    monitor.observe(batch)
+    assert len(monitor.tracked) == 3 and sum(s.features["v"].rows_seen for s in monitor.tracked.values()) == 3
+
+
+def test_the_family_of_a_test_does_not_depend_on_other_windows_closing_with_it() -> None:
+    config = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, multiple_testing="bonferroni")
+    monitor = ModelMonitor("m", config, segments=[("region",)])
+    alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
+    ks = [a for a in alerts if a.detector == "ks"]
+    # x (ks) and colour (chi_square) and the score (ks), in the whole model and 3 segments: 3 x 4.
+    assert ks and all("bonferroni over 12:" in a.message for a in ks)
+
+
+def test_a_change_points_shift_does_not_depend_on_the_batching_with_missing_values() -> None:
+    rng = np.random.default_rng(7)
+    values: list = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 0.7]).tolist()
+    for i in rng.choice(6000, 2000, replace=False):
+        values[i] = None
+    config = MonitorConfig(reference_size=500, window_size=20)
+    runs = []
+    for size in (6000, 7, 250):
+        monitor = ModelMonitor("m", config)
+        runs.append((run(monitor, [ModelBatch({"v": Column.from_values(values[s : s + size])},
+                                              np.arange(s, min(s + size, 6000), dtype=float))
+                                   for s in range(0, 6000, size)]), msgpack.packb(monitor.snapshot())))  # fmt: skip
+    assert any(a.detector == "page_hinkley" for a in runs[0][0])
+    assert runs[1] == runs[0] and runs[2] == runs[0]

@@ -515,3 +515,89 @@ def test_a_baseline_per_version_is_the_reference_of_that_versions_prediction(uni
     monitor = asyncio.run(scenario()).partitions[("events", 0)].monitors["fraud"]
     assert monitor.whole.predictions["1"].reference is None  # still building from its first 1000 values
     assert monitor.whole.predictions["2"].reference.mean == pytest.approx(5.5, abs=0.05)
+
+
+def test_a_newer_layout_written_after_the_load_is_never_overwritten(unique: str, redis_url: str) -> None:
+    """A newer release took the partition over while this worker held it: not even a whole
+    rewrite (after a diverged checkpoint) may replace what it wrote."""
+    config = settings(unique, redis_url=redis_url)
+    items = records(TRAFFIC, 40)
+
+    async def scenario() -> tuple[Engine, dict, dict]:
+        store = RedisStateStore.from_settings(config)
+        key = store.partition_key("events", 0)
+        engine = make_engine(config, store)
+        await engine.process(items[:20])
+        await engine.checkpoint()
+        future = {b"v": b"3", b"offset": b"25", b"model:fraud": b"a newer release's"}
+        await store._redis.delete(key)
+        await store._redis.hset(key, mapping=future)
+        await engine.process(items[20:])
+        await engine.checkpoint()
+        stored = await store._redis.hgetall(key)
+        await store.close()
+        return engine, stored, future
+
+    engine, stored, future = asyncio.run(scenario())
+    assert stored == future
+    assert engine.blocked == {("events", 0): 3} and ("events", 0) not in engine.partitions
+    assert engine.metrics.registry.get_sample_value("driftstream_partitions_blocked") == 1
+
+
+class FailingBaselines(MemoryStateStore):
+    """An in-memory store whose baseline reads fail after ``good`` of them (an outage midway)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.good: int | None = None
+
+    async def load_baseline(self, model: str, version: str | None = None) -> bytes | None:
+        if self.good is not None:
+            if self.good == 0:
+                raise StoreUnavailable("down")
+            self.good -= 1
+        return await super().load_baseline(model, version)
+
+
+def test_a_store_failing_while_baselines_are_reread_changes_no_model(unique: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BASELINE_POLL_SECONDS", 0.0)
+    config = settings(unique)
+    models = ("m0", "m1", "m2")
+    items = [Record("events", 0, offset, 1.8e9 + offset, b"m", orjson.dumps(
+        {"model": models[offset % 3], "features": {f"f{i}": float(np.sin(offset * (i + 1))) for i in range(4)}}))
+        for offset in range(3300)]  # fmt: skip
+
+    async def scenario() -> Engine:
+        store = FailingBaselines()
+        engine = make_engine(config, store)
+        await feed(engine, items[:3000])
+        for model in models:
+            await store.save_baseline(model, _shifted_baseline(3.0))
+        store.good = 1  # the second model's read fails
+        with pytest.raises(StoreUnavailable):
+            await engine.process(items[3000:3100])
+        means = [engine.partitions[("events", 0)].monitors[m].whole.features["f0"].reference.mean for m in models]
+        assert max(abs(mean) for mean in means) < 1.0, means  # nothing rebased yet
+        store.good = None
+        await engine.process(items[3000:3100])  # the batch again, the store back
+        return engine
+
+    engine = asyncio.run(scenario())
+    for model in models:
+        assert engine.partitions[("events", 0)].monitors[model].whole.features["f0"].reference.mean == pytest.approx(
+            3.0, abs=0.1)  # fmt: skip
+
+
+def test_a_retired_versions_metric_series_go_with_it(unique: str) -> None:
+    config = settings(unique, max_versions=2)
+    stream = model_events(Traffic(numeric=2, categorical=0, seed=3), 0)
+    items = [Record("events", 0, offset, 1.8e9 + offset, b"fraud",
+                    orjson.dumps(dict(next(stream), model_version=f"v{offset // 1500}")))
+             for offset in range(6000)]  # fmt: skip
+    engine = make_engine(config, MemoryStateStore())
+    asyncio.run(feed(engine, items))
+    versions = {s.labels["version"] for s in engine.metrics.registry.collect() for s in s.samples
+                if s.name == "driftstream_drift_statistic"}  # fmt: skip
+    assert versions == {"", "v2", "v3"}
+    assert engine.metrics.registry.get_sample_value("driftstream_versions_retired_total", {"model": "fraud"}) == 2
