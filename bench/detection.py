@@ -728,7 +728,7 @@ def segment_tables(result: SegmentResult) -> list[str]:
         whole = sum(n for (scope, _), n in episodes.items() if scope == "whole")
         scopes = f"whole + {SEGMENTS} segments" if sliced else "whole"
         corrected = {"none": f"segments at alpha / {SEGMENTS}" if sliced else "alpha",
-                     "bonferroni": f"bonferroni over (1 + {SEGMENTS}) x tests closing together"}[testing]  # fmt: skip
+                     "bonferroni": f"bonferroni over (1 + {SEGMENTS}) x the model's tests"}[testing]  # fmt: skip
         speed = result.fed / result.seconds[name]
         lines.append(f"| {name} | {scopes} | {corrected} | {result.events:,} | {total} | {rate(total)} "
                      f"| {poisson_upper(total, result.events):.2f} | {rate(whole)} / {rate(total - whole)} "
