@@ -272,6 +272,17 @@ class FeatureMonitor:
                                               evaluation.summary, evaluation.count,
                                               evaluation.start_time))  # fmt: skip
 
+    def close(self, index: int, at: float, reason: str, statistic: float, threshold: float) -> list[Alert]:
+        """Resolve every alert this monitor is firing: it stops (its version retired)."""
+        alerts = []
+        for detector in sorted(self.policy.states):
+            if self.policy.firing(detector) is not None:
+                severity = self.policy.resolve(detector)
+                message = f"{detector} on {self.describe()}: closed, {reason}"
+                alerts.append(self._alert("resolved", severity, detector, statistic, threshold, None, index, at,
+                                          message, {}, self.rows_seen, at))  # fmt: skip
+        return alerts
+
     def _judge_window(self, test: str, severity: Severity | None, score: Score, line: float, item: Judged,
                       out: Observation) -> None:  # fmt: skip
         decision = self.policy.on_window(test, severity)

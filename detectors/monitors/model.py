@@ -193,14 +193,19 @@ class ModelMonitor:
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
         retired = self._see_versions(versions, event_index)
         out.versions_retired = len(retired)
-        out.retired_versions = retired
+        out.retired_versions = [version for version, _ in retired]
         judged = self._observe_scope(self.whole, rows, versions, out)
         for scope, members in self._segment_rows(batch, out).items():
             part = np.asarray(members, dtype=np.intp)
             judged += self._observe_scope(scope, rows.take(part), [versions[i] for i in members], out)
-        for version in retired:
+        for version, row in retired:
+            reason = (f"version {version!r} retired: {self.config.max_versions} more recent versions are live "
+                      f"(max_versions)")  # fmt: skip
             for scope in self.scopes:
-                scope.predictions.pop(version, None)
+                monitor = scope.predictions.pop(version, None)
+                if monitor is not None:  # what it was firing closes with it
+                    out.alerts += monitor.close(int(event_index[row]), float(batch.timestamps[row]), reason,
+                                                float(self.config.max_versions + 1), float(self.config.max_versions))
         self._correct(judged)
         for item in sorted(judged, key=lambda item: item.index):
             item.monitor.judge(item, out)
@@ -224,8 +229,11 @@ class ModelMonitor:
             live[version] = self.events_seen + row
         return None
 
-    def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[str | None]:
-        """Record each row's version as seen; retire the least recently seen beyond max_versions."""
+    def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[tuple[str | None, int]]:
+        """Record each row's version as seen; retire the least recently seen beyond max_versions.
+
+        Returns each retired version with the row that retired it.
+        """
         live = self.versions
         distinct = set(versions)
         if distinct <= live.keys():  # the common case: no new version in this batch
@@ -234,12 +242,12 @@ class ModelMonitor:
             else:
                 live.update({version: int(index[row]) for row, version in enumerate(versions)})  # the last wins
             return []
-        retired: list[str | None] = []
+        retired: list[tuple[str | None, int]] = []
         for row, version in enumerate(versions):
             if version not in live and len(live) >= self.config.max_versions:
                 oldest = min(live, key=live.__getitem__)
                 del live[oldest]
-                retired.append(oldest)
+                retired.append((oldest, row))
                 self.versions_retired += 1
             live[version] = int(index[row])
         return retired  # none comes back in this batch: observe cuts the batch before one would

@@ -291,3 +291,23 @@ def test_a_change_points_shift_does_not_depend_on_the_batching_with_missing_valu
                                    for s in range(0, 6000, size)]), msgpack.packb(monitor.snapshot())))  # fmt: skip
     assert any(a.detector == "page_hinkley" for a in runs[0][0])
     assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+def test_a_retired_versions_firing_alerts_resolve_with_it() -> None:
+    config = MonitorConfig(reference_size=1000, window_size=500, max_versions=2)
+    rng = np.random.default_rng(4)
+    scores = np.concatenate([rng.standard_normal(2000), rng.standard_normal(1000) + 2.0,
+                             rng.standard_normal(2000)]).tolist()  # fmt: skip
+    versions = ["a"] * 3000 + ["b"] * 1000 + ["c"] * 1000
+    results = []
+    for size in (1000, 137):
+        monitor = ModelMonitor("m", config)
+        results.append(run(monitor, _prediction_batches(scores, versions, ["eu"] * 5000,
+                                                        list(range(0, 5000, size)) + [5000])))  # fmt: skip
+    assert results[0] == results[1]
+    firing = {a.detector for a in results[0] if a.version == "a" and a.status == "firing"}
+    closed = [a for a in results[0] if a.version == "a" and a.status == "resolved" and "closed" in a.message]
+    assert firing == {"adwin", "page_hinkley", "ks", "psi"} and {a.detector for a in closed} == firing
+    for alert in closed:
+        assert alert.event_index == 4000 and alert.statistic == 3 and alert.threshold == 2
+        assert "version 'a' retired" in alert.message
