@@ -53,7 +53,8 @@ def to_numeric(values: Sequence[object]) -> tuple[np.ndarray, int]:
     return column, invalid
 
 
-def _category(value: object) -> str:
+def category_text(value: object) -> str:
+    """A categorical value as text: booleans as true/false, numbers by their text."""
     if value is True:
         return "true"
     if value is False:
@@ -65,7 +66,7 @@ def to_categorical(values: Sequence[object]) -> tuple[list[str | None], int]:
     """Category labels (None for missing); numbers are taken by their text."""
     if set(map(type, values)) <= _TEXT_TYPES:  # the common case, checked in C
         return list(values), 0  # type: ignore[arg-type]
-    return [None if value is None else _category(value) for value in values], 0
+    return [None if value is None else category_text(value) for value in values], 0
 
 
 def to_boolean(values: Sequence[object]) -> tuple[list[str | None], int]:
@@ -191,12 +192,6 @@ class Column:
                 found = _factorize(labels, invalid)
             self._coded[kind] = found
         return found
-
-    def labels(self, kind: FeatureKind) -> tuple[list[str | None], int]:
-        """Category names per row (None for missing): what reference builders count."""
-        codes, names, invalid = self.coded(kind)
-        table = np.array([*names, None], dtype=object)  # code -1 picks the None at the end
-        return table[codes].tolist(), invalid
 
 
 def _factorize(labels: list[str | None], invalid: int) -> tuple[np.ndarray, list[str], int]:

@@ -51,6 +51,11 @@ class Coded:
     def __getitem__(self, rows: slice) -> Coded:
         return Coded(self.codes[rows], self.names)
 
+    def labels(self) -> list[str | None]:
+        """The category name of each value, None where missing."""
+        table = np.array([*self.names, None], dtype=object)  # code -1 picks the None at the end
+        return table[self.codes].tolist()
+
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -111,8 +111,7 @@ class FeatureMonitor:
                 self.use_reference(builder.build(self.config.psi_bins, self.config.reference_points))
         else:
             assert isinstance(values, Coded)
-            table = np.array([*values.names, None], dtype=object)  # code -1 picks the None at the end
-            builder.update(table[values.codes].tolist())
+            builder.update(values.labels())
             if builder.present >= self.config.reference_size:
                 self.use_reference(builder.build(self.config.max_categories))
 

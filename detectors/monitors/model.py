@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from detectors import SnapshotError
-from detectors.columns import Column, FeatureKind
+from detectors.columns import Column, FeatureKind, category_text
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Judged, Observation, Rows
 from detectors.monitors.feature import FeatureMonitor
@@ -66,15 +66,6 @@ class ModelBatch:
         )
 
 
-def segment_text(value: SegmentValue) -> str:
-    """A segment value as the text that keys it (values are compared by their text)."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if isinstance(value, str) else repr(value)
-
-
 def _group_rows(segments: Sequence[dict[str, SegmentValue] | None], spec: SliceSpec
                 ) -> dict[tuple[str, ...], list[int]]:  # fmt: skip
     """Rows by their values of the slice's keys (as text), in order of first appearance; rows
@@ -85,11 +76,11 @@ def _group_rows(segments: Sequence[dict[str, SegmentValue] | None], spec: SliceS
         for row, segment in enumerate(segments):
             if segment and name in segment:
                 value = segment[name]
-                groups.setdefault((value if type(value) is str else segment_text(value),), []).append(row)
+                groups.setdefault((value if type(value) is str else category_text(value),), []).append(row)
         return groups
     for row, segment in enumerate(segments):
         if segment and all(name in segment for name in spec):
-            groups.setdefault(tuple(segment_text(segment[name]) for name in spec), []).append(row)
+            groups.setdefault(tuple(category_text(segment[name]) for name in spec), []).append(row)
     return groups
 
 
