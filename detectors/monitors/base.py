@@ -75,8 +75,11 @@ class Observation:
     ignored_features: int = 0
     windows_judged: int = 0
     segment_events: dict[str, int] = field(default_factory=dict)  # segment key ("other" too) -> events
-    versions_retired: int = 0
     retired_versions: list[str | None] = field(default_factory=list)
+
+    @property
+    def versions_retired(self) -> int:
+        return len(self.retired_versions)
 
     def merge(self, later: Observation) -> Observation:
         """This observation followed by a later one of the same model."""
@@ -87,7 +90,6 @@ class Observation:
         self.windows_judged += later.windows_judged
         for key, count in later.segment_events.items():
             self.segment_events[key] = self.segment_events.get(key, 0) + count
-        self.versions_retired += later.versions_retired
         self.retired_versions += later.retired_versions
         return self
 

@@ -183,7 +183,6 @@ class ModelMonitor:
         event_index = np.arange(self.events_seen, self.events_seen + n)
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
         retired = self._see_versions(versions, event_index)
-        out.versions_retired = len(retired)
         out.retired_versions = [version for version, _ in retired]
         judged = self._observe_scope(self.whole, rows, versions, out)
         for scope, members in self._segment_rows(batch, out).items():
@@ -356,12 +355,14 @@ class ModelMonitor:
         """
         method = self.config.multiple_testing
         segments = self.config.max_segments if self.slices else 0
-        per_scope = sum(_p_value_tests(self.config, monitor.kind) for monitor in self.whole.monitors())
         families: dict[int, list[tuple[Judged, str]]] = {}
         for item in judged:
             for test, score in item.evaluation.scores.items():
                 if score.p_value is not None and TESTS[test].has_p_value:
                     families.setdefault(item.index, []).append((item, test))
+        if not families:
+            return
+        per_scope = sum(_p_value_tests(self.config, monitor.kind) for monitor in self.whole.monitors())
         for members in families.values():
             if method == "none":
                 for item, test in members:
