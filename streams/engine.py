@@ -193,6 +193,10 @@ class Engine:
         cached = self._baselines.get((model, version))
         if cached is not None:
             return cached
+        if self._baseline_generation is None:
+            # Noted before the first read: a baseline loaded after it moves the generation, and the
+            # next poll re-reads what this worker tracks.
+            self._baseline_generation = await self.store.baseline_generation()
         references: dict[str, Reference] = {}
         blob = await self.store.load_baseline(model, version)
         if blob is not None:
@@ -233,8 +237,7 @@ class Engine:
         if generation == self._baseline_generation:
             return
         # Every read first, then every change: a store that fails midway leaves nothing changed
-        # (and the generation unrecorded, so the next poll tries again). The first poll reads too:
-        # a baseline may have been loaded between a partition's restore and now.
+        # (and the generation unrecorded, so the next poll tries again).
         self._baselines.clear()
         loaded = [(state, model, monitor, await self._baselines_of(model, list(monitor.versions)))
                   for state in self.partitions.values() for model, monitor in state.monitors.items()]  # fmt: skip
