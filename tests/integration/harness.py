@@ -11,17 +11,39 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from streams.kafka import ensure_topics
 from streams.services import EmbeddedRedis, free_port, stop_process_group
 from streams.settings import Settings
+
+
+def isolated_settings(bootstrap: str, redis_url: str, name: str, **overrides: Any) -> Settings:
+    """Settings of a worker group of its own (app id, Redis keys and topics, which it creates)."""
+    unique = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = dict(
+        kafka_bootstrap_servers=bootstrap, redis_url=redis_url, app_id=f"{name}-{unique}",
+        state_prefix=f"{name}-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
+        topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
+        log_level="WARNING",
+    )  # fmt: skip
+    config = Settings(**(values | overrides))
+    ensure_topics(config)
+    return config
+
+
+def alerts_of(settings: Settings) -> list[dict[str, Any]]:
+    """Every alert on the group's alert topic, decoded."""
+    return [orjson.loads(m.value()) for m in read_topic(settings, settings.topic_alerts)]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import string
-import uuid
 from collections.abc import Iterator
 
 import orjson
@@ -20,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.decode import REASONS, Limits, decode_message
-from streams.kafka import ensure_topics
 from streams.settings import Settings
-from tests.integration.harness import WorkerProcess, read_topic, wait_until
+from tests.integration.harness import WorkerProcess, isolated_settings, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,14 +75,8 @@ class Sweep:
 
 @pytest.fixture(scope="module")
 def sweep(kafka_bootstrap: str, redis_url: str) -> Iterator[Sweep]:
-    unique = uuid.uuid4().hex[:10]
-    config = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"bad-{unique}",
-        state_prefix=f"bad-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
-        topic_partitions=1, max_models=MAX_MODELS, reference_size=1000, log_level="WARNING",
-    )  # fmt: skip
-    ensure_topics(config)
+    config = isolated_settings(kafka_bootstrap, redis_url, "bad", topic_partitions=1, max_models=MAX_MODELS,
+                               reference_size=1000)  # fmt: skip
     sweep = Sweep(config)
     try:
         # A model name that Prometheus escapes (brace, quote, newline): its events are counted too.

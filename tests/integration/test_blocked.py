@@ -3,17 +3,13 @@ worker not ready and saying why, while the other partitions go on."""
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
 
-from streams.kafka import ensure_topics
-from streams.settings import Settings
 from streams.state import STATE_VERSION
-from tests.integration.harness import WorkerProcess, committed_offsets, stored_state, wait_until
+from tests.integration.harness import WorkerProcess, committed_offsets, isolated_settings, stored_state, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +19,8 @@ EVENTS = 200  # per partition
 def test_a_partition_with_a_newer_state_layout_is_left_alone_and_the_worker_is_not_ready(
     kafka_bootstrap: str, redis_url: str
 ) -> None:
-    unique = uuid.uuid4().hex[:10]
-    config = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"blk-{unique}",
-        state_prefix=f"blk-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
-        topic_partitions=2, reference_size=50, log_level="WARNING",
-        broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
-    )  # fmt: skip
-    ensure_topics(config)
+    config = isolated_settings(kafka_bootstrap, redis_url, "blk", topic_partitions=2, reference_size=50,
+                               broker_session_timeout=6.0, broker_rebalance_timeout=6.0)  # fmt: skip
     future = {b"v": str(STATE_VERSION + 1).encode(), b"offset": b"3", b"model:later": b"\x00a layout from later"}
     client = redis.Redis.from_url(redis_url)
     key = f"{config.state_prefix}:{config.app_id}:state:{config.topic_events}:0"

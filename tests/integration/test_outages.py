@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -19,6 +19,7 @@ from tests.integration.harness import (
     WorkerProcess,
     caught_up,
     committed_offsets,
+    isolated_settings,
     persistent_redis,
     stored_state,
     wait_until,
@@ -29,17 +30,10 @@ pytestmark = pytest.mark.integration
 TRAFFIC = Traffic(models=("fraud", "churn", "credit", "ads"), numeric=4, categorical=1, seed=8)
 
 
-def settings_for(bootstrap: str, redis_url: str, **overrides) -> Settings:
-    unique = uuid.uuid4().hex[:10]
-    values = dict(
-        kafka_bootstrap_servers=bootstrap, redis_url=redis_url, app_id=f"out-{unique}", state_prefix=f"out-{unique}",
-        topic_events=f"events-{unique}", topic_labels=f"labels-{unique}", topic_alerts=f"alerts-{unique}",
-        topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}", topic_partitions=4, reference_size=1000,
-        log_level="WARNING", broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
-    )  # fmt: skip
-    config = Settings(**(values | overrides))
-    ensure_topics(config)
-    return config
+def settings_for(bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
+    defaults: dict[str, Any] = dict(topic_partitions=4, reference_size=1000, broker_session_timeout=6.0,
+                                    broker_rebalance_timeout=6.0)  # fmt: skip
+    return isolated_settings(bootstrap, redis_url, "out", **(defaults | overrides))
 
 
 def events_applied(config: Settings) -> int:

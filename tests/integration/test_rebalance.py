@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 import zlib
 
 import pytest
 
-from streams.kafka import ensure_topics
-from streams.settings import Settings
 from streams.simulate import Traffic, produce
-from tests.integration.harness import WorkerProcess, caught_up, stored_state, wait_until
+from tests.integration.harness import WorkerProcess, caught_up, isolated_settings, stored_state, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +33,8 @@ TRAFFIC = Traffic(models=MODELS, numeric=2, categorical=1, seed=5)
 def test_models_that_move_to_another_worker_leave_the_first_workers_metrics(
     kafka_bootstrap: str, redis_url: str
 ) -> None:
-    unique = uuid.uuid4().hex[:10]
-    config = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"reb-{unique}",
-        state_prefix=f"reb-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
-        topic_partitions=PARTITIONS, reference_size=200, log_level="WARNING",
-        broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
-    )  # fmt: skip
-    ensure_topics(config)
+    config = isolated_settings(kafka_bootstrap, redis_url, "reb", topic_partitions=PARTITIONS, reference_size=200,
+                               broker_session_timeout=6.0, broker_rebalance_timeout=6.0)  # fmt: skip
     per_round = 150
     produce(config, TRAFFIC, count=per_round)
     first = WorkerProcess(config)

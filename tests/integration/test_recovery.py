@@ -17,7 +17,15 @@ from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, produce
 from tests.integration import harness
-from tests.integration.harness import WorkerProcess, caught_up, read_topic, state_differences, stored_state, wait_until
+from tests.integration.harness import (
+    WorkerProcess,
+    caught_up,
+    isolated_settings,
+    read_topic,
+    state_differences,
+    stored_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +74,8 @@ def shared(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPa
 
 
 def _shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, dict, list[str]]]:
-    suffix = random.Random().randbytes(5).hex()
-    base = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"rec-{suffix}",
-        state_prefix=f"rec-{suffix}", topic_events=f"events-{suffix}", topic_labels=f"labels-{suffix}",
-        topic_alerts=f"alerts-{suffix}", topic_metrics=f"metrics-{suffix}", topic_dlq=f"dlq-{suffix}",
-        topic_partitions=4, reference_size=2000, log_level="WARNING",
-        broker_session_timeout=6.0, broker_rebalance_timeout=6.0,
-    )  # fmt: skip
-    ensure_topics(base)
+    base = isolated_settings(kafka_bootstrap, redis_url, "rec", topic_partitions=4, reference_size=2000,
+                             broker_session_timeout=6.0, broker_rebalance_timeout=6.0)  # fmt: skip
     assert produce(base, TRAFFIC, count=EVENTS // len(MODELS), batch_size=1) == EVENTS
     reference = group(base, "straight")
     run_to_the_end(reference)

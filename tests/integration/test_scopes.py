@@ -9,35 +9,24 @@ import psutil
 import pytest
 from confluent_kafka import Producer
 
-from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, produce
 from tests.integration import harness
-from tests.integration.harness import WorkerProcess, read_topic
+from tests.integration.harness import WorkerProcess, alerts_of, isolated_settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path,
+def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Settings:  # fmt: skip
     """Topics of its own, and a config file that slices fraud by region and churn by user."""
     config_file = tmp_path / "driftstream.toml"
     config_file.write_text('[models.fraud]\nsegments = ["region"]\n\n[models.churn]\nsegments = ["user"]\n')
     worker_env = harness.worker_env
     monkeypatch.setattr(harness, "worker_env", lambda s: {**worker_env(s), "DRIFTSTREAM_CONFIG": str(config_file)})
-    config = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap, redis_url=redis_url, app_id=f"sc-{unique}",
-        state_prefix=f"sc-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
-        topic_partitions=2, log_level="WARNING", reference_size=2000, window_size=500,
-    )  # fmt: skip
-    ensure_topics(config)
-    return config
-
-
-def alerts_of(settings: Settings) -> list[dict]:
-    return [orjson.loads(m.value()) for m in read_topic(settings, settings.topic_alerts)]
+    return isolated_settings(kafka_bootstrap, redis_url, "sc", topic_partitions=2, reference_size=2000,
+                             window_size=500)  # fmt: skip
 
 
 def test_a_drift_in_one_segment_alerts_with_that_segment_only(settings: Settings) -> None:

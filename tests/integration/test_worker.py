@@ -8,11 +8,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.simulate import Drift, Traffic, produce
 from streams.state import RedisStateStore
-from tests.integration.harness import WorkerProcess, read_topic
+from tests.integration.harness import WorkerProcess, alerts_of, isolated_settings, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -23,26 +22,9 @@ CONTRACT_FIELDS = {
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, unique: str) -> Settings:
-    config = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
-        app_id=f"it-{unique}",
-        state_prefix=f"it-{unique}",
-        topic_events=f"events-{unique}",
-        topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}",
-        topic_metrics=f"metrics-{unique}",
-        topic_dlq=f"dlq-{unique}",
-        topic_partitions=2,
-        log_level="WARNING",
-    )
-    ensure_topics(config)
-    return config
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    return isolated_settings(kafka_bootstrap, redis_url, "it", topic_partitions=2)
 
-
-def alerts_of(settings: Settings) -> list[dict]:
-    return [orjson.loads(m.value()) for m in read_topic(settings, settings.topic_alerts)]
 
 
 def test_a_mean_shift_alerts_on_that_feature_only(settings: Settings) -> None:

@@ -49,14 +49,19 @@ def write_csv(path: Path, table: dict[str, list]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_training_file(path: Path, table: dict[str, list]) -> None:
+    """CSV or Parquet, by the path's suffix."""
+    if path.suffix == ".csv":
+        write_csv(path, table)
+    else:
+        pq.write_table(pa.table(table), path)
+
+
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_training_files_give_typed_references(tmp_path: Path, suffix: str) -> None:
     table = training_table()
     path = tmp_path / f"train.{suffix}"
-    if suffix == "csv":
-        write_csv(path, table)
-    else:
-        pq.write_table(pa.table(table), path)
+    write_training_file(path, table)
     references = build_references(read_columns(path), Settings().monitor_config())
     assert isinstance(references["amount"], NumericReference)
     assert references["amount"].mean == pytest.approx(np.mean(table["amount"]))
@@ -186,10 +191,7 @@ def test_two_prediction_columns_are_refused_unless_one_is_excluded() -> None:
 def test_only_the_chosen_columns_are_read_under_their_stored_names(tmp_path: Path, suffix: str) -> None:
     table = scored_table()
     path = tmp_path / f"train.{suffix}"
-    if suffix == "csv":
-        write_csv(path, table)
-    else:
-        pq.write_table(pa.table(table), path)
+    write_training_file(path, table)
     assert file_columns(path) == FILE_COLUMNS
     chosen = select_columns(file_columns(path), exclude=["customer_id", "is_new"], prediction_column="score")
     chunks = list(read_chunks(path, rows=1000, columns=chosen))
