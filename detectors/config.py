@@ -64,6 +64,11 @@ class MonitorConfig:
     max_features: int = 200  # per model; further features are ignored and counted
     max_versions: int = 3  # live model versions per model; the least recently seen is retired
     max_segments: int = 20  # segment values tracked per model (first seen first); the rest count as "other"
+    # Expected false alarms per model per week, split over every detector the model may run
+    # (detectors/budget.py); each line is the stricter of its option and the budget's. 0: off.
+    false_alarm_budget: float = 1.0
+    event_rate: float = 1000.0  # events per second per model that the budget assumes
+    alert_per_detector: bool = False  # one alert per detector instead of one incident per feature
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -74,14 +79,18 @@ class MonitorConfig:
             elif isinstance(field.default, str):
                 if not isinstance(value, str):
                     raise ValueError(f"{field.name} must be a name, got {value!r}")
+            elif isinstance(field.default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{field.name} must be true or false, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{field.name} must be a number, got {value!r}")
             elif not math.isfinite(value):
                 raise ValueError(f"{field.name} must be finite, got {value!r}")
         positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma",
-                    "max_versions")  # fmt: skip
-        if self.max_segments < 0:
-            raise ValueError(f"max_segments must be >= 0, got {self.max_segments!r}")
+                    "max_versions", "event_rate")  # fmt: skip
+        for name in ("max_segments", "false_alarm_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

@@ -21,6 +21,7 @@ import orjson
 
 from detectors import SnapshotError
 from detectors.columns import Column
+from detectors.config import MonitorConfig
 from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
 from detectors.monitors.model import upgrade_snapshot
 from detectors.reference import Reference, reference_from_plain
@@ -93,7 +94,7 @@ class Engine:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.config = settings.monitor_config()
+        self._configs: dict[str, MonitorConfig] = {}  # per model: its budget may be its own
         self.limits = Limits(
             max_message_bytes=settings.max_message_bytes,
             max_events_per_message=settings.max_events_per_message,
@@ -110,6 +111,13 @@ class Engine:
         self._baseline_polled = -math.inf
 
     # -- state -------------------------------------------------------------
+
+    def config(self, model: str) -> MonitorConfig:
+        key = model if model in self.settings.models else ""  # the models the file names have their own
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = self.settings.monitor_config(key or None)
+        return config
 
     @property
     def model_count(self) -> int:
@@ -156,7 +164,7 @@ class Engine:
                     versions = [version for version, _ in data["versions"]]
                     references, by_version = await self._baselines_of(model, versions)
                     state.monitors[model] = ModelMonitor.restore(
-                        data, self.config, self.settings.feature_kinds(model), references,
+                        data, self.config(model), self.settings.feature_kinds(model), references,
                         segments=self.settings.segment_specs(model), version_baselines=by_version,
                     )
                 except (SnapshotError, ValueError, TypeError, OverflowError, AttributeError) as exc:
@@ -429,7 +437,7 @@ class Engine:
         state = self.partitions[(topic, partition)]
         monitor = state.monitors.get(model)
         if monitor is None:
-            monitor = ModelMonitor(model, self.config, self.settings.feature_kinds(model), baselines.get(model),
+            monitor = ModelMonitor(model, self.config(model), self.settings.feature_kinds(model), baselines.get(model),
                                    segments=self.settings.segment_specs(model))  # fmt: skip
             state.monitors[model] = monitor
             self.metrics.models_tracked.set(self.model_count)

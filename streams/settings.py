@@ -29,6 +29,9 @@ class ModelSettings(BaseSettings):
     features: dict[str, FeatureKind] = Field(default_factory=dict)
     # Segment keys to slice by: a key ("region") or a combination (["region", "device"]).
     segments: list[str | list[str]] = Field(default_factory=list)
+    # This model's own false-alarm budget and event rate (default: the global settings).
+    false_alarm_budget: float | None = Field(None, ge=0)
+    event_rate: float | None = Field(None, gt=0)
 
     @field_validator("segments")
     @classmethod
@@ -157,6 +160,13 @@ class Settings(BaseSettings):
                               "is retired")  # fmt: skip
     max_segments: int = Field(_D.max_segments, description="segment values tracked per model (first seen first); "
                               "the rest count as 'other'")  # fmt: skip
+    false_alarm_budget: float = Field(_D.false_alarm_budget, description="expected false alarms per model per week "
+                                      "(per model: [models.NAME] false_alarm_budget); 0 = off, each detector keeps "
+                                      "its own line")  # fmt: skip
+    event_rate: float = Field(_D.event_rate, description="events per second per model the budget assumes (per "
+                              "model: [models.NAME] event_rate)")  # fmt: skip
+    alert_per_detector: bool = Field(_D.alert_per_detector, description="one alert per detector instead of one "
+                                     "incident per (model, segment, feature) naming every detector that agrees")  # fmt: skip
 
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
 
@@ -184,14 +194,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _detection_is_valid(self) -> Settings:
-        try:
-            self.monitor_config()
-        except ValueError as exc:
-            raise ValueError(f"detection settings: {exc}") from exc
+        for model in (None, *self.models):
+            try:
+                self.monitor_config(model)
+            except ValueError as exc:
+                where = "" if model is None else f" of model {model!r}"
+                raise ValueError(f"detection settings{where}: {exc}") from exc
         return self
 
-    def monitor_config(self) -> MonitorConfig:
-        return MonitorConfig(**{field.name: getattr(self, field.name) for field in fields(MonitorConfig)})
+    def monitor_config(self, model: str | None = None) -> MonitorConfig:
+        """The detection config, with ``model``'s own budget and event rate when the config file sets them."""
+        values = {field.name: getattr(self, field.name) for field in fields(MonitorConfig)}
+        own = self.models.get(model) if model is not None else None
+        if own is not None:
+            for name in ("false_alarm_budget", "event_rate"):
+                if getattr(own, name) is not None:
+                    values[name] = getattr(own, name)
+        return MonitorConfig(**values)
 
     def feature_kinds(self, model: str) -> dict[str, FeatureKind]:
         config = self.models.get(model)
