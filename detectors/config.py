@@ -117,6 +117,9 @@ class MonitorConfig:
         for name in self.change_detectors:
             if name not in CHANGE_DETECTORS:
                 raise ValueError(f"change_detectors: {name!r} is not one of {', '.join(CHANGE_DETECTORS)}")
+        if self.false_alarm_budget and self.ph_alpha != 1 and "page_hinkley" in self.change_detectors:
+            raise ValueError(f"ph_alpha must be 1 under a false-alarm budget (a forgetting Page-Hinkley's run "
+                             f"length is not calibrated), got {self.ph_alpha!r}; or set false_alarm_budget = 0")
         # Build every detector once so a bad value fails here, named after its option.
         from detectors.registry import change_detectors, window_test
 

@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from detectors import SnapshotError
+from detectors.budget import budgeted
 from detectors.columns import Column, FeatureKind, category_text
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Judged, Observation, Rows
@@ -116,16 +117,16 @@ class Scope:
         }
 
     @classmethod
-    def restore(cls, key: str, data: dict[str, Any], config: MonitorConfig) -> Scope:
+    def restore(cls, key: str, data: dict[str, Any], lines: Callable[[str], MonitorConfig]) -> Scope:
         segment = data["segment"]
         if segment is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in segment.items()):
             raise SnapshotError(f"scope {key!r} has a malformed segment {segment!r}")
         scope = cls(key, segment)
         options = {"segment": segment, "scope": key}
-        scope.features = {name: FeatureMonitor.restore(name, feature, config, **options)
+        scope.features = {name: FeatureMonitor.restore(name, feature, lines(feature["kind"]), **options)
                           for name, feature in data["features"].items()}  # fmt: skip
-        scope.predictions = {version: FeatureMonitor.restore(PREDICTION, prediction, config, version=version,
-                                                             **options)
+        scope.predictions = {version: FeatureMonitor.restore(PREDICTION, prediction, lines(prediction["kind"]),
+                                                             version=version, **options)
                              for version, prediction in data["predictions"]}  # fmt: skip
         return scope
 
@@ -149,6 +150,8 @@ class ModelMonitor:
         self.baseline = dict(baseline or {})  # model-level references (the prediction's under PREDICTION)
         self.version_baselines = dict(version_baselines or {})  # prediction references per model version
         self.slices = tuple(tuple(spec) for spec in segments)
+        # The lines of its detectors, from the model's false-alarm budget (detectors/budget.py).
+        self._lines = {kind: budgeted(config, len(self.slices), kind) for kind in ("numeric", "categorical")}
         self.whole = Scope()
         self.tracked: dict[str, Scope] = {}  # in the order they were first seen
         self.versions: dict[str | None, int] = {}  # live versions -> the model's index of their last event
@@ -327,13 +330,17 @@ class ModelMonitor:
         kind = kind or column.infer_kind()
         if kind is None:  # only missing values so far: decide when a value arrives
             return None
-        monitor = FeatureMonitor(name, kind, self.config, reference, version=version, segment=scope.segment,
+        monitor = FeatureMonitor(name, kind, self.lines(kind), reference, version=version, segment=scope.segment,
                                  scope=scope.key)  # fmt: skip
         if name == PREDICTION:
             scope.predictions[version] = monitor
         else:
             scope.features[name] = monitor
         return monitor
+
+    def lines(self, kind: str) -> MonitorConfig:
+        """The config a ``kind`` column's monitor judges with: its lines set by the budget."""
+        return self._lines["numeric" if kind == "numeric" else "categorical"]
 
     def _baseline_of(self, name: str, version: str | None) -> Reference | None:
         if name == PREDICTION and version is not None and version in self.version_baselines:
@@ -349,12 +356,13 @@ class ModelMonitor:
         false alarms are bounded like an unsegmented one's and a test's line does not move as
         segments appear or as other windows happen to close at the same event. Bonferroni divides each alpha by the
         family size; Benjamini-Hochberg gives alpha * k / m, where k is how many of the m
-        p-values its step-up procedure rejects. With ``multiple_testing = "none"`` only the
-        segment family is corrected (Bonferroni over max_segments): the tests of the whole
-        model keep their lines.
+        p-values its step-up procedure rejects. With ``multiple_testing = "none"`` nothing is
+        corrected under a false-alarm budget (its alphas already share it with the segments');
+        with the budget off, only the segment family is (Bonferroni over max_segments).
         """
         method = self.config.multiple_testing
         segments = self.config.max_segments if self.slices else 0
+        budget = self.config.false_alarm_budget > 0  # its lines already share the budget with the segments
         families: dict[int, list[tuple[Judged, str]]] = {}
         for item in judged:
             for test, score in item.evaluation.scores.items():
@@ -366,7 +374,7 @@ class ModelMonitor:
         for members in families.values():
             if method == "none":
                 for item, test in members:
-                    if segments and isinstance(item.monitor, FeatureMonitor) and item.monitor.scope:
+                    if segments and not budget and isinstance(item.monitor, FeatureMonitor) and item.monitor.scope:
                         item.alphas[test] = _alpha(item, test) / segments
                         item.family = segments
                 continue
@@ -434,7 +442,7 @@ class ModelMonitor:
             monitor.versions_retired = int(data["versions_retired"])
             monitor.other_events = int(data["other_events"])
             for key, scope in data["scopes"]:
-                restored = Scope.restore(str(key), scope, config)
+                restored = Scope.restore(str(key), scope, monitor.lines)
                 if key == "":
                     monitor.whole = restored
                 elif restored.segment and tuple(restored.segment) in monitor.slices:

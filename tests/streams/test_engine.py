@@ -73,24 +73,31 @@ def store_factory(request, redis_url: str):
     return factory
 
 
-def test_drift_alerts_and_checkpointed_state_survive_a_new_engine(unique: str, store_factory) -> None:
+@pytest.mark.parametrize("cut", [2600, 4600])  # before the drift, and with its incident firing
+def test_drift_alerts_and_checkpointed_state_survive_a_new_engine(unique: str, store_factory, cut: int) -> None:
     config = settings(unique)
     items = records(TRAFFIC, 6000)
 
-    async def scenario() -> tuple[list[dict], list[dict]]:
+    async def scenario() -> tuple[list[dict], list[dict], list[dict]]:
         straight = await feed(make_engine(config, store_factory(config)), items)
+        per_config = config.model_copy(update={"app_id": f"per-{unique}", "alert_per_detector": True})
+        per_detector = await feed(make_engine(per_config, store_factory(per_config)), items)
         resumed_config = config.model_copy(update={"app_id": f"resumed-{unique}"})
         first = make_engine(resumed_config, store_factory(resumed_config))
-        alerts = await feed(first, items[:2600])
+        alerts = await feed(first, items[:cut])
         await first.checkpoint()
         second = make_engine(resumed_config, store_factory(resumed_config))
-        # Records the checkpoint covers are skipped: replaying from offset 2000 changes nothing.
-        alerts += await feed(second, items[2000:])
-        return straight, alerts
+        # Records the checkpoint covers are skipped: replaying from 600 records before it changes nothing.
+        alerts += await feed(second, items[cut - 600 :])
+        return straight, per_detector, alerts
 
-    straight, resumed = asyncio.run(scenario())
-    assert {(a["feature"], a["detector"]) for a in straight if a["status"] == "firing"} >= {("f1", "psi")}
-    assert {a["feature"] for a in straight} == {"f1"}
+    straight, per_detector, resumed = asyncio.run(scenario())
+    assert {(a["feature"], a["detector"]) for a in per_detector if a["status"] == "firing"} >= {("f1", "psi")}
+    assert {a["feature"] for a in per_detector} == {"f1"} and all(a["detectors"] == [a["detector"]]
+                                                                  for a in per_detector)  # fmt: skip
+    # One drift, one incident: the first detector to catch it fires it (critical at once), the rest join.
+    assert [(a["feature"], a["status"], a["severity"]) for a in straight] == [("f1", "firing", "critical")]
+    assert straight[0]["alert_id"] in {a["alert_id"] for a in per_detector}  # the causing detector's own id
     assert [a["alert_id"] for a in resumed] != []
     strip = lambda alerts: [{k: v for k, v in a.items() if k != "alert_id"} for a in alerts]  # noqa: E731
     assert strip(resumed) == strip(straight)
@@ -234,7 +241,8 @@ def test_a_layout_1_checkpoint_of_the_previous_release_is_migrated_and_continued
                                                                                  redis_url: str) -> None:
     """tests/fixtures/layout1-partition.msgpack: what release e168f43 saved after 2600 events of
     TRAFFIC (version "1", offsets 0..2599). The migrated state goes on as if never interrupted."""
-    config = settings(unique, redis_url=redis_url)
+    # The fixture was written with the lines of that release: no false-alarm budget yet.
+    config = settings(unique, redis_url=redis_url, false_alarm_budget=0)
     stream = model_events(TRAFFIC, 0)
     items = [Record("events", 0, offset, 1.8e9 + offset, b"fraud", orjson.dumps(dict(next(stream), model_version="1")))
              for offset in range(6000)]  # fmt: skip
