@@ -119,20 +119,26 @@ def chi_square_null_quantile(alpha: float, dof: int) -> float:
     return float(stats.chi2.isf(alpha, max(dof, 1)))
 
 
+PSI_SKEW_MARGIN = 1.03
+
+
 def psi_null_line(chi2: float, scale: float) -> float:
     """PSI a stable window crosses with the chi-square quantile's probability.
 
     To second order PSI is Pearson's chi-square statistic of the window against the
     reference shares, ``sum((a - e)^2 / e)``; with both samples drawn from one
-    distribution that is ``(1/n + 1/m) chi2(bins - 1)`` (window n, reference m).
+    distribution that is ``(1/n + 1/m) chi2(bins - 1)`` (window n, reference m). Its third-
+    order term skews the tail up: simulated quantiles of 1.6 x 10^7 stable windows (10 bins,
+    1000 against 5000) sat 1.0-1.5% above the chi-square's from 10^-2 to 10^-5, so the line
+    takes a 3% margin (Jensen-Shannon's divergence too: 10% over its target at 10^-2 without).
     """
-    return chi2 * scale
+    return chi2 * scale * PSI_SKEW_MARGIN
 
 
 def jensen_shannon_null_line(chi2: float, scale: float) -> float:
     """Jensen-Shannon distance (base 2) with the same null: the divergence is
-    ``sum((a - e)^2 / m) / 8`` nats to second order (m the mid shares)."""
-    return math.sqrt(chi2 * scale / (8.0 * math.log(2.0)))
+    ``sum((a - e)^2 / m) / 8`` nats to second order (m the mid shares); the same margin."""
+    return math.sqrt(chi2 * scale * PSI_SKEW_MARGIN / (8.0 * math.log(2.0)))
 
 
 def null_rate_null_line(alpha: float, window: int, reference: int) -> float:
