@@ -18,7 +18,7 @@ from streams.baseline import baseline_blob
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.services import free_port
-from streams.settings import Settings
+from streams.settings import CONFIG_ENV, Settings
 from streams.simulate import Drift, Traffic, VersionSwitch, model_events
 from streams.state import (
     STATE_VERSION,
@@ -119,6 +119,24 @@ def test_batch_envelopes_give_the_same_alerts_as_single_events(unique: str, drif
     for per_message, batch in ((100, 3), (1000, 1)):
         envelopes = asyncio.run(scenario(per_message, batch))
         assert [a["alert_id"] for a in envelopes] == [a["alert_id"] for a in singles], per_message
+
+
+def test_a_model_named_in_the_config_file_judges_with_its_own_budget(
+    unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    path = tmp_path / "driftstream.toml"
+    path.write_text("false_alarm_budget = 2\n\n[models.busy]\nfalse_alarm_budget = 0.5\nevent_rate = 50000\n")
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    engine = make_engine(settings(unique), MemoryStateStore())
+    records = [Record("events", 0, offset, 1.8e9, b"k", orjson.dumps({"model": model, "features": {"x": 1.0}}))
+               for offset, model in enumerate(["busy", "quiet"])]  # fmt: skip
+    asyncio.run(engine.process(records))
+    monitors = engine.partitions[("events", 0)].monitors
+    busy, quiet = monitors["busy"].lines("numeric"), monitors["quiet"].lines("numeric")
+    assert (busy.false_alarm_budget, busy.event_rate) == (0.5, 50000.0)
+    assert (quiet.false_alarm_budget, quiet.event_rate) == (2.0, 1000.0)
+    # 200 times fewer false alarms per event: a stricter line for the busy model
+    assert busy.ph_threshold > quiet.ph_threshold and busy.ks_alpha < quiet.ks_alpha
 
 
 def test_rejections_go_to_the_dlq_with_their_reason_and_source(unique: str) -> None:
