@@ -661,7 +661,8 @@ def segment_batches(rng: np.random.Generator, n: int) -> Iterator[ModelBatch]:
 
 def run_segment_task(task: SegmentTask) -> SegmentResult:
     """One stream through a ModelMonitor per config, each fed the same batches."""
-    monitors = {name: ModelMonitor("m", MonitorConfig(multiple_testing=testing),
+    # Counted per detector: each detector's own alerts, not the incidents they make up.
+    monitors = {name: ModelMonitor("m", MonitorConfig(multiple_testing=testing, alert_per_detector=True),
                                    segments=[("region",)] if sliced else ())
                 for name, (sliced, testing) in SEGMENT_CONFIGS.items()}  # fmt: skip
     result = SegmentResult(events=task.counted, fed=SEGMENT_BURN_IN + task.counted)

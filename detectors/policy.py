@@ -1,9 +1,16 @@
 """When an alert fires, escalates and resolves: one policy for every monitor.
 
 Monitors report verdicts; the policy keeps, per detector of one monitored
-subject, whether an alert is firing and at which severity, and answers what
-to send. One firing alert per (subject, detector) until it resolves; it is
-sent once more only if it escalates from warning to critical.
+subject, whether it is firing and at which severity. One firing state per
+(subject, detector) until it resolves; it changes once more only if it
+escalates from warning to critical.
+
+Detectors that fire together on one subject are one *incident* per alert type:
+``null_rate`` is data quality (missing values are not drift), every other
+detector drift. By default an incident, not a detector, is what is sent: it
+fires when its first member fires, fires again only when it escalates to
+critical, and resolves when its last member has resolved (``incident``). With
+``alert_per_detector`` every detector's own firing and resolving is sent.
 
 * Windowed tests resolve when a window is back under the warning line.
 * Change detectors (ADWIN, Page-Hinkley) signal a change point and then adapt
@@ -14,7 +21,7 @@ sent once more only if it escalates from warning to critical.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from detectors import SnapshotError
@@ -22,6 +29,13 @@ from detectors.base import Severity
 
 Status = Literal["firing", "resolved"]
 _SEVERITIES = (None, "warning", "critical")
+QUALITY = "data_quality"
+DRIFT = "drift"
+
+
+def incident_of(detector: str) -> str:
+    """The incident a detector's alerts belong to: missing values are data quality, not drift."""
+    return QUALITY if detector == "null_rate" else DRIFT
 
 
 @dataclass
@@ -34,11 +48,21 @@ class AlertState:
     since_count: int = 0
 
 
+@dataclass
+class Incident:
+    """The detectors of one subject and alert type firing together (only a firing one is kept)."""
+
+    severity: Severity  # the highest any member fired at since it began
+    firing: set[str] = field(default_factory=set)  # members firing now
+    fired: set[str] = field(default_factory=set)  # every member that fired since it began
+
+
 class AlertPolicy:
-    """Firing state of one monitored subject's detectors."""
+    """Firing state of one monitored subject's detectors, and of its incidents."""
 
     def __init__(self) -> None:
         self.states: dict[str, AlertState] = {}
+        self.incidents: dict[str, Incident] = {}  # incident_of(detector) -> the firing incident
 
     def state(self, detector: str) -> AlertState:
         return self.states.setdefault(detector, AlertState())
@@ -87,6 +111,39 @@ class AlertPolicy:
         state.severity = None
         return was
 
+    def incident(self, detector: str, status: Status, severity: Severity
+                 ) -> tuple[Status, Severity, tuple[str, ...]] | None:  # fmt: skip
+        """A detector's own alert (in event order) as its incident sees it: what the incident sends, or None.
+
+        Returns the status, the severity and the detectors to name: for a firing alert the
+        members firing now, for a resolved one every member that fired during the incident.
+        """
+        kind = incident_of(detector)
+        incident = self.incidents.get(kind)
+        if status == "firing":
+            if incident is None:
+                incident = self.incidents[kind] = Incident(severity)
+            elif _SEVERITIES.index(severity) <= _SEVERITIES.index(incident.severity):
+                incident.firing.add(detector)  # joins at no higher severity: named in the next alert
+                incident.fired.add(detector)
+                return None
+            incident.severity = severity
+            incident.firing.add(detector)
+            incident.fired.add(detector)
+            return "firing", severity, tuple(sorted(incident.firing))
+        if incident is None:  # not a member (cannot happen with consistent state): its own alert
+            return "resolved", severity, (detector,)
+        incident.firing.discard(detector)
+        if incident.firing:
+            return None  # the others still fire: no resolve, no de-escalation
+        del self.incidents[kind]
+        return "resolved", incident.severity, tuple(sorted(incident.fired | {detector}))
+
+    def firing_in(self, kind: str) -> tuple[str, ...]:
+        """Members of the ``kind`` incident firing now (sorted)."""
+        incident = self.incidents.get(kind)
+        return tuple(sorted(incident.firing)) if incident else ()
+
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, list[Any]]:
@@ -97,8 +154,20 @@ class AlertPolicy:
             for name, state in sorted(self.states.items())
         }  # fmt: skip
 
+    def incidents_snapshot(self) -> dict[str, list[Any]]:
+        """The firing incidents: kind -> [severity, members firing, members that fired] (sorted)."""
+        return {
+            kind: [incident.severity, sorted(incident.firing), sorted(incident.fired)]
+            for kind, incident in sorted(self.incidents.items())
+        }
+
     @classmethod
-    def restore(cls, data: dict[str, list[Any]]) -> AlertPolicy:
+    def restore(cls, data: dict[str, list[Any]], incidents: dict[str, list[Any]] | None = None) -> AlertPolicy:
+        """Detector states from ``snapshot()``, incidents from ``incidents_snapshot()``.
+
+        Snapshots from before incidents (``incidents`` None) derive them from the firing
+        detectors: one incident per alert type at the highest severity of its members.
+        """
         policy = cls()
         for name, entry in data.items():
             # Version-2 model snapshots kept [severity, last_change] only.
@@ -108,4 +177,18 @@ class AlertPolicy:
             policy.states[str(name)] = AlertState(
                 severity, int(last), math.nan if since_time is None else float(since_time), int(since_count)
             )
+        for kind, entry in (incidents or {}).items():
+            if kind not in (QUALITY, DRIFT):
+                raise SnapshotError(f"incident {kind!r} is not one of {QUALITY}, {DRIFT}")
+            severity, firing, fired = entry
+            if severity not in _SEVERITIES[1:]:
+                raise SnapshotError(f"incident {kind!r} has severity {severity!r}")
+            if not all(isinstance(name, str) for name in (*firing, *fired)):
+                raise SnapshotError(f"incident {kind!r} names a detector that is not a string")
+            if firing:  # an incident with no member firing is over
+                policy.incidents[kind] = Incident(severity, set(firing), set(fired) | set(firing))
+        for name, state in sorted(policy.states.items()):
+            # A firing detector outside its incident (a snapshot from before incidents): it joins it.
+            if state.severity is not None and name not in policy.firing_in(incident_of(name)):
+                policy.incident(name, "firing", state.severity)
         return policy

@@ -49,6 +49,7 @@ def to_wire(
         "feature": alert.feature,
         "segment": alert.segment,
         "detector": alert.detector,
+        "detectors": list(alert.detectors or (alert.detector,)),  # every detector the alert speaks for
         "statistic": alert.statistic,
         "threshold": alert.threshold,
         "p_value": alert.p_value,

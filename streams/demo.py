@@ -61,6 +61,12 @@ def where(alert: dict[str, Any]) -> str:
     return text
 
 
+def detectors(alert: dict[str, Any]) -> str:
+    """Who speaks in an alert: the detector that caused it, then the others of its incident, ``psi (+adwin, ks)``."""
+    others = [name for name in alert.get("detectors") or () if name != alert["detector"]]  # none before incidents
+    return f"{alert['detector']} (+{', '.join(others)})" if others else alert["detector"]
+
+
 def format_alert(alert: dict[str, Any]) -> str:
     colour = {"critical": "bold red", "warning": "yellow"}.get(alert["severity"], "white")
     status = alert["status"].upper()
@@ -68,7 +74,7 @@ def format_alert(alert: dict[str, Any]) -> str:
         colour = "green"
     return (
         f"[{colour}]{status:<8} {alert['severity']:<8}[/] {alert['type']:<16} {escape(f'{where(alert):<22}')} "
-        f"{alert['detector']:<12} statistic {alert['statistic']:.3f} (line {alert['threshold']:.3g})\n"
+        f"{escape(detectors(alert)):<12} statistic {alert['statistic']:.3f} (line {alert['threshold']:.3g})\n"
         f"         {escape(alert['message'])}"
     )
 

@@ -165,8 +165,9 @@ class Settings(BaseSettings):
                                       "its own line")  # fmt: skip
     event_rate: float = Field(_D.event_rate, description="events per second per model the budget assumes (per "
                               "model: [models.NAME] event_rate)")  # fmt: skip
-    alert_per_detector: bool = Field(_D.alert_per_detector, description="one alert per detector instead of one "
-                                     "incident per (model, segment, feature) naming every detector that agrees")  # fmt: skip
+    alert_per_detector: bool = Field(_D.alert_per_detector, description="one alert per detector instead of "
+                                     "one incident per (model, segment, feature) naming every detector that "
+                                     "agrees")  # fmt: skip
 
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
 

@@ -46,6 +46,9 @@ class Alert:
     message: str
     version: str | None = None  # the model version a prediction monitor watches
     segment: dict[str, str] | None = None  # the tracked segment value; None for the whole model
+    # Every detector the alert speaks for (sorted): of a firing incident those firing now, of a
+    # resolved one those that fired during it; with alert_per_detector, (detector,).
+    detectors: tuple[str, ...] = ()
 
 
 @dataclass

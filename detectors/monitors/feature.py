@@ -3,11 +3,16 @@
 Each builds a reference (a fixed-memory sketch) from its first values unless
 one is given, then feeds a ``WindowedDetector`` (the two-sample tests) and, for
 numbers, the change detectors on z-scores against the reference. Whether a
-verdict becomes an alert is the ``AlertPolicy``'s decision.
+verdict becomes an alert is the ``AlertPolicy``'s decision: each detector's own
+alerts are collected per batch and, once every window the batch completed is
+judged, passed in event order through the policy's incidents (one alert per
+incident unless ``alert_per_detector``), so what is sent does not depend on how
+the stream is batched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -18,7 +23,7 @@ from detectors.base import Severity, Verdict
 from detectors.columns import Column, FeatureKind
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
-from detectors.policy import AlertPolicy, Status
+from detectors.policy import AlertPolicy, Status, incident_of
 from detectors.reference import (
     CategoricalReference,
     CategoricalReferenceBuilder,
@@ -32,6 +37,9 @@ from detectors.two_sample import Score
 from detectors.window import Coded, WindowedDetector
 
 _MIN_SHIFT_ROWS = 50
+# The order of a detector's alerts at one event: change points, then what a window close says of
+# the change detectors, then the windowed tests.
+_CHANGE, _REVIEW, _WINDOW = range(3)
 _WHAT = {
     "psi": "PSI",
     "ks": "Kolmogorov-Smirnov D",
@@ -67,6 +75,9 @@ class FeatureMonitor:
         self.policy = AlertPolicy()
         # The last _MIN_SHIFT_ROWS present values as z-scores: what a Page-Hinkley change is measured on.
         self._recent_z = np.empty(0)
+        # This batch's detector alerts, (event index, phase, alert), until its windows are all judged.
+        self._pending: list[tuple[int, int, Alert]] = []
+        self._unjudged = 0  # windows update() returned that judge() has not seen yet
         if reference is not None:
             self.use_reference(reference)
 
@@ -170,6 +181,9 @@ class FeatureMonitor:
                 judged.append(item)
             start = stop
         self.rows_seen += n
+        self._unjudged += len(judged)
+        if not self._unjudged:
+            self._settle(out)
         return judged
 
     def _statistic(self, detector: str, value: float, out: Observation) -> None:
@@ -228,8 +242,9 @@ class FeatureMonitor:
         message = (f"{detector} detected a change in the mean of {self.describe()}: the {count} values since its "
                    f"last change point are {abs(shift):.2f} reference std {'up' if shift >= 0 else 'down'} from "
                    f"the reference mean ({severity})")  # fmt: skip
-        out.alerts.append(self._alert("firing", severity, detector, statistic, verdict.threshold, None, index, at,
-                                      message, {"mean_shift_sigma": shift}, count, start))  # fmt: skip
+        self._pending.append((index, _CHANGE, self._alert(
+            "firing", severity, detector, statistic, verdict.threshold, None, index, at, message,
+            {"mean_shift_sigma": shift}, count, start)))  # fmt: skip
 
     def judge(self, item: Judged, out: Observation) -> None:
         """Alerts for one completed window, with p-values already corrected model-wide."""
@@ -239,7 +254,11 @@ class FeatureMonitor:
             score = evaluation.scores[test.name]
             severity, line = test.judge(score, item.alphas.get(test.name))
             self._statistic(test.name, score.statistic, out)
-            self._judge_window(test.name, severity, score, line, item, out)
+            self._judge_window(test.name, severity, score, line, item)
+        self._unjudged -= 1
+        if self._unjudged <= 0:
+            self._unjudged = 0
+            self._settle(out)
 
     def _review_changes(self, item: Judged, out: Observation) -> None:
         """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""
@@ -256,34 +275,69 @@ class FeatureMonitor:
                         message = (f"{detector} on {self.describe()}: the last {evaluation.count} values are "
                                    f"{abs(shift):.2f} reference std {'up' if shift >= 0 else 'down'} from the "
                                    f"reference mean, past the critical line of {self.config.change_critical_sigma:g}")
-                        out.alerts.append(self._alert(
+                        self._pending.append((item.index, _REVIEW, self._alert(
                             "firing", severity, detector, abs(shift), self.config.change_critical_sigma, None,
                             item.index, item.at, message, {**summary, "mean_shift_sigma": shift}, evaluation.count,
-                            evaluation.start_time))  # fmt: skip
+                            evaluation.start_time)))  # fmt: skip
             quiet = self.policy.quiet_for(detector, item.index)
             if quiet is not None and quiet >= self.config.resolve_after:
                 last = self.policy.state(detector).last_change
                 severity = self.policy.resolve(detector)
                 message = (f"{detector} on {self.describe()}: no change point in the {quiet} events since the last "
                            f"one (event {last}); the detector has adapted to the new level")  # fmt: skip
-                out.alerts.append(self._alert("resolved", severity, detector, float(quiet),
-                                              float(self.config.resolve_after), None, item.index, item.at, message,
-                                              evaluation.summary, evaluation.count,
-                                              evaluation.start_time))  # fmt: skip
+                self._pending.append((item.index, _REVIEW, self._alert(
+                    "resolved", severity, detector, float(quiet), float(self.config.resolve_after), None,
+                    item.index, item.at, message, evaluation.summary, evaluation.count,
+                    evaluation.start_time)))  # fmt: skip
 
     def close(self, index: int, at: float, reason: str, statistic: float, threshold: float) -> list[Alert]:
-        """Resolve every alert this monitor is firing: it stops (its version retired)."""
-        alerts = []
+        """Resolve every alert this monitor is firing: it stops (its version retired).
+
+        Its alerts of this batch so far come first; then each open incident resolves as one
+        alert (one per detector with ``alert_per_detector``).
+        """
+        closed = Observation()
+        self._settle(closed)
         for detector in sorted(self.policy.states):
             if self.policy.firing(detector) is not None:
                 severity = self.policy.resolve(detector)
                 message = f"{detector} on {self.describe()}: closed, {reason}"
-                alerts.append(self._alert("resolved", severity, detector, statistic, threshold, None, index, at,
-                                          message, {}, self.rows_seen, at))  # fmt: skip
-        return alerts
+                self._pending.append((index, _WINDOW, self._alert(
+                    "resolved", severity, detector, statistic, threshold, None, index, at, message, {},
+                    self.rows_seen, at)))  # fmt: skip
+        self._settle(closed)
+        return closed.alerts
 
-    def _judge_window(self, test: str, severity: Severity | None, score: Score, line: float, item: Judged,
-                      out: Observation) -> None:  # fmt: skip
+    def _settle(self, out: Observation) -> None:
+        """The detectors' pending alerts, in event order, as what is sent (per incident by default)."""
+        pending, self._pending = sorted(self._pending, key=lambda entry: entry[:2]), []
+        per_detector = self.config.alert_per_detector
+        event: list[Alert] = []  # the incidents' alerts of one event
+        for position, (index, _, alert) in enumerate(pending):
+            decision = self.policy.incident(alert.detector, alert.status, alert.severity)
+            if per_detector:
+                out.alerts.append(alert)
+            elif decision is not None:
+                status, severity, detectors = decision
+                event.append(dataclasses.replace(alert, status=status, severity=severity, detectors=detectors))
+            if event and (position + 1 == len(pending) or pending[position + 1][0] != index):
+                out.alerts += (self._named(alert) for alert in event)
+                event = []
+
+    def _named(self, alert: Alert) -> Alert:
+        """An incident's alert naming its other detectors: for a firing one, every member firing
+        once its event is through (detectors that fired at the same event included)."""
+        detectors = alert.detectors
+        if alert.status == "firing":
+            detectors = self.policy.firing_in(incident_of(alert.detector)) or detectors
+        others = [name for name in detectors if name != alert.detector]
+        if not others:
+            return dataclasses.replace(alert, detectors=detectors)
+        also = "also firing" if alert.status == "firing" else "also fired during the incident"
+        return dataclasses.replace(alert, detectors=detectors, message=f"{alert.message}; {also}: {', '.join(others)}")
+
+    def _judge_window(self, test: str, severity: Severity | None, score: Score, line: float,
+                      item: Judged) -> None:  # fmt: skip
         decision = self.policy.on_window(test, severity)
         if decision is None:
             return
@@ -300,9 +354,9 @@ class FeatureMonitor:
                        f"events (line {line:.3g}{p_text}, {severity})")  # fmt: skip
         else:
             message = f"{what} of {self.describe()} is back to {score.statistic:.3f} (line {line:.3g}{p_text})"
-        out.alerts.append(self._alert(status, severity, test, score.statistic, line, score.p_value, item.index,
-                                      item.at, message, evaluation.summary, evaluation.count,
-                                      evaluation.start_time))  # fmt: skip
+        self._pending.append((item.index, _WINDOW, self._alert(
+            status, severity, test, score.statistic, line, score.p_value, item.index, item.at, message,
+            evaluation.summary, evaluation.count, evaluation.start_time)))  # fmt: skip
 
     def _alert(self, status: Status, severity: Severity, detector: str, statistic: float, threshold: float,
                p_value: float | None, index: int, at: float, message: str, current: dict[str, Any] | None,
@@ -330,6 +384,7 @@ class FeatureMonitor:
             message=message,
             version=self.version,
             segment=self.segment,
+            detectors=(detector,),
         )
 
     # -- snapshots ---------------------------------------------------------
@@ -342,6 +397,7 @@ class FeatureMonitor:
             "window": self.window.snapshot() if self.window else None,
             "changes": {name: detector.snapshot() for name, detector in self.changes.items()},
             "alerts": self.policy.snapshot(),
+            "incidents": self.policy.incidents_snapshot(),
             "recent_z": self._recent_z.astype("<f8").tobytes(),
         }
 
@@ -360,9 +416,10 @@ class FeatureMonitor:
                 window.tests = monitor.window.tests
                 monitor.window = window
             for detector, state in data["changes"].items():
-                if detector in monitor.changes:
+                # Built for other lines (the budget or an option changed): it starts afresh with the config's.
+                if detector in monitor.changes and state.get("params") == monitor.changes[detector].params:
                     monitor.changes[detector] = type(monitor.changes[detector]).restore(state)
-        monitor.policy = AlertPolicy.restore(data["alerts"])
+        monitor.policy = AlertPolicy.restore(data["alerts"], data.get("incidents"))  # absent before incidents
         recent = np.frombuffer(data.get("recent_z", b""), dtype="<f8")  # absent before snapshot version 3
         if recent.size > _MIN_SHIFT_ROWS or not np.isfinite(recent).all():
             raise SnapshotError(f"recent values of {name!r} must be at most {_MIN_SHIFT_ROWS} finite numbers")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from detectors.config import MonitorConfig
 from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
 
 CONFIG = MonitorConfig(reference_size=2000, window_size=500)
+PER_DETECTOR = dataclasses.replace(CONFIG, alert_per_detector=True)  # each detector's own alerts
 
 
 def batch_of(columns: dict, times: np.ndarray, version: str | None = None) -> ModelBatch:
@@ -39,11 +42,12 @@ def run(monitor: ModelMonitor, items) -> list:
 
 
 def test_only_the_shifted_feature_alerts() -> None:
-    monitor = ModelMonitor("m", CONFIG)
+    monitor = ModelMonitor("m", PER_DETECTOR)
     alerts = run(monitor, batches())
     firing = [a for a in alerts if a.status == "firing"]
     assert {a.feature for a in firing} == {"x1"}
     assert {a.detector for a in firing} == {"adwin", "page_hinkley", "psi", "ks"}
+    assert all(a.detectors == (a.detector,) for a in alerts)
     psi_alert = next(a for a in firing if a.detector == "psi")
     assert psi_alert.severity == "critical" and psi_alert.statistic >= 0.25
     assert 6000 <= psi_alert.event_index < 6500 + CONFIG.window_size
@@ -53,14 +57,28 @@ def test_only_the_shifted_feature_alerts() -> None:
     assert monitor.model_version == "7"
 
 
+def test_the_shifted_feature_is_one_incident_of_every_detector() -> None:
+    monitor = ModelMonitor("m", CONFIG)
+    alerts = run(monitor, batches())
+    assert {a.feature for a in alerts} == {"x1"} and all(a.status == "firing" for a in alerts)
+    # caught by a change point, escalated at most once; the shift lasts to the end: no resolve
+    assert [a.severity for a in alerts] in (["warning", "critical"], ["critical"])
+    assert alerts[0].detector in ("adwin", "page_hinkley") and alerts[0].detectors == (alerts[0].detector,)
+    assert all(a.detector in a.detectors for a in alerts)
+    # the detectors that joined at no higher severity are members, named in its next alert
+    incident = monitor.whole.features["x1"].policy.incidents["drift"]
+    assert incident.fired == {"adwin", "page_hinkley", "psi", "ks"} and incident.severity == "critical"
+    assert incident.firing >= {"psi", "ks"}  # the windows still see the shift
+
+
 def test_one_firing_alert_per_feature_and_detector_until_resolved() -> None:
-    alerts = run(ModelMonitor("m", CONFIG), batches(n=20_000))
+    alerts = run(ModelMonitor("m", PER_DETECTOR), batches(n=20_000))
     psi_alerts = [(a.status, a.severity) for a in alerts if a.detector == "psi"]
     assert psi_alerts == [("firing", "critical")]  # the shift persists: no repeats, no resolve
 
 
 def test_psi_alert_resolves_when_the_window_is_back_under_the_line() -> None:
-    monitor = ModelMonitor("m", CONFIG)
+    monitor = ModelMonitor("m", PER_DETECTOR)
     rng = np.random.default_rng(4)
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(1000) + 2, rng.standard_normal(1000)])
     alerts = run(monitor, [batch_of({"v": values[s : s + 500].tolist()}, np.zeros(500)) for s in range(0, 5000, 500)])
@@ -178,7 +196,7 @@ def _stable_features(n_features: int, rows: int, seed: int) -> list[ModelBatch]:
 @pytest.mark.parametrize("method", ["bonferroni", "benjamini_hochberg"])
 def test_multiple_testing_correction_spans_the_models_features(method: str) -> None:
     loose = {"reference_size": 1000, "window_size": 500, "ks_alpha": 0.05, "change_detectors": (),
-             "numeric_tests": ("ks",)}  # fmt: skip
+             "numeric_tests": ("ks",), "false_alarm_budget": 0}  # fmt: skip
     items = _stable_features(20, 20_000, seed=11)
     plain = [a for a in run(ModelMonitor("m", MonitorConfig(**loose)), items) if a.status == "firing"]
     corrected = [a for a in run(ModelMonitor("m", MonitorConfig(**loose, multiple_testing=method)), items)
@@ -199,7 +217,7 @@ def test_categorical_drift_new_categories_and_their_alerts() -> None:
     before = rng.choice(["a", "b", "c"], 4000, p=[0.5, 0.3, 0.2]).tolist()
     after = rng.choice(["a", "b", "c", "new"], 2000, p=[0.35, 0.25, 0.2, 0.2]).tolist()
     labels = before + after
-    monitor = ModelMonitor("m", CONFIG)
+    monitor = ModelMonitor("m", PER_DETECTOR)
     alerts = run(monitor, [batch_of({"plan": labels[s : s + 500]}, np.zeros(500)) for s in range(0, 6000, 500)])
     firing: dict = {}
     for alert in alerts:
@@ -270,7 +288,7 @@ def test_the_reference_ends_on_the_same_row_whatever_the_batching(size: int) -> 
 def test_a_large_sudden_shift_is_a_critical_change_point() -> None:
     rng = np.random.default_rng(14)
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 3.0])
-    monitor = ModelMonitor("m", CONFIG)
+    monitor = ModelMonitor("m", PER_DETECTOR)
     alerts = run(monitor, [batch_of({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
     changes = {a.detector: a for a in alerts if a.detector in ("adwin", "page_hinkley") and a.status == "firing"}
     assert set(changes) == {"adwin", "page_hinkley"}
@@ -283,7 +301,7 @@ def test_a_change_point_that_grows_escalates_at_a_window() -> None:
     rng = np.random.default_rng(15)
     ramp = np.linspace(0.0, 2.0, 3000)  # a slow drift: caught small, then it keeps going
     values = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + ramp])
-    monitor = ModelMonitor("m", CONFIG)
+    monitor = ModelMonitor("m", PER_DETECTOR)
     alerts = run(monitor, [batch_of({"v": values[s : s + 250].tolist()}, np.zeros(250)) for s in range(0, 6000, 250)])
     page_hinkley = [(a.status, a.severity) for a in alerts if a.detector == "page_hinkley"][:2]
     assert page_hinkley == [("firing", "warning"), ("firing", "critical")]
@@ -294,7 +312,7 @@ def test_change_alerts_fire_and_resolve_in_event_order_whatever_the_batching(siz
     rng = np.random.default_rng(16)
     values = rng.standard_normal(4000)
     values[1500:2500] += 3.0  # up, then back down: two changes, a quiet stretch between
-    config = MonitorConfig(reference_size=1000, window_size=100, resolve_after=500)
+    config = MonitorConfig(reference_size=1000, window_size=100, resolve_after=500, alert_per_detector=True)
     straight, batched = ModelMonitor("m", config), ModelMonitor("m", config)
     expected = run(straight, [batch_of({"v": values.tolist()}, np.zeros(4000))])
     alerts = run(batched, [batch_of({"v": values[s : s + size].tolist()}, np.zeros(len(values[s : s + size])))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from detectors.monitors import ModelBatch, ModelMonitor
 from detectors.monitors.model import OTHER_SEGMENT, bh_adjusted, segment_key
 
 CONFIG = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, max_versions=2)
+PER_DETECTOR = dataclasses.replace(CONFIG, alert_per_detector=True)  # each detector's own alerts
 REGIONS = ("eu", "us", "apac")
 
 
@@ -145,7 +148,7 @@ def test_firing_alerts_read_right() -> None:
     """A firing alert's statistic is on the far side of its line; change points carry their window."""
     rng = np.random.default_rng(1)
     values = np.concatenate([rng.standard_normal(5000), rng.standard_normal(20_000) + 0.6])
-    monitor = ModelMonitor("m", MonitorConfig(reference_size=2000, window_size=500))
+    monitor = ModelMonitor("m", MonitorConfig(reference_size=2000, window_size=500, alert_per_detector=True))
     alerts = run(monitor, [ModelBatch({"v": Column.from_numbers(values[s : s + 500])},
                                       np.arange(s, s + 500, dtype=float) + 1.8e9)
                            for s in range(0, values.size, 500)])  # fmt: skip
@@ -170,7 +173,7 @@ def test_bh_over_the_p_values_given_agrees_with_scipy() -> None:
 
 
 def test_segment_p_value_tests_are_corrected_over_the_segment_family() -> None:
-    monitor = sliced()
+    monitor = sliced(PER_DETECTOR)
     alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
     ks = [a for a in alerts if a.detector == "ks" and a.segment]
     assert ks and all("none over 3: alpha 3.3e-05" in a.message for a in ks)
@@ -269,7 +272,8 @@ def test_segment_keys_cannot_collide() -> None:
 
 
 def test_the_family_of_a_test_does_not_depend_on_other_windows_closing_with_it() -> None:
-    config = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, multiple_testing="bonferroni")
+    config = MonitorConfig(reference_size=1000, window_size=500, max_segments=3, multiple_testing="bonferroni",
+                           alert_per_detector=True)  # fmt: skip
     monitor = ModelMonitor("m", config, segments=[("region",)])
     alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
     ks = [a for a in alerts if a.detector == "ks"]
@@ -282,7 +286,7 @@ def test_a_change_points_shift_does_not_depend_on_the_batching_with_missing_valu
     values: list = np.concatenate([rng.standard_normal(3000), rng.standard_normal(3000) + 0.7]).tolist()
     for i in rng.choice(6000, 2000, replace=False):
         values[i] = None
-    config = MonitorConfig(reference_size=500, window_size=20)
+    config = MonitorConfig(reference_size=500, window_size=20, alert_per_detector=True)
     runs = []
     for size in (6000, 7, 250):
         monitor = ModelMonitor("m", config)
@@ -293,8 +297,9 @@ def test_a_change_points_shift_does_not_depend_on_the_batching_with_missing_valu
     assert runs[1] == runs[0] and runs[2] == runs[0]
 
 
-def test_a_retired_versions_firing_alerts_resolve_with_it() -> None:
-    config = MonitorConfig(reference_size=1000, window_size=500, max_versions=2)
+@pytest.mark.parametrize("per_detector", [True, False])
+def test_a_retired_versions_firing_alerts_resolve_with_it(per_detector: bool) -> None:
+    config = MonitorConfig(reference_size=1000, window_size=500, max_versions=2, alert_per_detector=per_detector)
     rng = np.random.default_rng(4)
     scores = np.concatenate([rng.standard_normal(2000), rng.standard_normal(1000) + 2.0,
                              rng.standard_normal(2000)]).tolist()  # fmt: skip
@@ -305,9 +310,16 @@ def test_a_retired_versions_firing_alerts_resolve_with_it() -> None:
         results.append(run(monitor, _prediction_batches(scores, versions, ["eu"] * 5000,
                                                         list(range(0, 5000, size)) + [5000])))  # fmt: skip
     assert results[0] == results[1]
-    firing = {a.detector for a in results[0] if a.version == "a" and a.status == "firing"}
+    firing = [a for a in results[0] if a.version == "a" and a.status == "firing"]
     closed = [a for a in results[0] if a.version == "a" and a.status == "resolved" and "closed" in a.message]
-    assert firing == {"adwin", "page_hinkley", "ks", "psi"} and {a.detector for a in closed} == firing
+    if per_detector:
+        assert {a.detector for a in firing} == {"adwin", "page_hinkley", "ks", "psi"}
+        assert {a.detector for a in closed} == {a.detector for a in firing} and len(closed) == 4
+    else:  # one incident: fired critical at once (the others joined it), closed as one alert naming them all
+        assert [a.severity for a in firing] == ["critical"]
+        assert [a.detectors for a in closed] == [("adwin", "ks", "page_hinkley", "psi")]
+        assert [a for a in results[0] if a.version == "a" and a.status == "resolved"] == closed
+        assert closed[0].severity == "critical" and "also fired during the incident" in closed[0].message
     for alert in closed:
         assert alert.event_index == 4000 and alert.statistic == 3 and alert.threshold == 2
         assert "version 'a' retired" in alert.message

@@ -46,6 +46,13 @@ def test_an_alert_line_names_the_segment_and_for_the_prediction_the_version() ->
     assert "fraud/prediction v2" in rendered(format_alert(alert(feature=None, type="prediction_drift")))
 
 
+def test_an_alert_line_names_every_detector_of_the_incident() -> None:
+    text = rendered(format_alert(alert(detectors=["adwin", "ks", "psi"])))
+    assert "psi (+adwin, ks)" in text  # the one that caused it, then the others
+    assert " psi " in rendered(format_alert(alert(detectors=["psi"])))
+    assert " psi " in rendered(format_alert(alert()))  # an alert from a worker that predates incidents
+
+
 def test_the_demo_config_slices_fraud_by_a_key_its_traffic_sends(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "driftstream.toml"
     path.write_text(DEMO_CONFIG)
