@@ -140,3 +140,19 @@ def test_a_forgetting_page_hinkley_is_refused_under_a_budget() -> None:
 def test_bad_budget_settings_are_named(option: str, value: float) -> None:
     with pytest.raises(ValueError, match=option):
         MonitorConfig(**{option: value})
+
+
+def test_a_change_detector_built_for_other_lines_restarts_with_the_configs() -> None:
+    """An upgrade to a budget (or a changed option) must not leave restored detectors on their old lines."""
+    before = dataclasses.replace(DEFAULT, false_alarm_budget=0.0)
+    monitor = ModelMonitor("m", before)
+    values = np.random.default_rng(3).standard_normal(8000)
+    monitor.observe(ModelBatch({"x": Column.from_numbers(values)}, np.arange(8000.0)))
+    old = monitor.whole.features["x"].changes["page_hinkley"]
+    assert old.limit == before.ph_threshold and old.snapshot()["state"][0] > 0
+    same = ModelMonitor.restore(monitor.snapshot(), before).whole.features["x"].changes["page_hinkley"]
+    assert same.snapshot() == old.snapshot()
+    upgraded = ModelMonitor.restore(monitor.snapshot(), DEFAULT)
+    fresh = upgraded.whole.features["x"].changes["page_hinkley"]
+    assert fresh.limit == upgraded.lines("numeric").ph_threshold > before.ph_threshold
+    assert fresh.snapshot()["state"][0] == 0  # no values yet: its sums were built for the old line

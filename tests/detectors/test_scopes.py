@@ -172,11 +172,20 @@ def test_bh_over_the_p_values_given_agrees_with_scipy() -> None:
         assert np.allclose(bh_adjusted(p, p.size), stats.false_discovery_control(p, method="bh"))
 
 
-def test_segment_p_value_tests_are_corrected_over_the_segment_family() -> None:
-    monitor = sliced(PER_DETECTOR)
+def test_segment_p_value_tests_are_corrected_over_the_segment_family_without_a_budget() -> None:
+    monitor = sliced(dataclasses.replace(PER_DETECTOR, false_alarm_budget=0))
     alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
     ks = [a for a in alerts if a.detector == "ks" and a.segment]
     assert ks and all("none over 3: alpha 3.3e-05" in a.message for a in ks)
+
+
+def test_under_a_budget_segment_tests_keep_the_budget_alpha() -> None:
+    """The budget's alpha already shares the model's budget with the segments: no second correction."""
+    monitor = sliced(PER_DETECTOR)
+    alerts = run(monitor, batches(traffic(30_000, shift_eu_from=15_000), 500))
+    ks = [a for a in alerts if a.detector == "ks" and a.segment]
+    assert ks and not any("none over" in a.message for a in ks)
+    assert all(a.p_value is not None and a.p_value < monitor.lines("numeric").ks_alpha for a in ks)
 
 
 def _one_column(kind: str, n: int = 9000, seed: int = 2) -> tuple[list, bool]:
