@@ -120,11 +120,12 @@ def simulate(
 def demo(
     duration: float = typer.Option(0.0, help="stop after this many seconds; 0 = until Ctrl-C"),
     rate: float = typer.Option(2000.0, help="simulated events/s"),
+    seed: int | None = typer.Option(None, help="seed of the simulated traffic (default 42): other values, same drifts"),
 ) -> None:
     """Start a broker, Redis, a worker and drifting traffic; print alerts as they fire."""
     from streams.demo import run_demo
 
-    run_demo(duration, rate)
+    run_demo(duration, rate, seed=seed)
 
 
 def _names(option: str, text: str | None) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -43,10 +44,9 @@ DEMO_TRAFFIC = Traffic(
     segments=(SegmentMix("region", ("eu", "us", "apac"), (0.5, 0.3, 0.2)),),
 )
 # The worker's config: the fraud model is monitored per region as well as as a whole.
-DEMO_CONFIG = """\
-[models.fraud]
-segments = ["region"]
-"""
+SLICED_KEYS = {"fraud": ("region",)}
+DEMO_CONFIG = "".join(f"[models.{model}]\nsegments = {orjson.dumps(list(keys)).decode()}\n"
+                      for model, keys in SLICED_KEYS.items())  # fmt: skip
 
 
 def where(alert: dict[str, Any]) -> str:
@@ -92,10 +92,28 @@ def _worker(env: dict[str, str], log_path: str) -> Iterator[subprocess.Popen[byt
         stop_process_group(process, 15)
 
 
+def describe_drift(drift: Drift) -> str:
+    """``churn/f2 mean +1 sd from event 8000``: what the demo does, read from its traffic."""
+    model = drift.model or DEMO_TRAFFIC.models[0]
+    place = f"{model}/{drift.feature}"
+    if drift.segment:
+        place += " in " + ", ".join(f"{key}={value}" for key, value in drift.segment.items()) + " only"
+    what = {"mean_shift": f"mean {drift.magnitude:+g} sd", "null_rate": f"{drift.magnitude:.0%} missing",
+            "category_mix": "category mix", "variance": f"sd x{drift.magnitude:g}"}[drift.kind]  # fmt: skip
+    return f"{place} {what} from its event {drift.start}"
+
+
 def run_demo(
-    duration: float = 0.0, rate: float = 2000.0, until: Callable[[dict[str, Any]], bool] | None = None
+    duration: float = 0.0,
+    rate: float = 2000.0,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+    seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run until Ctrl-C, ``duration`` seconds, or the first alert ``until`` accepts; the alerts printed."""
+    """Run until Ctrl-C, ``duration`` seconds, or the first alert ``until`` accepts; the alerts printed.
+
+    ``seed`` replaces the traffic's (42): other values, the same drifts.
+    """
+    traffic = DEMO_TRAFFIC if seed is None else dataclasses.replace(DEMO_TRAFFIC, seed=seed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     shown: list[dict[str, Any]] = []
@@ -133,13 +151,12 @@ def run_demo(
         console.print(f"[bold]worker[/]   metrics on http://127.0.0.1:{web_port}/metrics, "
                       f"health on /healthz, log in {log_path}")  # fmt: skip
         console.print(f"[bold]config[/]   {config_path}: the fraud model is also monitored per region")
-        console.print(f"[bold]traffic[/]  models fraud and churn at {rate:g} events/s in envelopes "
-                      "of 50, regions eu 50%, us 30%, apac 20%; drift: fraud/f2 mean +1 sigma from event 8000, "
-                      "fraud/c0 category mix from 11000, churn/f4 30% missing from 14000, "
-                      "fraud/f5 mean +1 sigma in region eu only from 16000")  # fmt: skip
+        console.print(f"[bold]traffic[/]  models {' and '.join(traffic.models)} at {rate:g} events/s in envelopes "
+                      f"of 50 (seed {traffic.seed}), regions eu 50%, us 30%, apac 20%; drift: "
+                      + "; ".join(describe_drift(drift) for drift in traffic.drifts))  # fmt: skip
         producer = threading.Thread(
             target=produce,
-            kwargs=dict(settings=settings, traffic=DEMO_TRAFFIC, count=0, rate=rate, batch_size=50,
+            kwargs=dict(settings=settings, traffic=traffic, count=0, rate=rate, batch_size=50,
                         should_stop=stop.is_set),
             daemon=True,
         )  # fmt: skip
