@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python -m bench.detection --quick                      # smoke test, about 35 s
     .venv/bin/python -m bench.detection --out docs/detection-table.md
     .venv/bin/python -m bench.detection --sweep                      # plus parameter sweeps, about 10 min more
-    .venv/bin/python -m bench.detection --segments-only              # only the segmented model, about 6 min
+    .venv/bin/python -m bench.detection --segments-only              # only the segmented model, about 10 min
     .venv/bin/python -m bench.detection --no-segments                # all but the segmented model
 
 Every run but ``--no-segments`` ends with the segmented model (below).
@@ -64,11 +64,13 @@ A segmented model (the real ``ModelMonitor``, not single detectors; ``run_segmen
   prediction, no missing values. Every event carries one segment key, ``region``, with 20 values
   (``max_segments``, so all are tracked) of equal share, drawn independently per event; every
   segment follows the same stable distribution.
-* The same batches of 5000 events go to three monitors with the default ``MonitorConfig``
+* The same batches of 5000 events go to five monitors with the default ``MonitorConfig``
   (references from each scope's own first 5000 values, tumbling windows of 1000, the default tests
-  and change detectors): the model unsegmented; sliced by ``region`` (so the p-value tests of the
-  segment scopes run at alpha / 20); and sliced with ``multiple_testing="bonferroni"`` (every
-  p-value at alpha / (21 x the p-values closing on that event)).
+  and change detectors), counting each detector's own alerts (``alert_per_detector``). With the
+  false-alarm budget off (today's options as lines): the model unsegmented; sliced by ``region``
+  (so the p-value tests of the segment scopes run at alpha / 20); and sliced with
+  ``multiple_testing="bonferroni"`` (every p-value at alpha / (21 x the p-values closing on that
+  event)). At the default budget: unsegmented, and sliced.
 * 10 streams (``--quick``: 2) of 120,000 + 1,000,000 events (``--quick``: + 150,000), each with its
   own seed derived from ``--seed`` and the stream number. The first 120,000 events of a stream are
   not counted: each of the 20 segments needs about 5000 x 20 events for its references, and the run
@@ -76,8 +78,8 @@ A segmented model (the real ``ModelMonitor``, not single detectors; ``run_segmen
 * Measure: alert episodes per model per 10^6 events, the exact one-sided 95% Poisson bound, split
   by scope (whole model, segments) and detector. An episode is a firing alert for a (scope,
   feature, detector) not already firing; a firing alert that escalates one from warning to critical
-  is counted apart. With ``multiple_testing="none"`` slicing must leave the whole model's alerts
-  unchanged: the run checks it on every stream.
+  is counted apart. With the budget off and ``multiple_testing="none"`` slicing must leave the whole
+  model's alerts unchanged: the run checks it on every stream.
 
 ``false_alarm_rate(factory, kind)`` measures the false alarms of any detector factory with the same
 streams, for documentation and for trying parameters outside the sweep.
@@ -597,10 +599,14 @@ SEGMENT_BATCH = 5000  # events per observe(); the monitor's verdicts do not depe
 # Events of each stream not counted: a segment scope builds its references from its own first 5000
 # values, about SEGMENTS x 5000 events in; after 120,000 every scope is judging (checked).
 SEGMENT_BURN_IN = 120_000
-SEGMENT_CONFIGS: dict[str, tuple[bool, str]] = {  # name -> (sliced by the segment key, multiple_testing)
-    "unsegmented": (False, "none"),
-    "segmented": (True, "none"),
-    "segmented, bonferroni": (True, "bonferroni"),
+# name -> (sliced by the segment key, multiple_testing, false_alarm_budget): today's options (budget
+# off) beside the default budget of 1 false alarm per model per week.
+SEGMENT_CONFIGS: dict[str, tuple[bool, str, float]] = {
+    "unsegmented": (False, "none", 0.0),
+    "segmented": (True, "none", 0.0),
+    "segmented, bonferroni": (True, "bonferroni", 0.0),
+    "unsegmented, budget": (False, "none", 1.0),
+    "segmented, budget": (True, "none", 1.0),
 }
 P_VALUE_TESTS = ("ks", "chi_square")
 
@@ -662,9 +668,10 @@ def segment_batches(rng: np.random.Generator, n: int) -> Iterator[ModelBatch]:
 def run_segment_task(task: SegmentTask) -> SegmentResult:
     """One stream through a ModelMonitor per config, each fed the same batches."""
     # Counted per detector: each detector's own alerts, not the incidents they make up.
-    monitors = {name: ModelMonitor("m", MonitorConfig(multiple_testing=testing, alert_per_detector=True),
+    monitors = {name: ModelMonitor("m", MonitorConfig(multiple_testing=testing, alert_per_detector=True,
+                                                      false_alarm_budget=budget),
                                    segments=[("region",)] if sliced else ())
-                for name, (sliced, testing) in SEGMENT_CONFIGS.items()}  # fmt: skip
+                for name, (sliced, testing, budget) in SEGMENT_CONFIGS.items()}  # fmt: skip
     result = SegmentResult(events=task.counted, fed=SEGMENT_BURN_IN + task.counted)
     firing: dict[str, set[tuple[Any, ...]]] = {name: set() for name in monitors}
     whole: dict[str, list[tuple[Any, ...]]] = {name: [] for name in monitors}
@@ -723,22 +730,24 @@ def segment_tables(result: SegmentResult) -> list[str]:
         "| of which whole model / segments | escalations | observe() events/s |",
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for name, (sliced, testing) in SEGMENT_CONFIGS.items():
+    for name, (sliced, testing, budget) in SEGMENT_CONFIGS.items():
         episodes = result.episodes[name]
         total = sum(episodes.values())
         whole = sum(n for (scope, _), n in episodes.items() if scope == "whole")
         scopes = f"whole + {SEGMENTS} segments" if sliced else "whole"
         corrected = {"none": f"segments at alpha / {SEGMENTS}" if sliced else "alpha",
                      "bonferroni": f"bonferroni over (1 + {SEGMENTS}) x the model's tests"}[testing]  # fmt: skip
+        if budget:
+            corrected = "the budget's lines, every scope"
         speed = result.fed / result.seconds[name]
         lines.append(f"| {name} | {scopes} | {corrected} | {result.events:,} | {total} | {rate(total)} "
                      f"| {poisson_upper(total, result.events):.2f} | {rate(whole)} / {rate(total - whole)} "
                      f"| {sum(result.escalations[name].values())} | {speed:,.0f} |")  # fmt: skip
     config = MonitorConfig()
     detectors = list(dict.fromkeys((*config.numeric_tests, *config.categorical_tests, *config.change_detectors)))
-    head = " | ".join(f"{name}: {scope}" for name, (sliced, _) in SEGMENT_CONFIGS.items()
+    head = " | ".join(f"{name}: {scope}" for name, (sliced, *_) in SEGMENT_CONFIGS.items()
                       for scope in (("whole", "segments") if sliced else ("whole",)))  # fmt: skip
-    columns = [(name, scope) for name, (sliced, _) in SEGMENT_CONFIGS.items()
+    columns = [(name, scope) for name, (sliced, *_) in SEGMENT_CONFIGS.items()
                for scope in (("whole", "segment") if sliced else ("whole",))]  # fmt: skip
     lines += ["", "Alert episodes per 10^6 events by detector (count in brackets):", "",
               f"| detector | {head} |", "|---|" + "--:|" * len(columns)]  # fmt: skip
@@ -842,12 +851,14 @@ def segmented_model(quick: bool, seed: int, workers: int) -> list[str]:
         f"{SEGMENT_CATEGORICAL} categorical a..f in {list(STABLE_MIX)}; no prediction, no missing values), every "
         f"event carrying one segment key with {SEGMENTS} values of equal share (1/{SEGMENTS} each, drawn "
         "independently per event), every segment following the same stable distribution. The same events go "
-        "through three `ModelMonitor`s with the default `MonitorConfig` (references from each scope's own first "
+        "through five `ModelMonitor`s with the default `MonitorConfig` (references from each scope's own first "
         f"{config.reference_size} values, tumbling windows of {config.window_size}, tests "
         f"{', '.join(config.numeric_tests)} + {', '.join(config.change_detectors)} on numbers, "
         f"{', '.join(config.categorical_tests)} on categories): "
         f"unsegmented; sliced by the key (max_segments {config.max_segments}, so every value is tracked, each "
-        'with its own monitors beside the whole model\'s); and sliced with `multiple_testing="bonferroni"`. '
+        'with its own monitors beside the whole model\'s); and sliced with `multiple_testing="bonferroni"`, these '
+        "three with the false-alarm budget off (today's options as lines); and unsegmented and sliced at the "
+        "default budget (1 false alarm per model per week at 1000 events/s). "
         f"{plan.streams} streams of {SEGMENT_BURN_IN + plan.counted:,} events in batches of {SEGMENT_BATCH:,}, each "
         f"with its own seed; the first {SEGMENT_BURN_IN:,} events of each are not counted (every segment scope is "
         f"judging by then, checked), which leaves {plan.streams * plan.counted:,} counted events per model.",
@@ -856,8 +867,9 @@ def segmented_model(quick: bool, seed: int, workers: int) -> list[str]:
         "firing; *escalations* are the firing alerts that raise one already firing from warning to critical (not "
         "in the episodes). Rates are per model per 10^6 events the model receives; the bound is the exact "
         "one-sided 95% Poisson bound. observe() events/s: events over the time in `ModelMonitor.observe` "
-        f'({workers} processes sharing the machine: read the ratio). With `multiple_testing="none"` the whole '
-        "model's tests keep their lines, so slicing must leave its alerts unchanged: "
+        f'({workers} processes sharing the machine: read the ratio). With the budget off and '
+        '`multiple_testing="none"` the whole model\'s tests keep their lines, so slicing must leave its alerts '
+        "unchanged: "
         + (
             "checked, identical on every stream."
             if not result.whole_differs
