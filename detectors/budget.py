@@ -86,6 +86,9 @@ def detector_lines(config: MonitorConfig, rate: float, kind: str, bins: int | No
     detection benchmark saw neither fire on a stable stream).
     """
     window_alpha = min(rate * config.step, 0.5)  # per judged window
+    # Past the calibrated range (a budget of thousands of false alarms a week) the stricter rate:
+    # the options' own lines are stricter there anyway.
+    change_rate = min(rate, calibration.MAX_RATE)
     if bins is None:
         bins = config.psi_bins if kind == "numeric" else config.max_categories + 1
     chi2 = chi_square_null_quantile(window_alpha, bins - 1)
@@ -96,9 +99,9 @@ def detector_lines(config: MonitorConfig, rate: float, kind: str, bins: int | No
         "psi_warning": psi_null_line(chi2, scale),
         "jensen_shannon_warning": jensen_shannon_null_line(chi2, scale),
         "null_rate_warning": null_rate_null_line(window_alpha, config.window_size, config.reference_size),
-        "ph_threshold": calibration.page_hinkley_threshold(rate, config.ph_delta, config.ph_min_instances,
+        "ph_threshold": calibration.page_hinkley_threshold(change_rate, config.ph_delta, config.ph_min_instances,
                                                            config.reference_size),
-        "adwin_delta": calibration.adwin_delta(rate, reference_size=config.reference_size),
+        "adwin_delta": calibration.adwin_delta(change_rate, reference_size=config.reference_size),
     }  # fmt: skip
     # Three significant digits, rounded the strict way: another scipy's last bits never move a line.
     return {name: _three_digits(line, up=name not in _SMALLER_IS_STRICTER) for name, line in lines.items()}
@@ -110,6 +113,8 @@ def _three_digits(value: float, up: bool) -> float:
     >>> _three_digits(118.91, up=True), _three_digits(8.2268e-09, up=False)
     (119.0, 8.22e-09)
     """
+    if value <= 0:  # a line at zero (alpha 0.5 for the missing share): nothing to round
+        return 0.0
     unit = 10.0 ** (math.floor(math.log10(value)) - 2)
     steps = math.ceil(value / unit - 1e-9) if up else math.floor(value / unit + 1e-9)
     return float(f"{steps * unit:.3g}")

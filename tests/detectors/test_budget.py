@@ -66,6 +66,13 @@ def test_each_line_is_the_stricter_of_its_option_and_the_budget() -> None:
     assert detector_lines(sliding, rate, "numeric")["ks_alpha"] == pytest.approx(rate * 100, rel=1e-2)
 
 
+def test_a_budget_past_the_calibrated_range_keeps_the_options() -> None:
+    huge = dataclasses.replace(DEFAULT, false_alarm_budget=1e12)
+    lines = budget.budgeted(huge, 0, "numeric")
+    assert (lines.ph_threshold, lines.adwin_delta, lines.ks_alpha) == (
+        DEFAULT.ph_threshold, DEFAULT.adwin_delta, DEFAULT.ks_alpha)
+
+
 def test_lines_grow_stricter_as_the_share_shrinks() -> None:
     shares = [1e-4, 1e-6, 1e-8, 1e-10, 1e-12]
     lines = [detector_lines(DEFAULT, share, "numeric") for share in shares]
