@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from detectors.budget import budgeted
 from detectors.columns import FeatureKind
 from detectors.config import MonitorConfig
 
@@ -197,7 +198,9 @@ class Settings(BaseSettings):
     def _detection_is_valid(self) -> Settings:
         for model in (None, *self.models):
             try:
-                self.monitor_config(model)
+                config = self.monitor_config(model)
+                for kind in ("numeric", "categorical"):  # the lines its budget gives, so they fail here
+                    budgeted(config, len(self.segment_specs(model)) if model else 0, kind)
             except ValueError as exc:
                 where = "" if model is None else f" of model {model!r}"
                 raise ValueError(f"detection settings{where}: {exc}") from exc
