@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.calibrate            # full run, about 2-4 min on 2 cores
     python -m bench.calibrate --quick    # smoke test (its fits are too short to ship), seconds
+    python -m bench.calibrate --part errors   # DDM, HDDM_A, HDDM_W only, about 10-15 min
 
 It prints; it writes no file. Every stream is N(0, 1) values fed to the real detector classes
 (``PageHinkleyDetector``, ``AdwinDetector``) in batches of 4096, and every detection counted; a
@@ -22,6 +23,14 @@ the point and the stream number only, so the figures do not depend on the number
    (``z = (x - mean) / std``, population std, as ``NumericReference``), at the lines that
    ``page_hinkley_threshold`` (delta 0.1, min_instances 30) and ``adwin_delta`` (defaults) give
    with the constants shipped in the module. 95% bounds are exact Poisson (chi-square) bounds.
+4. Error-stream fits (``--part errors-fit``): Bernoulli(p) 0/1 streams through ``DDMDetector``
+   (warm_start 1000; fresh detectors over 4 warm starts, first detection: the rate over the values it
+   judged), ``HDDMADetector`` and ``HDDMWDetector`` (lambda 0.005; long streams, restarting after each
+   detection), at p 0.05 or 0.1 and 0.5, three lines each (rates about 1e-3 to 1e-5: river is pure
+   Python, 0.35-2 M values/s). Poisson-likelihood fits of the forms in ``detectors/calibration.py``;
+   HDDM_A's is printed to show that it misfits (it is not shipped).
+5. Error-stream check (``--part errors-check``): target vs observed at 1e-3, 1e-4, 1e-5 and p 0.15, 0.3
+   (neither simulated in 4) for ``ddm_threshold`` and ``hddm_w_confidence`` with the shipped constants.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from detectors import calibration
-from detectors.streaming import AdwinDetector, PageHinkleyDetector
+from detectors.streaming import AdwinDetector, DDMDetector, HDDMADetector, HDDMWDetector, PageHinkleyDetector
 
 BATCH = 4096
 PH_MIN_INSTANCES = 30
@@ -59,6 +68,32 @@ def stream_alarms(task: tuple[str, dict[str, Any], int, int, float, tuple[int, .
         alarms += len(detector.update((x - mean) / std * scale))
         done += x.size
     return alarms, done
+
+
+def error_alarms(task: tuple[str, float, float, int, tuple[int, ...]]) -> tuple[int, int]:
+    """One Bernoulli(p) error stream through the real class: (detections, values counted).
+
+    HDDM_A and HDDM_W: a stream of ``length`` values, restarting after each detection (as river does).
+    DDM: a fresh detector over ``length`` (4 warm starts) values, stopped at its first detection; the values
+    counted are those it judged (after the warm start), so the ratio is the rate over those ages.
+    """
+    kind, p, line, length, seed = task
+    rng = np.random.default_rng(list(seed))
+    x = (rng.random(length) < p).astype(np.float64)
+    if kind == "ddm":
+        found = DDMDetector(warm_start=calibration.DDM_WARM_START, warning_threshold=min(2.0, line),
+                            drift_threshold=line).update(x)  # fmt: skip
+        judged = (found[0].position + 1 if found else length) - calibration.DDM_WARM_START
+        return (1 if found else 0), max(judged, 0)
+    if kind == "hddm_a":
+        detector: Any = HDDMADetector(drift_confidence=line, warning_confidence=max(line, 0.005))
+    else:
+        detector = HDDMWDetector(drift_confidence=line, warning_confidence=max(line, 0.005),
+                                 lambda_val=calibration.HDDM_W_LAMBDA)  # fmt: skip
+    alarms = 0
+    for start in range(0, length, BATCH):
+        alarms += len(detector.update(x[start : start + BATCH]))
+    return alarms, length
 
 
 def poisson_bounds(count: int) -> tuple[float, float]:
@@ -170,6 +205,85 @@ def fit_adwin(run: Runner, quick: bool) -> None:
             print(f"  s = {scale:4.2f} {_line(k, n)}")
 
 
+# (p, lines) simulated for the error-stream fits: lines that give rates of about 1e-3 .. 1e-5 per value
+ERROR_GRID: dict[str, list[tuple[float, list[float]]]] = {
+    "ddm": [(0.05, [2.0, 2.5, 3.0]), (0.5, [2.0, 2.5, 3.0])],
+    "hddm_a": [(0.1, [0.3, 0.1, 0.03]), (0.5, [0.1, 0.01, 0.001])],
+    "hddm_w": [(0.1, [0.2, 0.05, 0.02]), (0.5, [0.01, 0.001, 0.0001])],
+}
+
+
+def error_log_rate(kind: str, p: float, line: float, theta: Sequence[float] | np.ndarray) -> float:
+    v = 4.0 * p * (1.0 - p)
+    if kind == "ddm":
+        fit = (float(theta[0]), float(theta[1]), float(theta[2]))
+        return calibration.ddm_log_rate(line, v, calibration.DDM_WARM_START, fit, float(theta[3]))
+    bound_log = math.log((2.0 if kind == "hddm_a" else 1.0) / line)
+    return calibration.hddm_log_rate(bound_log, v, tuple(float(x) for x in theta))
+
+
+def error_count(run: Runner, part: int, point: int, kind: str, p: float, line: float, expected: float,
+                alarms: int) -> tuple[int, int]:  # fmt: skip
+    """Simulate until about ``alarms`` detections are expected at rate ``expected``."""
+    if kind == "ddm":
+        length = 4 * calibration.DDM_WARM_START
+        streams = max(200, math.ceil(alarms / (expected * 3 * calibration.DDM_WARM_START)))
+    else:
+        length = max(100_000, math.ceil(20 / expected / 4096) * 4096)
+        streams = max(4, math.ceil(alarms / expected / length))
+    tasks = [(kind, p, line, length, (run.seed, part, point, i)) for i in range(streams)]
+    results = run.pool.map(error_alarms, tasks, chunksize=max(1, streams // 64))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def fit_error_streams(run: Runner, quick: bool) -> None:
+    shipped = {"ddm": (*calibration.DDM_FIT, calibration.DDM_G), "hddm_a": calibration.HDDM_A_FIT,
+               "hddm_w": calibration.HDDM_W_FIT}  # fmt: skip
+    want = 60 if quick else 250
+    for i, (kind, grid) in enumerate(ERROR_GRID.items()):
+        points = []
+        for j, (p, lines) in enumerate(grid):
+            for m, line in enumerate(lines):
+                guess = 1e-3 * 10.0 ** (-m)  # the grid's lines step the rate by about a decade
+                k, n = error_count(run, 4, i * 100 + j * 10 + m, kind, p, line, guess, want)
+                points.append((p, line, k, n))
+        start = list(shipped[kind])
+
+        def loss(t: np.ndarray, pts: list[tuple[float, float, int, int]] = points, kd: str = kind) -> float:
+            return _deviance([(q[2], q[3]) for q in pts], [math.exp(error_log_rate(kd, q[0], q[1], t)) for q in pts])
+
+        theta = _fit(start, loss)
+        print(f"\n## {kind}: simulated rate on Bernoulli(p) errors vs the model")
+        print(f"fit: {', '.join(f'{x:.4f}' for x in theta)}   (shipped: {', '.join(f'{x:.4f}' for x in start)})")
+        print(f"{'p':>5} {'line':>8} {'alarms':>6} {'values':>12} {'rate':>10} {'95% bounds':>24} {'fit':>10}"
+              f" {'shipped':>10}")  # fmt: skip
+        for p, line, k, n in points:
+            model = math.exp(error_log_rate(kind, p, line, theta))
+            ship = math.exp(error_log_rate(kind, p, line, start))
+            print(f"{p:5.2f} {line:8.4g} {_line(k, n)} {model:10.3e} {ship:10.3e}")
+
+
+def check_error_streams(run: Runner, quick: bool) -> None:
+    print("\n## Error streams: target vs observed false alarms per value (lines from the shipped constants)")
+    print(f"{'detector':>8} {'p':>5} {'target':>8} {'line':>12} {'alarms':>6} {'values':>12} {'rate':>10}"
+          f" {'95% bounds':>24} {'obs/target':>10} {'target in bounds':>16}")  # fmt: skip
+    rates = [1e-3, 1e-4] if quick else [1e-3, 1e-4, 1e-5]
+    lines: dict[str, Callable[[float, float], float]] = {
+        "ddm": calibration.ddm_threshold,
+        "hddm_w": calibration.hddm_w_confidence,
+    }  # fmt: skip (HDDM_A: none)
+    point = 0
+    for kind, line_of in lines.items():
+        for p in (0.15, 0.3):
+            for rate in rates:
+                line = line_of(rate, p)
+                k, n = error_count(run, 5, point, kind, p, line, rate, 120 if quick else 250)
+                point += 1
+                low, high = poisson_bounds(k)
+                inside = "yes" if low <= rate * n <= high else ("no, safe" if rate * n > high else "NO")
+                print(f"{kind:>8} {p:5.2f} {rate:8.0e} {line:12.6g} {_line(k, n)} {k / n / rate:10.3f} {inside:>16}")
+
+
 def check(run: Runner, quick: bool) -> None:
     print("\n## Target vs observed false alarms per value, fresh reference of 5000 values per stream")
     print(f"{'detector':>12} {'target':>8} {'line':>12} {'alarms':>6} {'values':>12} {'rate':>10} {'95% bounds':>24}"
@@ -198,15 +312,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs, under a minute")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--part",
+        choices=("all", "numeric", "errors", "errors-fit", "errors-check"),
+        default="all",
+        help="numeric: Page-Hinkley and ADWIN; errors: DDM, HDDM_A, HDDM_W (errors-fit, errors-check: one half)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"# bench.calibrate {'--quick ' if args.quick else ''}(seed {args.seed}, {args.workers} workers)")
     print("rate: false alarms per value; bounds: exact Poisson 95%")
     with multiprocessing.Pool(args.workers) as pool:
         run = Runner(pool, args.seed)
-        fit_page_hinkley(run, args.quick)
-        fit_adwin(run, args.quick)
-        check(run, args.quick)
+        if args.part in ("all", "numeric"):
+            fit_page_hinkley(run, args.quick)
+            fit_adwin(run, args.quick)
+            check(run, args.quick)
+        if args.part in ("all", "errors", "errors-fit"):
+            fit_error_streams(run, args.quick)
+        if args.part in ("all", "errors", "errors-check"):
+            check_error_streams(run, args.quick)
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
 

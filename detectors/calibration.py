@@ -57,6 +57,57 @@ standard errors of the std of 5000 values) moved the rate by about -10% and +10%
 ``d ln(rate) / ds`` about 2; averaged over ``s`` (sd 0.01) that is a change of order
 ``2^2 * 0.01^2 / 2 = 2e-4``, so ``reference_size`` is validated but does not enter the ADWIN
 model.
+
+**Error streams** (``DDMDetector``, ``HDDMADetector``, ``HDDMWDetector``: river's pure-Python binary
+detectors, one-sided, on a 0/1 stream that is stable Bernoulli(p), ``p`` the model's error rate from its
+reference labels). ``v = 4 p (1 - p)`` (1 at p = 1/2). river runs these at 0.35 M (HDDM) to 2 M (DDM)
+values a second, so every fit is on simulated rates of 1e-3 to 1e-5 per value only, at two error rates;
+what the production rates (1e-12) need is an extrapolation of many decades, stated per detector. ``p``
+outside the simulated range (below ``DDM_P_MIN`` / ``HDDM_P_MIN``, above one half) raises a ValueError:
+small error rates are where Bernoulli tails stop being Gaussian and the fits were not run there.
+
+*DDM* tests ``p_n + s_n > p_min + k s_min``. Its quantities all scale like ``1/sqrt(n)``, so in log-time
+the test is stationary: the false-alarm probability at age ``n`` after a restart falls like ``theta / n``
+(simulated: flat in ``n x hazard`` from 2 to 64 warm starts) and the run length has a Pareto tail, without
+a finite mean once ``theta < 1``. There is no ARL0 to calibrate; what is calibrated is the highest rate
+per value, the one over the ages ``warm_start`` .. 4 ``warm_start`` (first detections after a restart),
+so the per-value probability at every later value is lower (over a stream of ``N`` values the expected
+false alarms grow like ``theta ln N``, not ``rate N``: conservative by orders of magnitude for long runs).
+Model: ``ln(rate w / 1000) = a0 + a1 ln v + ln Phi_bar(b v^g (k - 1))``, a Gaussian tail in ``k - 1``
+(``p - p_min`` against about ``(k - 1) s``), with ``v^g`` for the heavier upper tail of the error count at
+small ``p w``. Simulated at ``w`` 1000 only (the ``1 / w`` is the scale invariance); ``k`` 2, 2.5, 3 at p
+0.05 and 0.5 (rates 3e-4 to 7e-6); a rate of 1e-12 needs ``k`` of 5.5 (p = 1/2) to 6.3 (p = 0.05), a
+Gaussian tail extrapolated from ``k - 1 = 2`` to about 5, i.e. its exponent from 4 to 25 times ``b^2 / 2``:
+an error of 5% in ``b`` moves the rate at 1e-12 by a factor of about 10. ``ddm_threshold`` never returns
+less than the warning line 2.
+
+*HDDM_W* (``lambda_val`` 0.005 only): the McDiarmid bound is for values in [0, 1], so for Bernoulli(p)
+it is ``sqrt(ln(1/c) / (2 v))`` standard errors wide in Gaussian units; crossing it is a tail of
+``exp(-beta ln(1/c) / v)``, a union-bound form ``rate = A(p) c^(beta / v)``. Fitted form:
+``ln rate = a0 + a1 ln v - beta v^h ln(1/c) / v`` (``h`` = 0 would be the Gaussian scaling; it is fitted,
+since the slope per ``ln(1/c)`` was about 2.4 at p = 0.1 and 0.37 at p = 1/2, not the 2.8 : 1 of ``1 / v``).
+The slope is far below the Gaussian ``1 / v``: the cut is the all-time low of the EWMA, so the gap a
+crossing needs shrinks as the stream ages. At p = 1/2 the rate falls only about 2.3 times per decade of
+``c``, and 1e-12 needs ``c`` of order 1e-23, where ``ln(1/c)`` is five to six times the largest
+simulated one (9.2). At p = 0.1 the slope flattened across the simulated range (2.3, then 1.9 per
+``ln(1/c)``), so the fitted form is not extrapolated there: past the smallest simulated ``c`` (``ln(1/c)``
+3.9 at p = 0.1, 9.2 at p = 1/2, linear in ``v`` between) the slope is the smaller of the fit's and the
+p = 1/2 one scaled by ``1/v`` (0.39 / v; the Gaussian record-low argument gives ``1 / (8 p (1 - p))``,
+0.5 / v), which asks for a smaller ``c`` (at p = 0.1 and 1e-12, about 3e-9 instead of the plain fit's
+1e-5); at p = 1/2 the slope was constant over the simulated range (0.40, 0.40) and the two agree.
+Unchecked beyond 1e-5 either way. Simulated at p 0.1 and 0.5;
+p in between is interpolated (the tests check p = 0.3 at 1e-4). ``hddm_w_confidence`` returns at most
+``HDDM_CONFIDENCE_MAX`` (0.5): a target above what that raises gets 0.5 (conservative).
+
+*HDDM_A* is not calibrated: its simulated rate is neither log-linear in ``c`` nor a property of the
+detector alone. At p = 0.1 it fell only 1.75 times from ``c`` 0.3 to 0.1, then 20 times by 0.03; at
+p = 1/2 its slope per ``ln(2/c)`` went from 1.1 to 1.5; the union-bound form, even with a fitted ``v^h``,
+misses inside the simulated range by up to 2 times; and two runs (other seeds, streams of 2e5 and 1e5
+values) gave 5.2e-4 and 1.4e-3 at p = 1/2, c = 0.1, and 1.8e-3 and 3.5e-3 at p = 0.1, c = 0.3, far
+outside their Poisson bounds: its run lengths are heavy-tailed (a cut point that follows the running
+mean, bounds in ``1/sqrt(n)``), so a rate per value depends on the streams and how long they are
+watched. Nothing supports an extrapolation to 1e-12; ``hddm_a_rate`` and ``hddm_a_confidence`` validate
+their arguments and raise NotImplementedError.
 """
 
 from __future__ import annotations
@@ -231,3 +282,148 @@ def adwin_delta(rate: float, clock: int = 32, min_window_length: int = 5, grace_
     while math.exp(_adwin_log_rate(delta)) > rate:  # a rounding error on the wrong side of adwin_rate
         delta -= delta * 1e-13
     return delta
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Error-stream detectors (DDM, HDDM_A, HDDM_W) on a stable Bernoulli(p) error stream. See the module docstring.
+
+HDDM_W_LAMBDA = 0.005  # detectors.streaming.HDDM_W_LAMBDA; the only calibrated lambda_val
+DDM_WARM_START = 1000  # detectors.streaming.DDM_WARM_START
+DDM_WARNING_THRESHOLD = 2.0  # DDMDetector's warning_threshold: ddm_threshold never returns less
+ERROR_P_MAX = 0.5  # error rates above one half are not calibrated (a model worse than a coin)
+DDM_P_MIN, HDDM_P_MIN = 0.05, 0.1  # the smallest simulated error rates
+HDDM_CONFIDENCE_MAX = 0.5  # the largest confidence returned: rates above what it raises get this (conservative)
+# HDDM_A: the same form, ln(2 / drift_confidence) for ln(1 / drift_confidence), fits it badly (bench): not shipped
+HDDM_A_FIT = (-6.8025, -3.4735, 0.4689, 0.0)
+# HDDM_W: ln rate = a0 + a1 ln v - beta v^h ln(1 / drift_confidence) / v, v = 4 p (1 - p), lambda_val 0.005;
+# fitted by `python -m bench.calibrate --part errors-fit` (seed 20240601)
+HDDM_W_FIT = (-6.4875, -4.1205, 0.3906, -0.6736)
+# past the smallest simulated confidence (ln(1/c) = HDDM_W_SIMULATED at v = 0.36 and 1, linear in v between),
+# the slope per ln(1/c) is the smaller of the fit's and HDDM_W_TAIL_BETA / v: the p = 1/2 slope, scaled as 1/v
+HDDM_W_SIMULATED = ((0.36, 3.912), (1.0, 9.210))
+HDDM_W_TAIL_BETA = 0.3906
+# ln(rate warm_start / 1000) = a0 + a1 ln v + ln Phi_bar(b v^g (drift_threshold - 1)), v = 4 p (1 - p); same run
+DDM_FIT = (-6.0742, -0.0343, 1.3666)
+DDM_G = 0.0940
+
+
+def _check_p(p: float, low: float = HDDM_P_MIN) -> float:
+    require(isinstance(p, (int, float)) and not isinstance(p, bool) and low <= p <= ERROR_P_MAX, "p", p,
+            f"in [{low}, {ERROR_P_MAX}] (the calibrated error rates)")  # fmt: skip
+    return 4.0 * float(p) * (1.0 - float(p))  # 4 p (1 - p): 1 at p = 1/2
+
+
+def _check_confidence(confidence: float) -> None:
+    require(isinstance(confidence, (int, float)) and not isinstance(confidence, bool) and 0 < confidence < 1,
+            "drift_confidence", confidence, "in (0, 1)")  # fmt: skip
+
+
+def hddm_log_rate(bound_log: float, v: float, fit: tuple[float, ...]) -> float:
+    """``ln rate`` of the HDDM model: ``bound_log`` is ln(2/c) (HDDM_A) or ln(1/c) (HDDM_W), ``v = 4 p (1 - p)``."""
+    a0, a1, beta, h = fit
+    return a0 + a1 * math.log(v) - beta * v**h * bound_log / v
+
+
+def _hddm_a_not_calibrated() -> NotImplementedError:
+    return NotImplementedError("HDDM_A is not calibrated: its false alarms are not a function of drift_confidence"
+                               " that extrapolates (see detectors.calibration); use HDDM_W or DDM")  # fmt: skip
+
+
+def hddm_a_rate(drift_confidence: float, p: float) -> float:
+    """Not calibrated (module docstring): validates its arguments, then raises NotImplementedError."""
+    _check_confidence(drift_confidence)
+    _check_p(p)
+    raise _hddm_a_not_calibrated()
+
+
+def hddm_a_confidence(rate: float, p: float) -> float:
+    """Not calibrated (module docstring): validates its arguments, then raises NotImplementedError."""
+    _check_rate(rate)
+    _check_p(p)
+    raise _hddm_a_not_calibrated()
+
+
+def _check_lambda(lambda_val: float) -> None:
+    require(lambda_val == HDDM_W_LAMBDA, "lambda_val", lambda_val, f"{HDDM_W_LAMBDA} (the only calibrated value)")
+
+
+def hddm_w_log_rate(bound_log: float, v: float) -> float:
+    """``ln rate`` of HDDM_W at ``ln(1/c) = bound_log``: the fit, then the tail slope past the simulated ``c``."""
+    (v0, l0), (v1, l1) = HDDM_W_SIMULATED
+    simulated = l0 + (l1 - l0) * (min(max(v, v0), v1) - v0) / (v1 - v0)
+    a0, a1, beta, h = HDDM_W_FIT
+    slope = min(beta * v**h / v, HDDM_W_TAIL_BETA / v)
+    inside = min(bound_log, simulated)
+    return hddm_log_rate(inside, v, HDDM_W_FIT) - slope * max(bound_log - simulated, 0.0)
+
+
+def hddm_w_rate(drift_confidence: float, p: float, lambda_val: float = HDDM_W_LAMBDA) -> float:
+    """False alarms per value of ``HDDMWDetector(drift_confidence, lambda_val)`` (one-sided), Bernoulli(p) errors."""
+    _check_confidence(drift_confidence)
+    v = _check_p(p)
+    _check_lambda(lambda_val)
+    return math.exp(hddm_w_log_rate(math.log(1.0 / drift_confidence), v))
+
+
+def hddm_w_confidence(rate: float, p: float, lambda_val: float = HDDM_W_LAMBDA) -> float:
+    """The largest HDDM_W ``drift_confidence`` (at most ``HDDM_CONFIDENCE_MAX``) whose rate is at most ``rate``."""
+    _check_rate(rate)
+    v = _check_p(p)
+    _check_lambda(lambda_val)
+    target = math.log(rate)
+
+    def excess(bound_log: float) -> float:
+        return hddm_w_log_rate(bound_log, v) - target
+
+    low = math.log(1.0 / HDDM_CONFIDENCE_MAX)
+    if excess(low) <= 0:
+        return HDDM_CONFIDENCE_MAX
+    high = 2.0 * low
+    while excess(high) > 0:
+        low, high = high, high * 2.0
+    bound_log = float(optimize.brentq(excess, low, high, xtol=1e-12, rtol=1e-14, maxiter=200))
+    confidence = math.exp(-bound_log)
+    while math.exp(hddm_w_log_rate(math.log(1.0 / confidence), v)) > rate:  # rounding, to the safe side
+        confidence -= confidence * 1e-13
+    return confidence
+
+
+def _check_warm_start(warm_start: int) -> None:
+    require(isinstance(warm_start, int) and not isinstance(warm_start, bool) and 100 <= warm_start <= 100_000,
+            "warm_start", warm_start, "an integer in [100, 100000]")  # fmt: skip
+
+
+def ddm_log_rate(drift_threshold: float, v: float, warm_start: int, fit: tuple[float, float, float] = DDM_FIT,
+                 g: float = DDM_G) -> float:  # fmt: skip
+    """``ln rate`` of the DDM model (the per-value rate over ages ``warm_start`` .. 4 ``warm_start``)."""
+    a0, a1, b = fit
+    tail = float(special.log_ndtr(-b * v**g * (drift_threshold - 1.0)))
+    return a0 + a1 * math.log(v) + tail - math.log(warm_start / 1000.0)
+
+
+def ddm_rate(drift_threshold: float, p: float, warm_start: int = DDM_WARM_START) -> float:
+    """The highest false alarms per value of ``DDMDetector(warm_start, drift_threshold=...)`` on Bernoulli(p)
+    errors: its rate over the values ``warm_start`` .. 4 ``warm_start`` after a restart (it falls later)."""
+    require(isinstance(drift_threshold, (int, float)) and not isinstance(drift_threshold, bool)
+            and 1.5 <= drift_threshold <= 40, "drift_threshold", drift_threshold, "in [1.5, 40]")  # fmt: skip
+    v = _check_p(p, DDM_P_MIN)
+    _check_warm_start(warm_start)
+    return math.exp(ddm_log_rate(float(drift_threshold), v, warm_start))
+
+
+def ddm_threshold(rate: float, p: float, warm_start: int = DDM_WARM_START) -> float:
+    """The smallest DDM ``drift_threshold`` (at least the warning line, 2) whose rate is at most ``rate``."""
+    _check_rate(rate)
+    v = _check_p(p, DDM_P_MIN)
+    _check_warm_start(warm_start)
+    target = math.log(rate)
+
+    def excess(k: float) -> float:
+        return ddm_log_rate(k, v, warm_start) - target
+
+    if excess(DDM_WARNING_THRESHOLD) <= 0:
+        return DDM_WARNING_THRESHOLD
+    k = float(optimize.brentq(excess, DDM_WARNING_THRESHOLD, 40.0, xtol=1e-12, rtol=1e-13, maxiter=200))
+    while math.exp(ddm_log_rate(k, v, warm_start)) > rate:  # a rounding error on the wrong side of ddm_rate
+        k += k * 1e-13
+    return k
