@@ -7,7 +7,7 @@ Run from the repository root::
     .venv/bin/python -m bench.budget --out docs/budget-table.md
 
 Four parts (protocol as in ``bench/detection.py``: a fresh reference of 5000 stable values per
-stream, numeric N(0,1) and categorical a..f, change detectors on z-scores against the reference):
+stream, numeric N(0,1) and categorical a..f, change detectors on normal scores against the reference):
 
 1. **Lines.** Each detector's line at the default budget (1 false alarm per model per week at 1000
    events/s) for an unsegmented model and a model cut by one segment key, beside today's option.
@@ -59,6 +59,7 @@ from bench.detection import (
     make_tasks,
     run_tasks,
 )
+from detectors import nulls
 from detectors.budget import SECONDS_PER_WEEK, budget_lines, detector_lines, family_size, rate_per_value
 from detectors.config import MonitorConfig
 from detectors.reference import CategoricalReference, NumericReference, Reference
@@ -151,7 +152,7 @@ def feed(config: MonitorConfig, kind: str, reference: Reference, values: np.ndar
         if changes:
             assert isinstance(chunk, np.ndarray) and isinstance(reference, NumericReference)
             present = chunk[~np.isnan(chunk)]
-            z = (present - reference.mean) / reference.std
+            z = reference.normal_scores(present)  # as the monitor feeds them
             for name, detector in changes.items():
                 counts.add(name + suffix, len(detector.update(z)), z.size)
 
@@ -171,12 +172,14 @@ class CheckTask:
 
 
 def check_config(rate: float, kind: str) -> MonitorConfig:
-    """The default config with the lines the share ``rate`` alone gives (categorical: 6 bins)."""
-    lines = detector_lines(MonitorConfig(), rate, kind, bins=len(CATEGORIES) if kind == "categorical" else None)
-    lines = {**lines, "psi_critical": 10.0, "jensen_shannon_critical": 1.0, "null_rate_critical": 1.0}
+    """The default config with the lines the share ``rate`` alone gives: the distance tests'
+    options pushed out of the way (their null lines, per window, decide)."""
+    lines = detector_lines(MonitorConfig(), rate, kind)
+    out_of_the_way = {f"{test}_{line}": 1e-9 for test in ("psi", "jensen_shannon", "null_rate", "unseen_rate")
+                      for line in ("warning", "critical")}  # fmt: skip
     tests = {"numeric_tests": ("psi", "ks", "jensen_shannon", "null_rate"),
-             "categorical_tests": ("psi", "chi_square", "jensen_shannon", "null_rate")}  # fmt: skip
-    return dataclasses.replace(MonitorConfig(), **lines, **tests)
+             "categorical_tests": ("psi", "chi_square", "jensen_shannon", "unseen_rate", "null_rate")}  # fmt: skip
+    return dataclasses.replace(MonitorConfig(), **lines, **out_of_the_way, **tests)
 
 
 def run_check(task: CheckTask) -> Counts:
@@ -221,16 +224,23 @@ def calibration_check(rate: float, streams: int, length: int, seed: int, pool: A
         low, high = poisson_interval(observed)
         inside = "yes" if low <= target <= high else ("**no, over**" if low > target else "no, conservative")
         lines.append(
-            f"| {name} | {_line_text(check_config(rate, kind), detector)} | {counts.judged[name]:,} | "
+            f"| {name} | {_line_text(check_config(rate, kind), detector, kind)} | {counts.judged[name]:,} | "
             f"{target:.1f} | {observed} | {low:.1f}-{high:.1f} | {observed / target:.2f} | {inside} |"
         )
     return lines
 
 
-def _line_text(config: MonitorConfig, detector: str) -> str:
-    option = {"psi": "psi_warning", "ks": "ks_alpha", "jensen_shannon": "jensen_shannon_warning",
-              "null_rate": "null_rate_warning", "chi_square": "chi_square_alpha", "adwin": "adwin_delta",
-              "page_hinkley": "ph_threshold", "unseen_rate": "unseen_rate_warning"}[detector]  # fmt: skip
+def _line_text(config: MonitorConfig, detector: str, kind: str) -> str:
+    """The line a full window (1000 values against 5000) of a stable stream is judged against."""
+    window, reference = config.window_size, config.reference_size
+    if detector in ("psi", "jensen_shannon"):
+        line = (nulls.psi_line if detector == "psi" else nulls.jensen_shannon_line)(
+            getattr(config, f"{detector}_alpha"), len(CATEGORIES) if kind == "categorical" else 10, window,
+            reference)  # fmt: skip
+        return f"{detector}_alpha = {getattr(config, f'{detector}_alpha'):.3g}: {line:.4g}"
+    option = {"ks": "ks_alpha", "chi_square": "chi_square_alpha", "adwin": "adwin_delta",
+              "page_hinkley": "ph_threshold", "null_rate": "null_rate_alpha",
+              "unseen_rate": "unseen_rate_alpha"}[detector]  # fmt: skip
     return f"{option} = {getattr(config, option):.4g}"
 
 
@@ -309,10 +319,34 @@ def long_run(events: int, length: int, seed: int, pool: Any) -> list[str]:
 # -- 1. the lines, 4. the price --------------------------------------------------------
 
 
-_OPTIONS = {
-    "numeric": ("psi_warning", "ks_alpha", "null_rate_warning", "adwin_delta", "ph_threshold"),
-    "categorical": ("psi_warning", "chi_square_alpha", "unseen_rate_warning", "null_rate_warning"),
-}
+def _effective_lines(config: MonitorConfig, kind: str) -> list[tuple[str, float]]:
+    """The lines a full stable window (or a change detector) is judged against under ``config``."""
+    window, reference = config.window_size, config.reference_size
+
+    def at_least(option: float, alpha: float, line: float) -> float:
+        return max(option, line) if alpha else option
+
+    if kind == "numeric":
+        return [
+            ("psi (10 bins)", at_least(config.psi_warning, config.psi_alpha,
+                                       nulls.psi_line(config.psi_alpha, 10, window, reference))),
+            ("ks alpha", config.ks_alpha),
+            ("null_rate (reference without missing values)", at_least(config.null_rate_warning,
+             config.null_rate_alpha, nulls.share_rise_line(config.null_rate_alpha, 0, reference, window))),
+            ("null_rate (reference half missing)", at_least(config.null_rate_warning, config.null_rate_alpha,
+             nulls.share_rise_line(config.null_rate_alpha, reference, 2 * reference, window))),
+            ("adwin delta", config.adwin_delta),
+            ("page_hinkley threshold", config.ph_threshold),
+        ]  # fmt: skip
+    return [
+        ("psi (6 categories)", at_least(config.psi_warning, config.psi_alpha,
+                                        nulls.psi_line(config.psi_alpha, 6, window, reference))),
+        ("psi (51 categories)", at_least(config.psi_warning, config.psi_alpha,
+                                         nulls.psi_line(config.psi_alpha, 51, window, reference))),
+        ("chi_square alpha", config.chi_square_alpha),
+        ("unseen_rate (reference knows every category)", at_least(config.unseen_rate_warning,
+         config.unseen_rate_alpha, nulls.share_rise_line(config.unseen_rate_alpha, 0, reference, window))),
+    ]  # fmt: skip
 
 
 def lines_table() -> list[str]:
@@ -325,15 +359,17 @@ def lines_table() -> list[str]:
         f"key: {rate_per_value(config, 0):.3g} and {rate_per_value(config, 1):.3g} false alarms per value per "
         "detector.",
         "",
-        "| kind | option | today | budget, unsegmented | budget, one segment key |",
+        "| kind | line (a full window of 1000 against 5000) | today | budget, unsegmented | budget, one segment key |",
         "|---|---|--:|--:|--:|",
     ]
-    for kind, options in _OPTIONS.items():
+    today = MonitorConfig(false_alarm_budget=0)
+    for kind in ("numeric", "categorical"):
         whole = budget_lines(config, rate_per_value(config, 0) or 0.0, kind)
         sliced = budget_lines(config, rate_per_value(config, 1) or 0.0, kind)
-        for option in options:
-            lines.append(f"| {kind} | {option} | {getattr(config, option):.4g} | {getattr(whole, option):.4g} | "
-                         f"{getattr(sliced, option):.4g} |")  # fmt: skip
+        rows = zip(_effective_lines(today, kind), _effective_lines(whole, kind), _effective_lines(sliced, kind),
+                   strict=True)  # fmt: skip
+        for (name, before), (_, after), (_, cut) in rows:
+            lines.append(f"| {kind} | {name} | {before:.4g} | {after:.4g} | {cut:.4g} |")
     return lines
 
 

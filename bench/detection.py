@@ -20,8 +20,8 @@ Protocol (what the production monitor does with one feature):
   independent of the batch size; every run checks it (batches of 1, 137, 500 and 4096 on one stream).
 * Windowed tests: ``WindowedDetector`` with a window of 1000 values judged every 1000 (tumbling, the
   default); psi and ks also sliding, judged every 100 values.
-* Change detectors (adwin, page_hinkley) get z-scores against the reference,
-  ``(x - reference.mean) / reference.std``, of the non-missing values only.
+* Change detectors (adwin, page_hinkley) get normal scores against the reference,
+  ``reference.normal_scores(x)`` (``Phi^-1`` of the reference's CDF), of the non-missing values only.
 * Error-stream detectors (ddm, eddm, hddm_a, hddm_w) get the 0/1 errors (1 = wrong) of a river
   ``HoeffdingTreeClassifier`` trained prequentially (predict, score, learn) on river's SEA (variant
   0 -> 3) and Agrawal (classification function 0 -> 2) generators. The tree, not GaussianNB: in
@@ -339,7 +339,7 @@ def verdicts(detector: Detector, stream: Any, reference: Reference | None, batch
     """Feed ``stream`` in batches as the monitor does; yield (stream index, verdict) in order.
 
     Windowed tests get the raw values (NaN or None for missing); numeric change detectors get the
-    z-scores of the non-missing values; error-stream detectors the 0/1 errors.
+    normal scores of the non-missing values against the reference; error-stream detectors the 0/1 errors.
     """
     standardize = isinstance(reference, NumericReference) and not isinstance(detector, WindowedDetector)
     for start in range(0, len(stream), batch):
@@ -348,7 +348,7 @@ def verdicts(detector: Detector, stream: Any, reference: Reference | None, batch
         if standardize:
             assert isinstance(reference, NumericReference)
             present = ~np.isnan(chunk)
-            chunk, index = (chunk[present] - reference.mean) / reference.std, index[present]
+            chunk, index = reference.normal_scores(chunk[present]), index[present]
         for verdict in detector.update(chunk):
             yield int(index[verdict.position]), verdict
 
@@ -517,7 +517,7 @@ def false_alarm_rate(factory: Callable[[Reference | None], Detector], kind: str 
 
     Same protocol as the benchmark: per stream a fresh reference of 5000 stable values (None for
     ``kind="binary"``), a fresh detector, then ``length`` stable events in batches of 500: N(0,1)
-    for "numeric" (z-scores for change detectors), categories a..f for "categorical", the errors of
+    for "numeric" (normal scores for change detectors), categories a..f for "categorical", the errors of
     a Hoeffding tree on SEA for "binary" (the first 1000 not counted). For example::
 
         from detectors.registry import REGISTRY
@@ -937,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"* Reference: {REFERENCE_SIZE} stable values per repetition ({BINS} quantile bins; categorical: "
         f"top {MAX_CATEGORIES} categories). Stream in batches of {BATCH}.",
         f"* Windowed tests: window {WINDOW}, tumbling (judged every {WINDOW}); `sliding/{SLIDING_STEP}`: judged "
-        f"every {SLIDING_STEP} values. adwin and page_hinkley: z-scores against the reference.",
+        f"every {SLIDING_STEP} values. adwin and page_hinkley: normal scores against the reference.",
         f"* Stable streams (false alarms): numeric {stable['numeric']} N(0,1) events; categorical "
         f"{stable['categorical']} events of a..f in {list(STABLE_MIX)}; error streams {stable['binary']} events "
         f"of a Hoeffding tree on SEA (variant 0, no drift), the first {BURN_IN} of each not counted (the tree "

@@ -51,6 +51,12 @@ class MonitorConfig:
     unseen_rate_critical: float = 0.2
     null_rate_warning: float = 0.1  # rise of the missing share over the reference's
     null_rate_critical: float = 0.3
+    # Per-window alpha of the distance tests' null lines (detectors/nulls.py); 0: their options
+    # alone. The false-alarm budget sets them.
+    psi_alpha: float = 0.0
+    jensen_shannon_alpha: float = 0.0
+    unseen_rate_alpha: float = 0.0
+    null_rate_alpha: float = 0.0
     max_categories: int = 50  # reference categories kept; the rest share one bucket
     reference_points: int = 512  # points of a numeric reference summary (rank error <= 1/512)
     category_map_size: int = 10  # log2 slots of the categorical reference's frequent-items sketch

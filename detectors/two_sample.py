@@ -26,6 +26,7 @@ import numpy as np
 from scipy import special, stats
 from scipy.spatial import distance
 
+from detectors import nulls
 from detectors.base import Severity, check_positive, check_probability, require
 from detectors.reference import CategoricalReference, NumericReference, Reference, psi
 
@@ -52,6 +53,7 @@ class Score:
     p_value: float | None = None
     effect: float | None = None  # effect size of a p-value test (KS D, Cramér's V)
     size: int = 0  # observations the p-value rests on (for the line at alpha)
+    floor: float = 0.0  # the line a stable window of these sizes crosses with probability alpha (0: none)
 
 
 class WindowTest:
@@ -75,12 +77,37 @@ class WindowTest:
         raise NotImplementedError
 
     def judge(self, score: Score, alpha: float | None = None) -> tuple[Severity | None, float]:
-        """Severity of a score and the line it was judged against."""
-        if score.statistic >= self.critical:
-            return "critical", self.critical
-        if score.statistic >= self.warning:
-            return "warning", self.warning
-        return None, self.warning
+        """Severity of a score and the line it was judged against (its null line when that is higher)."""
+        warning, critical = max(self.warning, score.floor), max(self.critical, score.floor)
+        if score.statistic >= critical:
+            return "critical", critical
+        if score.statistic >= warning:
+            return "warning", warning
+        return None, warning
+
+
+class NullLineTest(WindowTest):
+    """A distance test that, given ``alpha`` > 0, also judges against its null line per window
+    (``detectors.nulls``): the false-alarm budget's line, which moves with the counts."""
+
+    def __init__(self, warning: float, critical: float, alpha: float = 0.0) -> None:
+        super().__init__(warning, critical)
+        require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < 1, "alpha", alpha,
+                "in [0, 1)")  # fmt: skip
+        self.alpha = float(alpha)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**super().params, "alpha": self.alpha}
+
+
+def _present(reference: Reference) -> int:
+    return reference.count if isinstance(reference, NumericReference) else reference.present
+
+
+def _bins(reference: Reference) -> int:
+    """Bins a stable window can fill: those the reference has values in."""
+    return int(np.count_nonzero(reference.proportions))
 
 
 class PValueTest(WindowTest):
@@ -111,34 +138,39 @@ class PValueTest(WindowTest):
         return "warning", line
 
 
-class PSITest(WindowTest):
+class PSITest(NullLineTest):
     """Population stability index over the reference's bins or categories."""
 
     name = "psi"
     kinds = frozenset({"numeric", "categorical"})
 
-    def __init__(self, warning: float = 0.1, critical: float = 0.25) -> None:
-        super().__init__(warning, critical)
+    def __init__(self, warning: float = 0.1, critical: float = 0.25, alpha: float = 0.0) -> None:
+        super().__init__(warning, critical, alpha)
 
     def score(self, reference: Reference, window: Window) -> Score:
         counts = window.bin_counts if isinstance(window, NumericWindow) else window.counts
-        return Score(psi(reference.proportions, counts))
+        present = int(counts.sum())
+        floor = nulls.psi_line(self.alpha, _bins(reference), present, _present(reference)) if self.alpha else 0.0
+        return Score(psi(reference.proportions, counts), floor=floor)
 
 
-class JensenShannonTest(WindowTest):
+class JensenShannonTest(NullLineTest):
     """Jensen-Shannon distance (base 2, in [0, 1]) over bins or categories."""
 
     name = "jensen_shannon"
     kinds = frozenset({"numeric", "categorical"})
 
-    def __init__(self, warning: float = 0.1, critical: float = 0.2) -> None:
-        super().__init__(warning, critical)
+    def __init__(self, warning: float = 0.1, critical: float = 0.2, alpha: float = 0.0) -> None:
+        super().__init__(warning, critical, alpha)
 
     def score(self, reference: Reference, window: Window) -> Score:
         counts = window.bin_counts if isinstance(window, NumericWindow) else window.counts
         if counts.sum() == 0:
             return Score(0.0)
-        return Score(float(distance.jensenshannon(reference.proportions, counts / counts.sum(), base=2)))
+        floor = (nulls.jensen_shannon_line(self.alpha, _bins(reference), int(counts.sum()), _present(reference))
+                 if self.alpha else 0.0)  # fmt: skip
+        distance_ = float(distance.jensenshannon(reference.proportions, counts / counts.sum(), base=2))
+        return Score(distance_, floor=floor)
 
 
 class WassersteinTest(WindowTest):
@@ -261,35 +293,43 @@ def _chi2_line(alpha: float, dof: int) -> float:
     return float(stats.chi2.isf(alpha, dof))
 
 
-class UnseenRateTest(WindowTest):
+class UnseenRateTest(NullLineTest):
     """Rise of the share of categories the reference does not know (its "other" bucket)."""
 
     name = "unseen_rate"
     kinds = frozenset({"categorical"})
 
-    def __init__(self, warning: float = 0.05, critical: float = 0.2) -> None:
-        super().__init__(warning, critical)
+    def __init__(self, warning: float = 0.05, critical: float = 0.2, alpha: float = 0.0) -> None:
+        super().__init__(warning, critical, alpha)
 
     def score(self, reference: Reference, window: Window) -> Score:
         assert isinstance(reference, CategoricalReference) and isinstance(window, CategoricalWindow)
-        present = window.counts.sum()
+        present = int(window.counts.sum())
         unseen = float(window.counts[-1] / present) if present else 0.0
-        return Score(unseen - reference.other_share)
+        floor = 0.0
+        if self.alpha:
+            hits = int(round(reference.other_share * reference.present))
+            floor = nulls.share_rise_line(self.alpha, hits, reference.present, present)
+        return Score(unseen - reference.other_share, floor=floor)
 
 
-class NullRateTest(WindowTest):
+class NullRateTest(NullLineTest):
     """Rise of the missing-value share over the reference's."""
 
     name = "null_rate"
     kinds = frozenset({"numeric", "categorical"})
 
-    def __init__(self, warning: float = 0.1, critical: float = 0.3) -> None:
-        super().__init__(warning, critical)
+    def __init__(self, warning: float = 0.1, critical: float = 0.3, alpha: float = 0.0) -> None:
+        super().__init__(warning, critical, alpha)
 
     def score(self, reference: Reference, window: Window) -> Score:
         present = window.values.size if isinstance(window, NumericWindow) else int(window.counts.sum())
         rows = present + window.missing
-        return Score(window.missing / rows - float(reference.summary.get("null_rate", 0.0)) if rows else 0.0)
+        floor = 0.0
+        if self.alpha:
+            floor = nulls.share_rise_line(self.alpha, reference.missing, _present(reference) + reference.missing, rows)
+        return Score(window.missing / rows - float(reference.summary.get("null_rate", 0.0)) if rows else 0.0,
+                     floor=floor)  # fmt: skip
 
 
 TESTS: dict[str, type[WindowTest]] = {

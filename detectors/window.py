@@ -33,9 +33,9 @@ from detectors.reference import (
     numeric_summary,
     reference_from_plain,
 )
-from detectors.two_sample import TESTS, CategoricalWindow, NumericWindow, Score, Window, WindowTest
+from detectors.two_sample import TESTS, CategoricalWindow, NullLineTest, NumericWindow, Score, Window, WindowTest
 
-_VERSION = 2  # 2: a tumbling window saves its earliest time, not a ring of times
+_VERSION = 3  # 2: a tumbling window saves its earliest time, not a ring of times; 3: null-line alphas
 
 
 @dataclass(frozen=True)
@@ -310,10 +310,11 @@ class WindowedDetector:
 
 
 def _upgrade(data: Any) -> dict[str, Any]:
-    """A version-1 snapshot (a ring of times for every window) as version 2."""
+    """An older snapshot as the current version: version 1 kept a ring of times for every window;
+    version 2's distance tests had no null-line alpha (0: off)."""
     if isinstance(data, dict) and data.get("detector") == "windowed" and type(data.get("v")) is int and data["v"] == 1:
         try:
-            data = dict(data, v=_VERSION, earliest=None)
+            data = dict(data, v=2, earliest=None)
             size, step = int(data["size"]), int(data["step"])
             if step >= size:  # tumbling: the earliest time of the values since the last judgement
                 times = np.frombuffer(data.pop("times"), dtype="<f8")
@@ -325,4 +326,11 @@ def _upgrade(data: Any) -> dict[str, Any]:
                 data["times"] = None
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
+    if isinstance(data, dict) and data.get("detector") == "windowed" and type(data.get("v")) is int and data["v"] == 2:
+        try:
+            tests = [[name, {**params, "alpha": 0.0} if issubclass(TESTS[name], NullLineTest) else params]
+                     for name, params in data["tests"]]  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"malformed windowed snapshot: {exc!r}") from exc
+        data = dict(data, v=_VERSION, tests=tests)
     return check_snapshot(data, "windowed", _VERSION)

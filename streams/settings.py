@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     unseen_rate_critical: float = _D.unseen_rate_critical
     null_rate_warning: float = _D.null_rate_warning
     null_rate_critical: float = _D.null_rate_critical
+    psi_alpha: float = Field(_D.psi_alpha, description="per-window alpha of PSI's null line (0: off; the budget "
+                             "sets it, as for JENSEN_SHANNON_ALPHA, UNSEEN_RATE_ALPHA, NULL_RATE_ALPHA)")  # fmt: skip
+    jensen_shannon_alpha: float = _D.jensen_shannon_alpha
+    unseen_rate_alpha: float = _D.unseen_rate_alpha
+    null_rate_alpha: float = _D.null_rate_alpha
     max_categories: int = _D.max_categories
     reference_points: int = _D.reference_points
     category_map_size: int = _D.category_map_size

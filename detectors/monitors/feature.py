@@ -195,11 +195,12 @@ class FeatureMonitor:
         present = np.flatnonzero(~np.isnan(values))
         if not present.size:
             return
-        z = (values[present] - reference.mean) / reference.std
+        z = (values[present] - reference.mean) / reference.std  # what a change is measured in
+        scores = reference.normal_scores(values[present])  # what the detectors judge (calibrated on N(0, 1))
         for name, detector in self.changes.items():
             state = self.policy.state(name)
             done = 0  # values of z already counted in a stretch
-            for verdict in detector.update(z):
+            for verdict in detector.update(scores):
                 row = int(present[verdict.position])
                 if state.since_count == 0:
                     state.since_time = float(times[present[done]])

@@ -161,12 +161,15 @@ _BOOL = [0, 1, "true", None]
 #: Invalid values per parameter kind; every value in a list is invalid for every parameter of that kind.
 DOMAINS = {"count": _COUNT, "probability": _PROBABILITY, "positive": _POSITIVE, "bool": _BOOL,
            "non_negative": [-0.1, -1, float("nan"), "0.1", None, True],
-           "unit_interval_closed": [0, 0.0, -0.5, 1.5, 2.0, float("nan"), "1", None, True]}  # fmt: skip
+           "unit_interval_closed": [0, 0.0, -0.5, 1.5, 2.0, float("nan"), "1", None, True],
+           "unit_interval_open_above": [-0.1, 1, 1.5, float("nan"), "0.1", None, True]}  # fmt: skip
 #: Parameter kinds by (detector, parameter), then by parameter name alone.
 PARAMETER_DOMAINS = {
     ("page_hinkley", "delta"): "non_negative",  # 0 is a valid tolerance
     ("page_hinkley", "alpha"): "unit_interval_closed",  # 1 means no forgetting
     ("page_hinkley", "threshold"): "positive",
+    # the null line's alpha of the distance tests: 0 turns it off
+    **{(test, "alpha"): "unit_interval_open_above" for test in ("psi", "jensen_shannon", "unseen_rate", "null_rate")},
     "delta": "probability",
     "alpha": "probability",
     "beta": "probability",
