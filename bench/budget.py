@@ -199,7 +199,7 @@ def run_check(task: CheckTask) -> Counts:
 def calibration_check(rate: float, streams: int, length: int, seed: int, pool: Any) -> list[str]:
     groups = [("numeric", 0.0, ("psi", "ks", "jensen_shannon", "adwin", "page_hinkley")),
               ("numeric", 0.5, ("null_rate",)),
-              ("categorical", 0.0, ("psi", "chi_square", "jensen_shannon")),
+              ("categorical", 0.0, ("psi", "chi_square", "jensen_shannon", "unseen_rate")),
               ("categorical", 0.5, ("null_rate",))]  # fmt: skip
     tasks = [CheckTask(kind, missing, tests, i, length, rate, seed)
              for kind, missing, tests in groups for i in range(streams)]  # fmt: skip

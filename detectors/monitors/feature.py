@@ -251,6 +251,7 @@ class FeatureMonitor:
         """Alerts for one completed window, with p-values already corrected model-wide."""
         evaluation = item.evaluation
         out.windows_judged += 1
+        self._resolve_dropped(item)
         for test in self.window.tests if self.window else ():
             score = evaluation.scores[test.name]
             severity, line = test.judge(score, item.alphas.get(test.name))
@@ -260,6 +261,19 @@ class FeatureMonitor:
         if self._unjudged <= 0:
             self._unjudged = 0
             self._settle(out)
+
+    def _resolve_dropped(self, item: Judged) -> None:
+        """Resolve the alerts of detectors the config no longer runs (restored from an older config):
+        nothing else would, and their incident would fire for ever."""
+        running = {test.name for test in self.window.tests} if self.window else set()
+        running |= set(self.changes)
+        for detector in sorted(self.policy.states):
+            if detector not in running and self.policy.firing(detector) is not None:
+                severity = self.policy.resolve(detector)
+                message = f"{detector} on {self.describe()}: no longer run (the config dropped it); its alert resolves"
+                self._pending.append((item.index, _WINDOW, self._alert(
+                    "resolved", severity, detector, 0.0, 0.0, None, item.index, item.at, message, {},
+                    item.evaluation.count, item.evaluation.start_time)))  # fmt: skip
 
     def _review_changes(self, item: Judged, out: Observation) -> None:
         """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""

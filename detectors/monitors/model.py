@@ -202,10 +202,12 @@ class ModelMonitor:
         self._correct(judged)
         for item in sorted(judged, key=lambda item: item.index):
             item.monitor.judge(item, out)
-        # In stream order, whatever the batching; alerts of one event by scope, column, detector.
+        # In stream order, whatever the batching; alerts of one event by scope and column.
         rank = {scope.key: position for position, scope in enumerate(self.scopes)}
+        # A stable sort, and not by detector: one monitor's alerts at one event keep the order its
+        # state changed in (an incident's escalation after its firing, a resolve before a new firing).
         out.alerts.sort(key=lambda a: (a.event_index, rank.get(segment_key(a.segment) if a.segment else "", 0),
-                                       a.feature is not None, a.feature or "", a.version or "", a.detector))
+                                       a.feature is not None, a.feature or "", a.version or ""))
         self.events_seen += n
         return out
 

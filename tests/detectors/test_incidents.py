@@ -206,3 +206,19 @@ def test_the_wire_carries_every_detector_of_the_incident() -> None:
     legacy = dataclasses.replace(single[0], detectors=())  # an Alert built without them
     assert to_wire(legacy, "m", None, "events", 0, 0.0)["detectors"] == [legacy.detector]
     assert alert_id(legacy, "m", "events", 0) == alert_id(single[0], "m", "events", 0)
+
+
+def test_an_incident_of_a_detector_the_config_dropped_still_resolves() -> None:
+    """Restored under a config that no longer runs one of its members, an incident ends all the same."""
+    values = drift_and_back()
+    first = ModelMonitor("m", CONFIG)
+    run(first, batches(values[:4500], 500))
+    incident = first.whole.features["x"].policy.incidents["drift"]
+    assert "page_hinkley" in incident.fired
+    fewer = dataclasses.replace(CONFIG, change_detectors=("adwin",))
+    second = ModelMonitor.restore(msgpack.unpackb(msgpack.packb(first.snapshot(), use_bin_type=True), raw=False),
+                                  fewer)  # fmt: skip
+    alerts = run(second, batches(values, 500, start=4500))
+    resolved = [a for a in alerts if a.status == "resolved"]
+    assert len(resolved) == 1 and not second.whole.features["x"].policy.incidents
+    assert "page_hinkley" in resolved[0].detectors
