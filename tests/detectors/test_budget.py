@@ -176,3 +176,33 @@ def test_a_change_detector_built_for_other_lines_restarts_with_the_configs() -> 
     fresh = upgraded.whole.features["x"].changes["page_hinkley"]
     assert fresh.limit == upgraded.lines("numeric").ph_threshold > before.ph_threshold
     assert fresh.snapshot()["state"][0] == 0  # no values yet: its sums were built for the old line
+
+
+def test_change_detectors_judge_normal_scores_so_a_skewed_feature_keeps_its_share() -> None:
+    """Page-Hinkley at the line for 10^-4 false alarms per value, on a stable lognormal feature:
+    fed normal scores against the reference (what the monitor feeds) it stays at its share; fed
+    z-scores, the long tail makes it fire too often (the further out the line, the more so)."""
+    from detectors.calibration import page_hinkley_threshold
+    from detectors.streaming import PageHinkleyDetector
+
+    threshold = page_hinkley_threshold(1e-4, 0.1, 30, 5000)
+    rng = np.random.default_rng(5)
+    by_scores = by_z = values = 0
+    for _ in range(20):
+        reference = NumericReference.build(rng.lognormal(size=5000), bins=10)
+        stream = rng.lognormal(size=100_000)
+        scored, plain = PageHinkleyDetector(0.1, threshold), PageHinkleyDetector(0.1, threshold)
+        by_scores += len(scored.update(reference.normal_scores(stream)))
+        by_z += len(plain.update((stream - reference.mean) / reference.std))
+        values += stream.size
+    expected = 1e-4 * values
+    assert stats.chi2.ppf(0.0005, 2 * by_scores) / 2 <= expected <= stats.chi2.ppf(0.9995, 2 * by_scores + 2) / 2
+    assert stats.chi2.ppf(0.0005, 2 * by_z) / 2 > expected, by_z  # 1.7 times here; far more further out
+    # The monitor feeds its change detectors exactly those scores.
+    monitor = ModelMonitor("m", dataclasses.replace(DEFAULT, false_alarm_budget=0.0))
+    values_ = rng.lognormal(size=7000)
+    monitor.observe(ModelBatch({"x": Column.from_numbers(values_)}, np.arange(7000.0)))
+    feature = monitor.whole.features["x"]
+    assert isinstance(feature.reference, NumericReference)
+    fed = feature.reference.normal_scores(values_[5000:])
+    assert feature.changes["page_hinkley"].snapshot()["state"][1] == pytest.approx(float(fed.sum()))
