@@ -30,11 +30,12 @@ configured line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
 from detectors import calibration
-from detectors.config import MonitorConfig
+from detectors.config import MonitorConfig, named
 
 SECONDS_PER_WEEK = 7 * 24 * 3600
 _NULL_ALPHAS = ("psi_alpha", "jensen_shannon_alpha", "unseen_rate_alpha", "null_rate_alpha")
@@ -56,6 +57,7 @@ def rate_per_value(config: MonitorConfig, slices: int) -> float | None:
     return config.false_alarm_budget / (events * family_size(config, slices))
 
 
+@functools.lru_cache(maxsize=256)  # one per model config, slices and kind: every model monitor asks
 def budgeted(config: MonitorConfig, slices: int, kind: str) -> MonitorConfig:
     """``config`` with each line of a ``kind`` column's detectors the stricter of its option and the budget's."""
     rate = rate_per_value(config, slices)
@@ -93,8 +95,10 @@ def detector_lines(config: MonitorConfig, rate: float, kind: str) -> dict[str, f
         # rate: the options' own lines are stricter there anyway.
         change_rate = min(rate, calibration.MAX_RATE)
         if "page_hinkley" in config.change_detectors:
-            lines["ph_threshold"] = calibration.page_hinkley_threshold(
-                change_rate, config.ph_delta, config.ph_min_instances, config.reference_size)
+            lines["ph_threshold"] = named(
+                {"delta": "ph_delta", "min_instances": "ph_min_instances"},
+                lambda: calibration.page_hinkley_threshold(change_rate, config.ph_delta, config.ph_min_instances,
+                                                           config.reference_size))  # fmt: skip
         if "adwin" in config.change_detectors:
             lines["adwin_delta"] = calibration.adwin_delta(change_rate, reference_size=config.reference_size)
     # Three significant digits, rounded the strict way: the last bits of another scipy do not

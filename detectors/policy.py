@@ -180,7 +180,11 @@ class AlertPolicy:
         for kind, entry in (incidents or {}).items():
             if kind not in (QUALITY, DRIFT):
                 raise SnapshotError(f"incident {kind!r} is not one of {QUALITY}, {DRIFT}")
+            if not isinstance(entry, list) or len(entry) != 3:
+                raise SnapshotError(f"incident {kind!r} must be [severity, firing, fired], got {entry!r}")
             severity, firing, fired = entry
+            if not isinstance(firing, list) or not isinstance(fired, list):
+                raise SnapshotError(f"incident {kind!r} must list its detectors, got {firing!r}, {fired!r}")
             if severity not in _SEVERITIES[1:]:
                 raise SnapshotError(f"incident {kind!r} has severity {severity!r}")
             if not all(isinstance(name, str) for name in (*firing, *fired)):
