@@ -191,17 +191,19 @@ class ModelMonitor:
         for scope, members in self._segment_rows(batch, out).items():
             part = np.asarray(members, dtype=np.intp)
             judged += self._observe_scope(scope, rows.take(part), [versions[i] for i in members], out)
+        self._correct(judged)
+        for item in sorted(judged, key=lambda item: item.index):
+            item.monitor.judge(item, out)
+        # After its windows of this batch are judged (they close before the row that retires it),
+        # as one event at a time would: what it was firing closes with it.
         for version, row in retired:
             reason = (f"version {version!r} retired: {self.config.max_versions} more recent versions are live "
                       f"(max_versions)")  # fmt: skip
             for scope in self.scopes:
                 monitor = scope.predictions.pop(version, None)
-                if monitor is not None:  # what it was firing closes with it
+                if monitor is not None:
                     out.alerts += monitor.close(int(event_index[row]), float(batch.timestamps[row]), reason,
                                                 float(self.config.max_versions + 1), float(self.config.max_versions))
-        self._correct(judged)
-        for item in sorted(judged, key=lambda item: item.index):
-            item.monitor.judge(item, out)
         # In stream order, whatever the batching; alerts of one event by scope and column.
         rank = {scope.key: position for position, scope in enumerate(self.scopes)}
         # A stable sort, and not by detector: one monitor's alerts at one event keep the order its

@@ -332,3 +332,27 @@ def test_a_retired_versions_firing_alerts_resolve_with_it(per_detector: bool) ->
     for alert in closed:
         assert alert.event_index == 4000 and alert.statistic == 3 and alert.threshold == 2
         assert "version 'a' retired" in alert.message
+
+
+@pytest.mark.parametrize("per_detector", [True, False])
+def test_a_window_closing_in_the_batch_that_retires_its_version_is_judged_before_the_close(
+    per_detector: bool,
+) -> None:  # fmt: skip
+    """Version a's last window (drifted) closes at row 2499; b and c arrive at 2500 and 2501 and
+    retire a. Fed in one batch or a few rows at a time, the same alerts: the window's alert is
+    sent, then closed with the version, never left firing."""
+    config = MonitorConfig(reference_size=1000, window_size=500, max_versions=2, alert_per_detector=per_detector,
+                           change_detectors=())  # fmt: skip
+    rng = np.random.default_rng(6)
+    scores = np.concatenate([rng.standard_normal(2000), rng.standard_normal(500) + 2.0,
+                             rng.standard_normal(500)]).tolist()  # fmt: skip
+    versions = ["a"] * 2500 + ["b"] + ["c"] * 499
+    results = []
+    for size in (3000, 7):
+        monitor = ModelMonitor("m", config)
+        results.append(run(monitor, _prediction_batches(scores, versions, ["eu"] * 3000,
+                                                        list(range(0, 3000, size)) + [3000])))  # fmt: skip
+    assert results[0] == results[1]
+    of_a = [a for a in results[0] if a.version == "a"]
+    assert [a.status for a in of_a][-1] == "resolved" and "retired" in of_a[-1].message
+    assert any(a.status == "firing" and a.event_index == 2499 for a in of_a)
