@@ -2,7 +2,7 @@
 
 Each builds a reference (a fixed-memory sketch) from its first values unless
 one is given, then feeds a ``WindowedDetector`` (the two-sample tests) and, for
-numbers, the change detectors on z-scores against the reference. Whether a
+numbers, the change detectors on normal scores against the reference. Whether a
 verdict becomes an alert is the ``AlertPolicy``'s decision: each detector's own
 alerts are collected per batch and, once every window the batch completed is
 judged, passed in event order through the policy's incidents (one alert per
@@ -269,11 +269,9 @@ class FeatureMonitor:
         running |= set(self.changes)
         for detector in sorted(self.policy.states):
             if detector not in running and self.policy.firing(detector) is not None:
-                severity = self.policy.resolve(detector)
                 message = f"{detector} on {self.describe()}: no longer run (the config dropped it); its alert resolves"
-                self._pending.append((item.index, _WINDOW, self._alert(
-                    "resolved", severity, detector, 0.0, 0.0, None, item.index, item.at, message, {},
-                    item.evaluation.count, item.evaluation.start_time)))  # fmt: skip
+                self._resolve(detector, _WINDOW, message, 0.0, 0.0, item.index, item.at, {}, item.evaluation.count,
+                              item.evaluation.start_time)  # fmt: skip
 
     def _review_changes(self, item: Judged, out: Observation) -> None:
         """At a window close: escalate a change alert the window confirms, resolve one gone quiet."""
@@ -297,13 +295,17 @@ class FeatureMonitor:
             quiet = self.policy.quiet_for(detector, item.index)
             if quiet is not None and quiet >= self.config.resolve_after:
                 last = self.policy.state(detector).last_change
-                severity = self.policy.resolve(detector)
                 message = (f"{detector} on {self.describe()}: no change point in the {quiet} events since the last "
                            f"one (event {last}); the detector has adapted to the new level")  # fmt: skip
-                self._pending.append((item.index, _REVIEW, self._alert(
-                    "resolved", severity, detector, float(quiet), float(self.config.resolve_after), None,
-                    item.index, item.at, message, evaluation.summary, evaluation.count,
-                    evaluation.start_time)))  # fmt: skip
+                self._resolve(detector, _REVIEW, message, float(quiet), float(self.config.resolve_after), item.index,
+                              item.at, evaluation.summary, evaluation.count, evaluation.start_time)  # fmt: skip
+
+    def _resolve(self, detector: str, phase: int, message: str, statistic: float, threshold: float, index: int,
+                 at: float, current: dict[str, Any] | None, count: int, start: float) -> None:  # fmt: skip
+        """End a detector's firing alert and queue the resolved alert it sends."""
+        severity = self.policy.resolve(detector)
+        self._pending.append((index, phase, self._alert("resolved", severity, detector, statistic, threshold, None,
+                                                        index, at, message, current, count, start)))  # fmt: skip
 
     def close(self, index: int, at: float, reason: str, statistic: float, threshold: float) -> list[Alert]:
         """Resolve every alert this monitor is firing: it stops (its version retired).
@@ -315,11 +317,8 @@ class FeatureMonitor:
         self._settle(closed)
         for detector in sorted(self.policy.states):
             if self.policy.firing(detector) is not None:
-                severity = self.policy.resolve(detector)
-                message = f"{detector} on {self.describe()}: closed, {reason}"
-                self._pending.append((index, _WINDOW, self._alert(
-                    "resolved", severity, detector, statistic, threshold, None, index, at, message, {},
-                    self.rows_seen, at)))  # fmt: skip
+                self._resolve(detector, _WINDOW, f"{detector} on {self.describe()}: closed, {reason}", statistic,
+                              threshold, index, at, {}, self.rows_seen, at)  # fmt: skip
         self._settle(closed)
         return closed.alerts
 
