@@ -17,6 +17,8 @@ from detectors.reference import EXACT_LIMIT
 from detectors.two_sample import TESTS
 
 CHANGE_DETECTORS = ("adwin", "page_hinkley")
+ERROR_DETECTORS = ("ddm", "hddm_w", "hddm_a", "adwin")  # on a classifier's 0/1 error stream
+REGRESSION_DETECTORS = ("page_hinkley", "adwin")  # on normal scores of a regressor's absolute errors
 MULTIPLE_TESTING = ("none", "bonferroni", "benjamini_hochberg")
 MAX_REFERENCE_SIZE = EXACT_LIMIT
 
@@ -75,6 +77,26 @@ class MonitorConfig:
     false_alarm_budget: float = 1.0
     event_rate: float = 1000.0  # events per second per model that the budget assumes
     alert_per_detector: bool = False  # one alert per detector instead of one incident per feature
+    # -- model quality from late labels (detectors/monitors/quality.py) --
+    quality_window: int = 1000  # labeled events per quality window (per version and scope)
+    quality_window_seconds: float = 0.0  # > 0: a window also closes once its predictions span this much event time
+    quality_reference_windows: int = 1  # windows a reference is built from when neither a baseline nor config gives one
+    max_classes: int = 20  # classes tracked per version (first seen first); the rest count as "other"
+    performance_alpha: float = 1e-4  # per window of the performance test; the budget's share per window if stricter
+    performance_critical_drop: float = 0.05  # accuracy drop (absolute) from which a performance alert is critical
+    performance_critical_rise: float = 0.25  # MAE rise (relative to the reference's) from which it is critical
+    error_detector: str = "ddm"  # concept drift on a classifier's 0/1 errors: ddm | hddm_w | hddm_a | adwin
+    regression_detector: str = "page_hinkley"  # on normal scores of a regressor's absolute errors: page_hinkley | adwin
+    ddm_warm_start: int = streaming.DDM_WARM_START
+    ddm_warning_threshold: float = 2.0
+    ddm_drift_threshold: float = streaming.DDM_DRIFT_THRESHOLD
+    hddm_w_drift_confidence: float = 0.001
+    hddm_w_warning_confidence: float = 0.005
+    hddm_w_lambda: float = streaming.HDDM_W_LAMBDA
+    hddm_a_drift_confidence: float = 0.001
+    hddm_a_warning_confidence: float = 0.005
+    label_lag_max: float = 0.0  # seconds; a window whose median label lag exceeds it raises data_quality. 0: off
+    label_coverage_min: float = 0.0  # share of predictions labeled; below it at a window close: data_quality. 0: off
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -93,8 +115,12 @@ class MonitorConfig:
             elif not math.isfinite(value):
                 raise ValueError(f"{field.name} must be finite, got {value!r}")
         positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma",
-                    "max_versions", "event_rate")  # fmt: skip
-        for name in ("max_segments", "false_alarm_budget"):
+                    "max_versions", "event_rate", "quality_reference_windows", "performance_critical_drop",
+                    "performance_critical_rise")  # fmt: skip
+        for name in ("quality_window", "quality_reference_windows", "max_classes", "ddm_warm_start"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        for name in ("max_segments", "false_alarm_budget", "quality_window_seconds", "label_lag_max"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in positive:
@@ -126,6 +152,7 @@ class MonitorConfig:
         if self.false_alarm_budget and self.ph_alpha != 1 and "page_hinkley" in self.change_detectors:
             raise ValueError(f"ph_alpha must be 1 under a false-alarm budget (a forgetting Page-Hinkley's run "
                              f"length is not calibrated), got {self.ph_alpha!r}; or set false_alarm_budget = 0")
+        self._check_quality()
         # Build every detector once so a bad value fails here, named after its option.
         from detectors.registry import change_detectors, window_test
 
@@ -133,9 +160,76 @@ class MonitorConfig:
             window_test(self, name)
         change_detectors(self, CHANGE_DETECTORS)
 
+    def _check_quality(self) -> None:
+        """The quality options (model quality from late labels), each error named after its option."""
+        if self.quality_window < 2:
+            raise ValueError(f"quality_window must be >= 2, got {self.quality_window!r}")
+        if self.max_classes < 2:
+            raise ValueError(f"max_classes must be >= 2, got {self.max_classes!r}")
+        if not 0 < self.performance_alpha < 1:
+            raise ValueError(f"performance_alpha must be in (0, 1), got {self.performance_alpha!r}")
+        if self.performance_critical_drop > 1:
+            raise ValueError(f"performance_critical_drop must be in (0, 1], got {self.performance_critical_drop!r}")
+        if not 0 <= self.label_coverage_min <= 1:
+            raise ValueError(f"label_coverage_min must be in [0, 1], got {self.label_coverage_min!r}")
+        if self.error_detector not in ERROR_DETECTORS:
+            raise ValueError(f"error_detector: {self.error_detector!r} is not one of {', '.join(ERROR_DETECTORS)}")
+        if self.regression_detector not in REGRESSION_DETECTORS:
+            raise ValueError(f"regression_detector: {self.regression_detector!r} is not one of "
+                             f"{', '.join(REGRESSION_DETECTORS)}")  # fmt: skip
+        if self.false_alarm_budget:
+            if self.error_detector == "hddm_a":
+                raise ValueError("error_detector hddm_a is not calibrated, so it cannot be held to a false-alarm "
+                                 "budget (detectors/calibration.py): use ddm or hddm_w, or set false_alarm_budget = 0")
+            if self.error_detector == "hddm_w" and self.hddm_w_lambda != streaming.HDDM_W_LAMBDA:
+                raise ValueError(f"hddm_w_lambda must be {streaming.HDDM_W_LAMBDA} under a false-alarm budget (the "
+                                 f"only calibrated value), got {self.hddm_w_lambda!r}; or set false_alarm_budget = 0")
+            if self.error_detector == "ddm" and not 100 <= self.ddm_warm_start <= 100_000:
+                raise ValueError(f"ddm_warm_start must be in [100, 100000] under a false-alarm budget (the "
+                                 f"calibrated range), got {self.ddm_warm_start!r}; or set false_alarm_budget = 0")
+            if self.regression_detector == "page_hinkley" and self.ph_alpha != 1:
+                raise ValueError(f"ph_alpha must be 1 under a false-alarm budget (regression_detector is "
+                                 f"page_hinkley; a forgetting Page-Hinkley's run length is not calibrated), got "
+                                 f"{self.ph_alpha!r}; or set false_alarm_budget = 0")
+        for name in ERROR_DETECTORS:
+            quality_detector(self, name, regression=False)
+        for name in REGRESSION_DETECTORS:
+            quality_detector(self, name, regression=True)
+
     @property
     def step(self) -> int:
         return self.window_step or self.window_size
+
+
+# Quality detectors' parameters by the option each is read from (the budget may replace an option's value).
+ERROR_OPTIONS: dict[str, dict[str, str]] = {
+    "ddm": {"warm_start": "ddm_warm_start", "warning_threshold": "ddm_warning_threshold",
+            "drift_threshold": "ddm_drift_threshold"},
+    "hddm_w": {"drift_confidence": "hddm_w_drift_confidence", "warning_confidence": "hddm_w_warning_confidence",
+               "lambda_val": "hddm_w_lambda"},
+    "hddm_a": {"drift_confidence": "hddm_a_drift_confidence", "warning_confidence": "hddm_a_warning_confidence"},
+    "adwin": {"delta": "adwin_delta"},
+}  # fmt: skip
+REGRESSION_OPTIONS: dict[str, dict[str, str]] = {
+    "page_hinkley": {"delta": "ph_delta", "threshold": "ph_threshold", "alpha": "ph_alpha",
+                     "min_instances": "ph_min_instances"},
+    "adwin": {"delta": "adwin_delta"},
+}  # fmt: skip
+_QUALITY_CLASSES: dict[str, Any] = {
+    "ddm": streaming.DDMDetector, "hddm_w": streaming.HDDMWDetector, "hddm_a": streaming.HDDMADetector,
+    "adwin": streaming.AdwinDetector, "page_hinkley": streaming.PageHinkleyDetector,
+}  # fmt: skip
+
+
+def quality_detector(config: MonitorConfig, name: str, *, regression: bool,
+                     lines: dict[str, float] | None = None) -> Any:  # fmt: skip
+    """The concept-drift detector ``name`` of a classifier's error stream (or, ``regression``, of a
+    regressor's absolute errors), its parameters read from their options unless ``lines`` (by
+    option name) replaces them. A ValueError names the option."""
+    options = (REGRESSION_OPTIONS if regression else ERROR_OPTIONS)[name]
+    values = {option: (lines or {}).get(option, getattr(config, option)) for option in options.values()}
+    cls = _QUALITY_CLASSES[name]
+    return named(options, lambda: cls(**{param: values[option] for param, option in options.items()}))
 
 
 def named(options: dict[str, str], build: Any) -> Any:

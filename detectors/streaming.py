@@ -463,6 +463,37 @@ class BinaryDetector(RiverDetector):
             raise ValueError(f"{self.name} takes an error stream of 0 (right) and 1 (wrong) only")
         return values.astype(np.int64).tolist()
 
+    def update_zones(self, values: np.ndarray) -> list[Verdict]:
+        """Like ``update``, and also where the stream enters river's warning zone (opt-in).
+
+        A verdict of severity ``"warning"`` is a value where ``warning_detected`` turned on (it was
+        off before that value); one of severity ``"critical"`` is a drift, exactly where ``update``
+        reports one. Whether the zone was on before a value is river's own state, which a
+        snapshot keeps, so the verdicts do not depend on how the stream is batched or restored.
+        """
+        detector = self._river
+        found: list[Verdict] = []
+        checked = self._check_values(np.asarray(values, dtype=np.float64))
+        if not checked:
+            return found
+        drifted = False
+        for position, value in enumerate(checked):
+            before = detector.warning_detected and not detector.drift_detected
+            detector.update(value)
+            if detector.drift_detected:
+                statistic, threshold = self._measure()
+                found.append(Verdict(position, statistic, threshold, severity="critical", test=self.name))
+                drifted = True
+            elif detector.warning_detected and not before:
+                statistic, threshold = self._measure_warning()
+                found.append(Verdict(position, statistic, threshold, severity="warning", test=self.name))
+        self._drift = drifted
+        return found
+
+    def _measure_warning(self) -> tuple[float, float]:
+        """The test quantity and the warning zone's line."""
+        return self._measure()
+
 
 class DDMDetector(BinaryDetector):
     """Drift Detection Method (Gama et al. 2004) on a 0/1 error stream.
@@ -496,6 +527,11 @@ class DDMDetector(BinaryDetector):
         if ddm._p_min is None:  # still warming up: river has no minimum to judge against yet
             return p + s, math.inf
         return p + s, ddm._p_min + self.drift_threshold * ddm._s_min
+
+    def _measure_warning(self) -> tuple[float, float]:
+        statistic, _ = self._measure()
+        ddm = self._river
+        return statistic, ddm._p_min + self.warning_threshold * ddm._s_min
 
 
 class EDDMDetector(BinaryDetector):
@@ -560,7 +596,8 @@ class HDDMADetector(BinaryDetector):
         return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
                 "two_sided_test": self.two_sided_test}  # fmt: skip
 
-    def _measure(self) -> tuple[float, float]:
+    def _measure(self, confidence: float | None = None) -> tuple[float, float]:
+        confidence = self.drift_confidence if confidence is None else confidence
         hddm = self._river
         z = hddm._z
         # the rise since the increase cut point; two-sided, also the fall since the decrease cut point
@@ -570,8 +607,11 @@ class HDDMADetector(BinaryDetector):
             if cut.n == 0 or z.n == cut.n:
                 continue
             m = (z.n - cut.n) / cut.n * (1.0 / z.n)
-            found.append((sign * (z.get() - cut.get()), math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence))))
+            found.append((sign * (z.get() - cut.get()), math.sqrt(m / 2 * math.log(2.0 / confidence))))
         return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
+
+    def _measure_warning(self) -> tuple[float, float]:
+        return self._measure(self.warning_confidence)
 
 
 class HDDMWDetector(BinaryDetector):
@@ -601,12 +641,16 @@ class HDDMWDetector(BinaryDetector):
         return {"drift_confidence": self.drift_confidence, "warning_confidence": self.warning_confidence,
                 "lambda_val": self.lambda_val, "two_sided_test": self.two_sided_test}  # fmt: skip
 
-    def _measure(self) -> tuple[float, float]:
+    def _measure(self, confidence: float | None = None) -> tuple[float, float]:
+        confidence = self.drift_confidence if confidence is None else confidence
         hddm = self._river
         # river compares (before, after) EWMA pairs: for a rise, and two-sided also (after, before) for a fall
         pairs = [(hddm._s1_incr, hddm._s2_incr)]
         if self.two_sided_test:
             pairs.append((hddm._s2_decr, hddm._s1_decr))
-        found = [(s2.ewma - s1.ewma, math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / self.drift_confidence) / 2.0))
+        found = [(s2.ewma - s1.ewma, math.sqrt((s1.ibc + s2.ibc) * math.log(1.0 / confidence) / 2.0))
                  for s1, s2 in pairs if s1.is_init and s2.is_init]  # fmt: skip
         return max(found, key=lambda f: f[0] / f[1]) if found else (0.0, 1.0)
+
+    def _measure_warning(self) -> tuple[float, float]:
+        return self._measure(self.warning_confidence)

@@ -29,10 +29,10 @@ PREDICTION = "__prediction__"
 class Alert:
     """One alert decision, before it is dressed for the wire."""
 
-    type: str  # data_drift | prediction_drift | data_quality
+    type: str  # data_drift | prediction_drift | data_quality | performance | concept_drift
     status: Status
     severity: Severity
-    feature: str | None  # None for the prediction
+    feature: str | None  # None for the prediction and for model quality
     detector: str
     statistic: float
     threshold: float
@@ -79,6 +79,9 @@ class Observation:
     windows_judged: int = 0
     segment_events: dict[str, int] = field(default_factory=dict)  # segment key ("other" too) -> events
     retired_versions: list[str | None] = field(default_factory=list)
+    # (version, segment key, metric) -> its value over the quality window just closed (late labels:
+    # accuracy, mae, ..., label_lag_p50, label_lag_p95, coverage)
+    quality: dict[tuple[str | None, str, str], float] = field(default_factory=dict)
 
     @property
     def versions_retired(self) -> int:
@@ -94,6 +97,7 @@ class Observation:
         for key, count in later.segment_events.items():
             self.segment_events[key] = self.segment_events.get(key, 0) + count
         self.retired_versions += later.retired_versions
+        self.quality.update(later.quality)
         return self
 
 
