@@ -57,7 +57,8 @@ def worker() -> None:
     epilog="Examples:\n\n"
     "driftstream simulate --segment region=eu:0.5,us:0.3,apac:0.2 --segment device=ios:0.6,android:0.4\n\n"
     "driftstream simulate --segment region=eu:0.5,us:0.5 --drift f2:mean_shift:8000:1.0@region=eu\n\n"
-    "driftstream simulate --models fraud,churn --drift churn/c0:category_mix:5000 --version-switch 20000:v2"
+    "driftstream simulate --models fraud,churn --drift churn/c0:category_mix:5000 --version-switch 20000:v2\n\n"
+    "driftstream simulate --labels --label-delay exp:30 --label-share 0.8 --concept-drift 20000 --label-batch 100"
 )
 def simulate(
     count: int = typer.Option(0, help="events per model; 0 = until interrupted"),
@@ -91,9 +92,47 @@ def simulate(
         help="[MODEL/]START:VERSION[:SHIFT]: from the model's event START its events carry VERSION "
         "(before any switch: 1) and its score moves by SHIFT in logit units (default 1); repeatable",
     ),
+    task: str = typer.Option(
+        "classification",
+        metavar="TASK",
+        help="classification: the prediction is a score in (0, 1), labels are 0/1; regression: the prediction "
+        "is a number, labels are numbers",
+    ),
+    labels: bool = typer.Option(
+        False,
+        "--labels",
+        help="also send each event's true label (joined by event_id) to the labels topic, late: the truth "
+        "follows f0, the model's own input, with noise (a classifier is wrong about 13% of the time)",
+    ),
+    label_noise: float = typer.Option(0.05, help="share of labels that are wrong: a flipped class, an unrelated value"),
+    label_delay: str = typer.Option(
+        "fixed:0", metavar="DELAY", help="fixed:SECONDS | exp:MEAN | uniform:LOW:HIGH: label time after event time"
+    ),
+    label_share: float = typer.Option(1.0, help="share of events that ever get a label"),
+    early_labels: float = typer.Option(0.0, help="share of labels sent before their event (with its timestamp)"),
+    label_batch: int = typer.Option(1, help="labels per message; > 1 sends JSON arrays"),
+    concept_drift: list[str] | None = typer.Option(
+        None,
+        metavar="CONCEPT",
+        help="[MODEL/]EVENT[:KIND[:MAGNITUDE]][@KEY=VALUE,...]: from the model's event EVENT the labels follow "
+        "another truth, the events stay the same; KIND rotate (toward f1 by MAGNITUDE degrees, default 70), "
+        "flip or shift (the boundary moves by MAGNITUDE sigmas, default 1.25); about 40% errors by default; "
+        "repeatable",
+    ),
 ) -> None:
-    """Produce simulated inference traffic, optionally sliced by segment, with injected drift and version switches."""
-    from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, parse_segment_filter, produce
+    """Produce simulated inference traffic, optionally sliced by segment, with injected drift and version switches,
+    and optionally the labels that come later."""
+    from streams.simulate import (
+        ConceptDrift,
+        Drift,
+        LabelDelay,
+        LabelPlan,
+        SegmentMix,
+        Traffic,
+        VersionSwitch,
+        parse_segment_filter,
+        send,
+    )
 
     try:
         drifts = [Drift.parse(spec) for spec in drift or ()]
@@ -106,14 +145,30 @@ def simulate(
             tuple(m for m in models.split(",") if m), numeric, categorical, seed, tuple(drifts),
             segments=tuple(SegmentMix.parse(spec) for spec in segment or ()),
             versions=tuple(VersionSwitch.parse(spec) for spec in version_switch or ()),
+            task=task,  # type: ignore[arg-type]
         )  # fmt: skip
+        plan = LabelPlan(label_noise, LabelDelay.parse(label_delay), label_share, early_labels,
+                         tuple(ConceptDrift.parse(spec) for spec in concept_drift or ()))  # fmt: skip
+        if not labels:
+            given = [name for name, value, default in [
+                ("--label-noise", label_noise, 0.05), ("--label-delay", plan.delay, LabelDelay()),
+                ("--label-share", label_share, 1.0), ("--early-labels", early_labels, 0.0),
+                ("--label-batch", label_batch, 1), ("--concept-drift", plan.concept_drifts, ()),
+            ] if value != default]  # fmt: skip
+            if given:
+                raise ValueError(f"{', '.join(given)} need(s) --labels")
+        if label_batch < 1:
+            raise ValueError(f"--label-batch must be >= 1, got {label_batch}")
+        if labels:
+            plan.check(traffic)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
-        sent = produce(_settings(), traffic, count, rate, batch_size)
+        sent = send(_settings(), traffic, count, rate, batch_size, labels=plan if labels else None,
+                    label_batch=label_batch)  # fmt: skip
     except KeyboardInterrupt:
         return
-    typer.echo(f"sent {sent} events")
+    typer.echo(f"sent {sent.events} events" + (f" and {sent.labels} labels" if labels else ""))
 
 
 @app.command()

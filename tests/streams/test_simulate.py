@@ -18,11 +18,17 @@ from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.simulate import (
     FIRST_VERSION,
+    ConceptDrift,
     Drift,
+    LabelDelay,
+    Labeled,
+    LabelPlan,
     SegmentMix,
     Traffic,
     VersionSwitch,
     batches,
+    labeled_events,
+    messages,
     model_events,
     parse_segment_filter,
 )
@@ -226,3 +232,291 @@ def test_the_command_sends_segments_drifts_and_versions(kafka_bootstrap: str, un
         assert e["model_version"] == ("v2" if i >= 400 else "1")
         assert (e["features"]["f1"] is None) == (i >= 100 and e["segment"]["region"] == "eu")
         assert (e["features"]["c0"] is None) == (i >= 200 and e["segment"]["device"] == "ios")
+
+
+# -- labels ------------------------------------------------------------------------------------------------
+
+
+def take_labeled(traffic: Traffic, plan: LabelPlan, n: int, model_index: int = 0) -> list[Labeled]:
+    return list(itertools.islice(labeled_events(traffic, model_index, plan, clock=lambda: 0.0), n))
+
+
+def errors(items: list[Labeled]) -> np.ndarray:
+    """Per labeled event: the classifier (class 1 when its score > 0.5) disagrees with its label."""
+    return np.array([(i.event["prediction"] > 0.5) != i.label["label"] for i in items if i.label is not None])
+
+
+def counter_clock(step: float = 1.0):
+    """A clock that moves ``step`` seconds at every reading: event i of one model is at i * step."""
+    ticks = itertools.count()
+    return lambda: next(ticks) * step
+
+
+def test_labeled_events_are_seeded_and_carry_the_events_unchanged() -> None:
+    traffic = Traffic(models=("fraud", "churn"), seed=6, segments=(REGION,), drifts=(Drift("f0", 100, "null_rate"),),
+                      versions=(VersionSwitch(700, "v2"),))  # fmt: skip
+    plan = LabelPlan(0.1, LabelDelay.parse("exp:30"), 0.8, 0.1, (ConceptDrift(500, "flip"),))
+    first, again = take_labeled(traffic, plan, 2500, 1), take_labeled(traffic, plan, 2500, 1)
+    assert first == again
+    events = take(traffic, 2500, 1)
+    for plain in (LabelPlan(), plan):
+        labeled = take_labeled(traffic, plain, 2500, 1)
+        assert orjson.dumps([i.event for i in labeled]) == orjson.dumps(events)
+    for item in first:
+        if item.label is not None:
+            assert item.label == {"model": "churn", "event_id": item.event["event_id"], "label": item.label["label"],
+                                  "timestamp": item.event["timestamp"] + item.delay}  # fmt: skip
+            assert item.label["label"] in (0, 1) and type(item.label["label"]) is int
+    assert take_labeled(Traffic(models=("fraud", "churn"), seed=7), plan, 50, 1) != first[:50]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05, 0.2])
+def test_the_stable_error_rate_is_the_intended_one(noise: float) -> None:
+    plan = LabelPlan(noise=noise)
+    wrong = errors(take_labeled(Traffic(seed=11), plan, 30_000))
+    assert within_sampling_error(int(wrong.sum()), wrong.size, plan.error_rate())
+    if noise == 0.05:
+        assert 0.12 < plan.error_rate() < 0.15  # inside the 5%-50% the error-stream detectors are calibrated for
+
+
+def test_label_noise_flips_that_share_of_the_labels() -> None:
+    traffic = Traffic(seed=3)
+    clean = [i.label["label"] for i in take_labeled(traffic, LabelPlan(noise=0.0), 20_000)]  # type: ignore[index]
+    noisy = [i.label["label"] for i in take_labeled(traffic, LabelPlan(noise=0.2), 20_000)]  # type: ignore[index]
+    flipped = sum(a != b for a, b in zip(clean, noisy, strict=True))
+    assert within_sampling_error(flipped, 20_000, 0.2)
+    assert all(b == 1 - a for a, b in zip(clean, noisy, strict=True) if a != b)
+
+
+@pytest.mark.parametrize("drift", [ConceptDrift(12_345), ConceptDrift(12_345, "flip"),
+                                   ConceptDrift(12_345, "shift"), ConceptDrift(12_345, "rotate", 90.0)])  # fmt: skip
+def test_a_concept_drift_raises_the_error_rate_from_its_event_and_leaves_the_events(drift: ConceptDrift) -> None:
+    """From the drift's event (mid-chunk on purpose) the labels follow another truth; the events are byte-identical."""
+    traffic, n = Traffic(seed=8), 30_000
+    stable = take_labeled(traffic, LabelPlan(), n)
+    drifted = take_labeled(traffic, LabelPlan(concept_drifts=(drift,)), n)
+    assert orjson.dumps([i.event for i in stable]) == orjson.dumps([i.event for i in drifted])
+    assert stable[: drift.start] == drifted[: drift.start]
+    before, after = errors(drifted[: drift.start]), errors(drifted[drift.start :])
+    plan = LabelPlan()
+    assert within_sampling_error(int(before.sum()), before.size, plan.error_rate())
+    assert within_sampling_error(int(after.sum()), after.size, plan.error_rate(drift))
+    assert after.mean() > 0.35  # from ~13%: what concept-drift alerts must catch
+    assert [i.delay for i in stable] == [i.delay for i in drifted]
+
+
+def test_a_concept_drift_stays_in_its_model_and_segment() -> None:
+    traffic = Traffic(models=("fraud", "churn"), seed=4, segments=(REGION,))
+    drift = ConceptDrift(1000, "flip", model="churn", segment={"region": "eu"})
+    stable, drifted = LabelPlan(), LabelPlan(concept_drifts=(drift,))
+    assert take_labeled(traffic, stable, 5000, 0) == take_labeled(traffic, drifted, 5000, 0)
+    changed = 0
+    for i, (a, b) in enumerate(zip(take_labeled(traffic, stable, 5000, 1), take_labeled(traffic, drifted, 5000, 1),
+                                   strict=True)):  # fmt: skip
+        assert a.event == b.event
+        if i < 1000 or a.event["segment"]["region"] != "eu":
+            assert a.label == b.label
+        else:
+            changed += a.label != b.label  # a flip changes every label but where the world's noise crosses 0
+    assert changed > 0.45 * 4000 * 0.9
+
+
+def test_a_later_concept_drift_replaces_an_earlier_one() -> None:
+    traffic = Traffic(seed=2)
+    flip, back = ConceptDrift(2000, "flip"), ConceptDrift(4000, "rotate", 0.0)
+    labeled = take_labeled(traffic, LabelPlan(concept_drifts=(back, flip)), 6000)
+    stable = take_labeled(traffic, LabelPlan(), 6000)
+    assert labeled[:2000] == stable[:2000] and labeled[4000:] == stable[4000:]
+    assert errors(labeled[2000:4000]).mean() > 0.8
+
+
+@pytest.mark.parametrize(
+    ("spec", "mean", "low", "high"),
+    [("fixed:5", 5.0, 5.0, 5.0), ("exp:30", 30.0, 0.0, math.inf), ("uniform:1:60", 30.5, 1.0, 60.0)],
+)
+def test_label_delays_follow_their_distribution(spec: str, mean: float, low: float, high: float) -> None:
+    delay = LabelDelay.parse(spec)
+    assert delay.mean == mean
+    items = take_labeled(Traffic(seed=5), LabelPlan(delay=delay), 20_000)
+    delays = np.array([i.delay for i in items])
+    assert delays.min() >= low and delays.max() <= high
+    assert all(i.label["timestamp"] == i.event["timestamp"] + i.delay for i in items)  # type: ignore[index]
+    if spec.startswith("exp"):
+        assert stats.kstest(delays, stats.expon(scale=30).cdf).pvalue > 1e-4
+    elif spec.startswith("uniform"):
+        assert stats.kstest(delays, stats.uniform(1, 59).cdf).pvalue > 1e-4
+    # The delay draws from a generator of its own: it moves no label value.
+    values = [i.label["label"] for i in items]  # type: ignore[index]
+    assert values == [i.label["label"] for i in take_labeled(Traffic(seed=5), LabelPlan(), 20_000)]  # type: ignore[index]
+
+
+def test_the_label_share_and_the_early_labels() -> None:
+    n = 20_000
+    items = take_labeled(Traffic(seed=9), LabelPlan(delay=LabelDelay("fixed", 10.0), share=0.7, early=0.25), n)
+    labeled = [i for i in items if i.label is not None]
+    assert within_sampling_error(len(labeled), n, 0.7)
+    assert all(i.delay is None and not i.early for i in items if i.label is None)
+    early = [i for i in labeled if i.early]
+    assert within_sampling_error(len(early), len(labeled), 0.25)
+    assert {i.delay for i in early} == {0.0} and {i.delay for i in labeled if not i.early} == {10.0}
+    everything = take_labeled(Traffic(seed=9), LabelPlan(), n)
+    assert all(a.label["label"] == b.label["label"] for a, b in zip(items, everything, strict=True) if a.label)  # type: ignore[index]
+
+
+def test_labels_are_sent_once_the_clock_passes_their_time() -> None:
+    """One model, event i at i seconds, labels 5 s late: label i follows the message of event i + 5."""
+    traffic, plan = Traffic(seed=1), LabelPlan(delay=LabelDelay("fixed", 5.0), early=0.2)
+    sent = list(messages(traffic, 300, 1, plan, 1, clock=counter_clock()))
+    position: dict[tuple[str, str], int] = {}
+    for k, message in enumerate(sent):
+        assert len(message.values) == 1 and message.model == "fraud"
+        position[(message.topic, message.values[0]["event_id"])] = k
+    labels = [m.values[0] for m in sent if m.topic == "labels"]
+    assert len(labels) == 300 and len({label["event_id"] for label in labels}) == 300
+    early = 0
+    for i in range(300):
+        label, event = position[("labels", f"fraud-{i}")], position[("events", f"fraud-{i}")]
+        if label < event:  # an early label: right before its event
+            early += 1
+            assert label == event - 1
+        elif i + 5 < 300:
+            after = position[("events", f"fraud-{i + 5}")]
+            assert after < label < position[("events", f"fraud-{i + 6}")] if i + 6 < 300 else after < label
+        else:
+            assert label > position[("events", "fraud-299")]  # the events ended: sent at once
+    assert within_sampling_error(early, 300, 0.2)
+
+
+def test_label_batches_hold_one_models_labels_in_label_time() -> None:
+    traffic = Traffic(models=("fraud", "churn"), seed=3)
+    plan = LabelPlan(delay=LabelDelay("exp", 20.0), share=0.9)
+    sent = list(messages(traffic, 2000, 10, plan, 25, clock=counter_clock(0.01)))
+    end = max(k for k, message in enumerate(sent) if message.topic == "events")
+    clock, last = -math.inf, {"fraud": -math.inf, "churn": -math.inf}
+    for k, message in enumerate(sent):
+        times = [value["timestamp"] for value in message.values]
+        if message.topic == "events":
+            clock = max(clock, *times)
+            continue
+        assert {value["model"] for value in message.values} == {message.model}
+        assert times == sorted(times) and times[0] >= last[message.model]
+        last[message.model] = times[-1]
+        if k < end:  # while the events go on: full batches of labels whose time has come
+            assert len(message.values) == 25 and times[-1] <= clock
+        else:
+            assert 1 <= len(message.values) <= 25
+    per_model = Counter(value["model"] for m in sent if m.topic == "labels" for value in m.values)
+    for model in ("fraud", "churn"):
+        assert within_sampling_error(per_model[model], 2000, 0.9)
+    assert sum(m.topic == "labels" for m in sent[:end]) > 50  # 40 s of events, labels 20 s late on average
+
+
+def test_without_labels_the_messages_are_the_batches() -> None:
+    traffic = Traffic(models=("fraud", "churn"), seed=3)
+    plain = [("events", m, e) for m, e in batches(traffic, 500, 7, clock=lambda: 0.0)]
+    assert [tuple(m) for m in messages(traffic, 500, 7, clock=lambda: 0.0)] == plain
+    labeled = [tuple(m) for m in messages(traffic, 500, 7, LabelPlan(), 3, clock=lambda: 0.0) if m.topic == "events"]
+    assert labeled == plain
+
+
+def test_regression_predictions_and_labels() -> None:
+    traffic = Traffic(seed=13, task="regression", versions=(VersionSwitch(3000, "v2", 0.5),))
+    scores = take(Traffic(seed=13, versions=(VersionSwitch(3000, "v2", 0.5),)), 6000)
+    drift = ConceptDrift(4000, "shift", 1.0)
+    items = take_labeled(traffic, LabelPlan(noise=0.0, concept_drifts=(drift,)), 6000)
+    for item, score in zip(items, scores, strict=True):
+        assert item.event["features"] == score["features"]
+        assert 1 / (1 + math.exp(-item.event["prediction"])) == pytest.approx(score["prediction"], abs=1e-4)
+        assert isinstance(item.label["label"], float)  # type: ignore[index]
+    residual = np.array([i.label["label"] - i.event["prediction"] for i in items])  # type: ignore[index]
+    assert abs(residual[:3000].mean()) < 0.05 and residual[:3000].std() == pytest.approx(0.3, abs=0.03)
+    assert residual[3000:4000].mean() == pytest.approx(-0.5, abs=0.05)  # v2 predicts half a sigma high
+    assert residual[4000:].mean() == pytest.approx(-1.5, abs=0.05)  # and the truth moved a sigma down
+
+
+def test_parsing_the_label_options() -> None:
+    assert ConceptDrift.parse("8000") == ConceptDrift(8000)
+    assert ConceptDrift.parse("churn/50:flip") == ConceptDrift(50, "flip", None, "churn")
+    assert ConceptDrift.parse("10:shift:0.5@region=eu") == ConceptDrift(10, "shift", 0.5, None, {"region": "eu"})
+    assert ConceptDrift.parse("10:rotate:45").size == 45.0 and ConceptDrift(1).size == 70.0
+    assert LabelDelay.parse("fixed:5") == LabelDelay("fixed", 5.0)
+    assert LabelDelay.parse("exp:30") == LabelDelay("exp", 30.0)
+    assert LabelDelay.parse("uniform:1:60") == LabelDelay("uniform", 1.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ConceptDrift.parse("soon"), "EVENT must be an integer"),
+        (lambda: ConceptDrift.parse("5:wobble"), "concept drift kind must be one of"),
+        (lambda: ConceptDrift.parse("5:flip:3"), "takes no magnitude"),
+        (lambda: ConceptDrift.parse("5:rotate:1:2"), "expected [MODEL/]EVENT"),
+        (lambda: ConceptDrift.parse("/5"), "expected [MODEL/]EVENT"),
+        (lambda: ConceptDrift.parse("-5"), "start must be >= 0"),
+        (lambda: LabelDelay.parse("exp"), "expected fixed:SECONDS"),
+        (lambda: LabelDelay.parse("normal:3"), "expected fixed:SECONDS"),
+        (lambda: LabelDelay.parse("fixed:-1"), "must be finite and >= 0"),
+        (lambda: LabelDelay.parse("uniform:9:1"), "high bound must be finite and >= 9.0"),
+        (lambda: LabelPlan(noise=1.5), "label noise must be a share in [0, 1]"),
+        (lambda: LabelPlan(early=-0.1), "label early must be a share"),
+        (lambda: labeled_events(Traffic(numeric=0), 0, LabelPlan()), "labels need a numeric feature"),
+        (lambda: labeled_events(Traffic(numeric=1), 0, LabelPlan(concept_drifts=(ConceptDrift(5),))), "needs 2"),
+        (lambda: labeled_events(Traffic(), 0, LabelPlan(concept_drifts=(ConceptDrift(5, model="x"),))), "model 'x'"),
+        (
+            lambda: labeled_events(Traffic(), 0, LabelPlan(concept_drifts=(ConceptDrift.parse("5@region=eu"),))),
+            "concept drift segment key 'region'",
+        ),
+        (lambda: Traffic(task="ranking"), "task must be one of"),  # type: ignore[arg-type]
+        (lambda: next(messages(Traffic(), 5, labels=LabelPlan(), label_batch=0)), "label_batch must be >= 1"),
+    ],
+)
+def test_bad_label_specs_say_what_is_wrong(make, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_the_command_wants_labels_for_label_options() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--count", "1", "--label-delay", "exp:5", "--concept-drift", "9"])
+    assert result.exit_code == 2 and "--label-delay, --concept-drift need(s) --labels" in result.output
+    result = CliRunner().invoke(app, ["simulate", "--count", "1", "--labels", "--label-delay", "exp"])
+    assert result.exit_code == 2 and "expected fixed:SECONDS, exp:MEAN or uniform:LOW:HIGH" in result.output
+    result = CliRunner().invoke(app, ["simulate", "--count", "1", "--labels", "--numeric", "1", "--concept-drift", "9"])
+    assert result.exit_code == 2 and "needs 2 numeric features" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("models", "batch"), [("fraud", 1), ("fraud,churn", 9)])
+def test_the_command_sends_labels_in_the_contracts_shape(
+    kafka_bootstrap: str, unique: str, monkeypatch, models: str, batch: int
+) -> None:
+    """Labels reach the labels topic keyed by model, as objects (or arrays) of the contract's label event."""
+    monkeypatch.setenv("DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("DRIFTSTREAM_TOPIC_EVENTS", f"sim-{unique}")
+    monkeypatch.setenv("DRIFTSTREAM_TOPIC_LABELS", f"sim-labels-{unique}")
+    settings = Settings()
+    ensure_topics(settings)
+    args = ["simulate", "--count", "400", "--rate", "0", "--models", models, "--numeric", "2", "--categorical", "0",
+            "--labels", "--label-share", "0.5", "--early-labels", "0.3", "--label-delay", "uniform:0:0.01",
+            "--label-batch", str(batch), "--concept-drift", "200:flip"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = {(e["model"], e["event_id"]): e for m in read_topic(settings, settings.topic_events)
+              for e in [orjson.loads(m.value())]}  # fmt: skip
+    labels = []
+    for record in read_topic(settings, settings.topic_labels):
+        value = orjson.loads(record.value())
+        if batch == 1:
+            assert isinstance(value, dict)
+            value = [value]
+        assert isinstance(value, list) and 1 <= len(value) <= batch
+        assert {label["model"] for label in value} == {record.key().decode()}
+        labels += value
+    n = 400 * len(models.split(","))
+    assert len(events) == n and f"sent {n} events and {len(labels)} labels" in result.output
+    assert within_sampling_error(len(labels), n, 0.5)
+    assert len({(label["model"], label["event_id"]) for label in labels}) == len(labels)
+    for label in labels:
+        assert set(label) == {"model", "event_id", "label", "timestamp"} and type(label["label"]) is int
+        event = events[(label["model"], label["event_id"])]
+        assert label["label"] in (0, 1) and event["timestamp"] <= label["timestamp"] <= event["timestamp"] + 0.01
