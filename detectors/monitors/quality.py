@@ -7,11 +7,17 @@ where a scope is the whole model or one tracked segment value (chosen as ``Model
 chooses them: the first ``max_segments`` values in label order, the rest ``other``):
 
 * **Quality windows** of ``quality_window`` labeled events (and, with
-  ``quality_window_seconds``, also closed once their predictions span that much event time).
-  Classifiers: accuracy, precision/recall/F1 of the positive class (two classes), macro F1,
-  ROC AUC and log loss when scores or probabilities were sent; regressors: MAE, RMSE, MAPE
-  (zero labels skipped), mean error (``detectors.quality_metrics``). Each closed window's
-  metrics go to ``Observation.quality`` with the label lag's p50/p95 and the label coverage.
+  ``quality_window_seconds``, also closed once their predictions span that much event time;
+  such a window with fewer than ``MIN_JUDGED`` labeled events reports its metrics but is not
+  judged). Classifiers: accuracy, precision/recall/F1 of the positive class (two classes),
+  macro F1, ROC AUC and log loss when scores or probabilities were sent; regressors: MAE,
+  RMSE, MAPE (zero labels skipped), mean error (``detectors.quality_metrics``). Each closed
+  window's metrics go to ``Observation.quality`` with the label lag's p50/p95 and, for the
+  whole model, the label coverage. The task is ``QualitySpec.task``, else the baseline's,
+  else what the version's first labeled row shows (``quality_metrics.infer_task``). A
+  numeric prediction of a classifier is the positive class's score (positive when at least
+  ``score_threshold``); an object of probabilities predicts its most probable class. Classes
+  past ``max_classes`` (per version and scope, first seen first) share ``other``.
 * **A reference quality**: a baseline's (``references``, by version; key None for every
   version), else the values the config expects (``QualitySpec.expected``: ``accuracy`` or
   ``mae``), else the version's first ``quality_reference_windows`` windows in that scope (no
@@ -24,9 +30,12 @@ chooses them: the first ``max_segments`` values in label order, the rest ``other
   against a configured one. At the alphas a budget gives (1e-9) the normal tail is far off
   for a skewed count: at 5% errors over 1000 labels the z-test's line is crossed about 40
   times as often as its alpha says. Regressors: one-sided Welch t-test that the mean
-  absolute error rose (one-sample t against a configured MAE); absolute errors are skewed
-  to the right, which makes the t statistic's upper tail lighter, so it errs on the safe
-  side. Alpha: the stricter of ``performance_alpha`` and the budget's ``rate x count``
+  absolute error rose (one-sample t against a configured MAE). Absolute errors are skewed
+  to the right, which makes a one-sample t's upper tail lighter (safe: half-normal and
+  lognormal errors, 1000 per window, crossed alpha 1e-3 at 0.7 and 0.1 times its rate);
+  against a reference of as many errors as the window the difference is about symmetric
+  and the test about exact there (1.0 and 1.1 times). Neither is proven at the budget's
+  alphas (1e-9). Alpha: the stricter of ``performance_alpha`` and the budget's ``rate x count``
   (``detectors.budget.QualityLines``). Critical when accuracy fell by at least
   ``performance_critical_drop`` (absolute), or the MAE rose by at least
   ``performance_critical_rise`` (relative to the reference's); else a warning. ``statistic``
@@ -105,6 +114,9 @@ ACCURACY_TEST, MAE_TEST = "accuracy_test", "mae_test"
 _OTHER = -1  # stored class index of a class past max_classes
 _RECENT = 200  # recent errors kept for a concept-drift alert's evidence
 _SHIFT_ROWS = 50  # recent normal scores that say whether a regressor's errors rose or fell
+# A window closed early by quality_window_seconds with fewer labeled events than this (or than
+# quality_window) reports its metrics but is not judged, nor taken as the whole of a reference.
+MIN_JUDGED = 30
 # The order of one track's alerts at one event: change points, then window-close reviews, then window tests.
 _CHANGE, _REVIEW, _WINDOW = range(3)
 
@@ -808,7 +820,8 @@ class _Track:
         self._settle(out)
 
     def _next_close(self, times: np.ndarray, start: int, n: int) -> int:
-        stop = min(n, start + self.config.quality_window - self.window.count)
+        # at least one row: a window restored under a smaller quality_window closes at the next one
+        stop = min(n, start + max(self.config.quality_window - self.window.count, 1))
         seconds = self.config.quality_window_seconds
         if seconds > 0 and stop > start:
             part = times[start:stop]
@@ -927,11 +940,13 @@ class _Track:
             current["coverage"] = coverage
         current["label_lag_p50"] = lag_p50
         self.last = {"count": window.count, **metrics}
-        judged_reference = self.reference
+        judged = window.count >= min(MIN_JUDGED, self.config.quality_window)
+        judged_reference = self.reference if judged else None
         if self.building is not None and self.built is None:
             self.building.extend(window)
             self.windows_built += 1
-            if self.windows_built >= self.config.quality_reference_windows:
+            enough = self.building.count >= min(MIN_JUDGED, self.config.quality_window)
+            if self.windows_built >= self.config.quality_reference_windows and enough:
                 self.built = _reference_of(self.building, self.classes.names, self._positive(), "stream",
                                            self.config.psi_bins, self.config.reference_points)  # fmt: skip
                 self.building = None
@@ -941,8 +956,9 @@ class _Track:
         self._review_changes(context)
         if judged_reference is not None:
             self._performance(judged_reference, errors, context, out)
-        self._floors(metrics, context)
-        self._health(lag_p50, coverage, context)
+        if judged:
+            self._floors(metrics, context)
+            self._health(lag_p50, coverage, context)
 
     def _positive(self) -> tuple[str | None, str | None]:
         """The configured positive class, and the kind of the version's labels."""

@@ -411,6 +411,33 @@ def test_a_window_also_closes_on_event_time() -> None:
     alpha = quality_lines(config, 0).performance_alpha(101)
     rate = rate_per_value(config, 0)
     assert rate is not None and alpha == pytest.approx(rate * 101, rel=1e-2)  # a shorter window spends less
+    # Windows too short to judge report their metrics, but fire nothing and make no reference.
+    short = dataclasses.replace(DEFAULT, quality_window_seconds=5.0)
+    monitor = QualityMonitor("m", short, QualitySpec(floors={"accuracy": 0.99}))
+    out = monitor.observe(classifier(300, 0.1))
+    assert out.windows_judged == 50 and ("1", "", "accuracy") in out.quality and out.alerts == []
+    track = monitor.whole.tracks["1"]
+    assert track.built is not None and track.built.count == 30  # five windows of 6: the first 30 labels
+    assert firing(monitor.observe(classifier(100, 0.1, start=300)).alerts, "performance") == []
+
+
+def test_a_window_restored_under_a_smaller_quality_window_closes_at_the_next_label() -> None:
+    monitor = QualityMonitor("m", DEFAULT)
+    monitor.observe(classifier(1800, 0.1))
+    smaller = dataclasses.replace(DEFAULT, quality_window=500)
+    restored = QualityMonitor.restore(monitor.snapshot(), smaller)
+    out = restored.observe(classifier(600, 0.1, start=1800))
+    assert out.windows_judged == 2 and restored.whole.tracks["1"].window.count == 99  # 801, then 500, then 99
+
+
+@pytest.mark.parametrize("detector", ["hddm_w", "adwin"])
+def test_the_other_error_detectors_catch_the_step_under_the_budget(detector: str) -> None:
+    config = dataclasses.replace(DEFAULT, error_detector=detector)
+    monitor = QualityMonitor("m", config)
+    alerts = firing(run(monitor, classifier(16_000, lambda i: np.where(i < 8000, 0.1, 0.35), seed=2)).alerts,
+                    "concept_drift")  # fmt: skip
+    assert alerts and alerts[-1].severity == "critical" and alerts[-1].detector == detector
+    assert all(a.event_index >= 8000 for a in alerts)
 
 
 # -- state ---------------------------------------------------------------------------------------
@@ -518,6 +545,7 @@ def test_the_quality_tests_take_their_share_of_the_budget() -> None:
     ({"ddm_drift_threshold": 1.0}, "ddm_drift_threshold"),
     ({"hddm_w_drift_confidence": 2.0}, "hddm_w_drift_confidence"),
     ({"max_classes": 1}, "max_classes"),
+    ({"ph_alpha": 0.99, "change_detectors": ("adwin",)}, "regression_detector is page_hinkley"),
 ])  # fmt: skip
 def test_bad_quality_options_are_named(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
