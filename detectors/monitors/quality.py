@@ -1394,15 +1394,24 @@ class QualityMonitor:
         out = Observation()
         if coverage is not None and math.isfinite(coverage):
             self.coverage = float(coverage)
+        start, n = 0, len(rows)
+        while start < n:
+            # A version this batch retired that comes back in it meets a fresh monitor, as it would
+            # one label at a time: the rows before it go first (a loop: late labels of many versions
+            # can interleave at every row).
+            part = rows if start == 0 else rows.rows(start, n)
+            cut = None if set(part.versions) <= self.versions.keys() else self._version_cut(list(part.versions))
+            if cut is not None:
+                part = part.rows(0, cut)
+            out.merge(self._observe(part))
+            start += len(part)
+        return out
+
+    def _observe(self, rows: LabeledRows) -> Observation:
+        """Apply rows in which no version retired by an earlier row comes back."""
+        out = Observation()
         n = len(rows)
-        if n == 0:
-            return out
         versions = list(rows.versions)
-        if not set(versions) <= self.versions.keys():
-            cut = self._version_cut(versions)
-            if cut is not None:  # a version this batch retired comes back in it: meet it fresh, as one at a time
-                first = self.observe(rows.rows(0, cut))
-                return first.merge(self.observe(rows.rows(cut, n)))
         index = np.arange(self.labels_seen, self.labels_seen + n)
         retired = self._see_versions(versions, index)
         out.retired_versions = [version for version, _ in retired]

@@ -332,9 +332,13 @@ def test_a_baseline_loaded_while_running_is_judged_from_the_next_window() -> Non
     run(monitor, classifier(3000, 0.1, seed=2))
     good = quality_reference(classifier(5000, 0.02, seed=3), QualitySpec())
     assert QualityReference.from_plain(msgpack.unpackb(msgpack.packb(good.to_plain()))).to_plain() == good.to_plain()
+    data = monitor.snapshot()
     assert monitor.rebase({None: good}) == [QUALITY + "@1"] and monitor.rebase({None: good}) == []
     alerts = run(monitor, classifier(1000, 0.1, seed=4, start=3000)).alerts
     assert firing(alerts, "performance")[0].reference["source"] == "baseline"
+    # one loaded while no worker ran: the restored monitor judges against it
+    restored = QualityMonitor.restore(data, DEFAULT, references={None: good})
+    assert run(restored, classifier(1000, 0.1, seed=4, start=3000)).alerts == alerts
 
 
 def test_the_least_recently_labeled_version_retires_and_its_alerts_resolve() -> None:
@@ -352,6 +356,11 @@ def test_the_least_recently_labeled_version_retires_and_its_alerts_resolve() -> 
     back = monitor.observe(classifier(4, 0.0, versions=["1", "1", "2", "1"], start=1510))
     # ("2" was the least recently labeled: "1" retires it, then "2" retires "3")
     assert back.retired_versions == ["2", "3"] and monitor.whole.tracks["1"].window.count == 3
+    # late labels of more versions than max_versions, interleaved at every row: as one label at a time
+    interleaved = classifier(3000, 0.1, versions=[str(i % 3) for i in range(3000)])
+    whole, single = QualityMonitor("m", config), QualityMonitor("m", config)
+    assert whole.observe(interleaved).retired_versions == run(single, interleaved, 1).retired_versions
+    assert whole.versions_retired == 2998 and msgpack.packb(whole.snapshot()) == msgpack.packb(single.snapshot())
 
 
 def test_segments_are_tracked_in_label_order_and_judged_on_their_own() -> None:
