@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from streams import DriftstreamError
 from streams.settings import Settings, describe_settings
+
+if TYPE_CHECKING:
+    from detectors.monitors.quality import QualityReference
 
 app = typer.Typer(
     help="driftstream: a Kafka-native drift monitor for models in production.\n\n"
@@ -194,8 +198,9 @@ def _names(option: str, text: str | None) -> list[str] | None:
 
 
 @app.command(
-    epilog="Example: driftstream baseline fraud train.parquet --exclude customer_id,label "
-    "--prediction-column score --version 3"
+    epilog="Examples:\n\n"
+    "driftstream baseline fraud train.parquet --exclude customer_id,label --prediction-column score --version 3\n\n"
+    "driftstream baseline fraud validation.csv --exclude customer_id --prediction-column score --label-column label"
 )
 def baseline(
     model: str = typer.Argument(..., help="model name, as in the events"),
@@ -212,22 +217,57 @@ def baseline(
         help="store it for this model version (its prediction reference wins over the model's); "
         "default: the model's baseline, for every version",
     ),
+    label_column: str | None = typer.Option(
+        None,
+        help="the column of the true labels (never a feature): the rows that have one, with the model's output "
+        "in --prediction-column or --probability-columns, give the reference quality that live quality "
+        "from late labels is judged against",
+    ),
+    probability_columns: str | None = typer.Option(
+        None,
+        metavar="PREFIX",
+        help="the columns named PREFIX<class> hold the model's class probabilities (e.g. p_ for p_0,p_1): "
+        "part of the reference quality, never features; needs --label-column",
+    ),
 ) -> None:
-    """Load a model's reference distributions from training data into the state store."""
+    """Load a model's reference distributions from training data into the state store, and with
+    --label-column its reference quality."""
     from detectors.monitors import PREDICTION
-    from streams.baseline import baseline_blob, build_references, file_columns, read_chunks, select_columns
+    from streams.baseline import (
+        LabeledRowsReader,
+        baseline_blob,
+        build_references,
+        file_columns,
+        find_probability_columns,
+        quality_columns,
+        read_chunks,
+        reference_quality,
+        select_columns,
+    )
     from streams.state import open_store
 
     config = _settings()
     if version is not None and not version.strip():
         raise typer.BadParameter("--version must not be empty")
+    if label_column is not None and not label_column.strip():
+        raise typer.BadParameter("--label-column must not be empty")
+    if probability_columns is not None and label_column is None:
+        raise typer.BadParameter("--probability-columns needs --label-column")
+    quality = None
     try:
-        selected = select_columns(
-            file_columns(path), _names("--columns", columns), _names("--exclude", exclude) or (), prediction_column
-        )
-        references = build_references(
-            read_chunks(path, columns=selected), config.monitor_config(), config.feature_kinds(model)
-        )
+        available = file_columns(path)
+        probabilities = find_probability_columns(available, probability_columns) if probability_columns else {}
+        selected = select_columns(available, _names("--columns", columns), _names("--exclude", exclude) or (),
+                                  prediction_column, label_column, list(probabilities))  # fmt: skip
+        if label_column is None:
+            chunks = read_chunks(path, columns=selected)
+        else:
+            wanted = quality_columns(selected, label_column, probabilities)
+            reader = LabeledRowsReader(wanted, version)
+            chunks = reader.strip(read_chunks(path, columns={**selected, **wanted.renames}, exact=wanted.exact))
+        references = build_references(chunks, config.monitor_config(), config.feature_kinds(model))
+        if label_column is not None:
+            quality = reference_quality(reader, config.quality_spec(model), config.monitor_config(model))
     except (DriftstreamError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     if not references:
@@ -236,7 +276,7 @@ def baseline(
     async def save() -> None:
         store = open_store(config)
         try:
-            await store.save_baseline(model, baseline_blob(references), version=version)
+            await store.save_baseline(model, baseline_blob(references, quality), version=version)
         finally:
             await store.close()
 
@@ -250,7 +290,15 @@ def baseline(
         + f" from {path}: {len(features)} feature(s): {', '.join(features) or '-'}; prediction: "
         + (f"yes (column {prediction!r})" if PREDICTION in references else "no")
         + (f"; skipped, no values: {', '.join(empty)}" if empty else "")
+        + (f"; quality: {_quality_line(quality)}" if quality is not None else "")
     )
+
+
+def _quality_line(quality: QualityReference) -> str:
+    """One line of a reference quality."""
+    shown = {"accuracy", "f1", "roc_auc", "log_loss"} if quality.task == "classification" else {"mae", "rmse"}
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(quality.metrics.items()) if name in shown)
+    return f"{quality.task}, {quality.count} labeled row(s)" + (f", {metrics}" if metrics else "")
 
 
 def main() -> None:

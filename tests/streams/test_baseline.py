@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +16,25 @@ from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
 from detectors.monitors import PREDICTION
+from detectors.monitors.quality import LabeledRows, QualityReference, QualitySpec, quality_reference
 from detectors.reference import CategoricalReference, NumericReference
 from streams import DriftstreamError
 from streams.baseline import (
+    LabeledRowsReader,
     baseline_blob,
     build_references,
     file_columns,
+    quality_columns,
     read_chunks,
     read_columns,
+    reference_quality,
     select_columns,
 )
 from streams.cli import app
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.simulate import LabelPlan, Traffic, labeled_events
 from streams.state import MemoryStateStore, RedisStateStore, decode
 
 ROWS = 3000
@@ -44,7 +51,8 @@ def training_table() -> dict[str, list]:
 
 def write_csv(path: Path, table: dict[str, list]) -> None:
     rows = zip(*table.values(), strict=True)
-    text = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731 - CSV booleans as true/false
+    # CSV booleans as true/false, missing values as empty cells
+    text = lambda v: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
     lines = [",".join(table)] + [",".join(map(text, row)) for row in rows]
     path.write_text("\n".join(lines) + "\n")
 
@@ -282,3 +290,201 @@ def test_the_command_refuses_a_bad_selection_and_stores_nothing(
     assert [line for line in result.output.splitlines() if message in line], result.output
     (model,), generation = stored_baselines(redis_env, ("fraud", None))
     assert model is None and generation == 0
+
+
+# --- the reference quality: --label-column, --probability-columns ---
+
+
+def labeled_table(rows: int = ROWS, seed: int = 11) -> dict[str, list]:
+    """A scored binary classifier's validation rows: label y (some missing), score p, right ~85% of the time."""
+    rng = np.random.default_rng(seed)
+    table = training_table()
+    truth = rng.random(rows) < 0.4
+    score = np.where(truth, rng.beta(5, 2, rows), rng.beta(2, 5, rows)).round(4)
+    table["p"] = score.tolist()
+    table["y"] = [int(t) if i % 10 else None for i, t in enumerate(truth)]  # every tenth row has no label
+    return table
+
+
+def expected_accuracy(table: dict[str, list]) -> tuple[int, float]:
+    pairs = [(y, p) for y, p in zip(table["y"], table["p"], strict=True) if y is not None]
+    return len(pairs), float(np.mean([(p >= 0.5) == y for y, p in pairs]))
+
+
+def test_the_label_column_is_never_a_feature() -> None:
+    columns = [*FILE_COLUMNS, "y"]
+    chosen = select_columns(columns, exclude=["customer_id"], prediction_column="score", label_column="y")
+    assert chosen == {"amount": "amount", "country": "country", "is_new": "is_new", "score": PREDICTION}
+    chosen = select_columns([*columns, "p_a", "p_b"], exclude=["customer_id", "score"], label_column="y",
+                            outputs=["p_a", "p_b"])  # fmt: skip
+    assert chosen == {"amount": "amount", "country": "country", "is_new": "is_new"}
+    with pytest.raises(DriftstreamError, match="--columns names 'y': the label and the model's probabilities"):
+        select_columns(columns, columns=["amount", "y"], label_column="y")
+    with pytest.raises(DriftstreamError, match="the label column 'score' is also the prediction column"):
+        select_columns(columns, prediction_column="score", label_column="score")
+    with pytest.raises(DriftstreamError, match="--label-column: no column 'label' in the file"):
+        select_columns(columns, label_column="label")
+
+
+def test_csv_labels_and_classes_keep_their_integers(tmp_path: Path) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text("x,y,p\n1,1,0.5\n2,0,1\n3,,true\n")
+    chunk = next(read_chunks(path, exact=["y", "p"]))
+    assert chunk == {"x": [1.0, 2.0, 3.0], "y": [1, 0, None], "p": [0.5, 1, True]}
+    assert [type(v) for v in chunk["y"][:2]] == [int, int]
+    assert next(read_chunks(path))["y"] == [1.0, 0.0, None]  # features read as before
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_labeled_rows_give_the_reference_quality(tmp_path: Path, redis_env: Settings, suffix: str) -> None:
+    table = labeled_table()
+    path = tmp_path / f"validation.{suffix}"
+    write_training_file(path, table)
+    args = ["baseline", "fraud", str(path), "--prediction-column", "p", "--label-column", "y", "--version", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    count, accuracy = expected_accuracy(table)
+    assert count == ROWS - ROWS // 10
+    assert "3 feature(s): amount, country, is_new; prediction: yes (column 'p')" in result.output
+    assert f"quality: classification, {count} labeled row(s), accuracy {accuracy:.4g}" in result.output
+    (blob,), _ = stored_baselines(redis_env, ("fraud", "3"))
+    assert blob is not None and blob["v"] == 1
+    assert set(blob["features"]) == {"amount", "country", "is_new", PREDICTION}  # y is no feature
+    quality = QualityReference.from_plain(blob["quality"])
+    assert quality.task == "classification" and quality.count == count and quality.source == "baseline"
+    assert quality.accuracy == pytest.approx(accuracy)
+    assert quality.classes[:2] in (("0", "1"), ("1", "0")) and 0.8 < quality.metrics["roc_auc"] <= 1.0
+
+
+def test_probability_columns_without_a_prediction(tmp_path: Path, redis_env: Settings) -> None:
+    """Class probabilities alone: the predicted class is the most probable; the columns are no features."""
+    rng = np.random.default_rng(12)
+    classes = np.array(["cat", "dog", "eel"])
+    truth = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1, (2000, 3)) + 2.0 * np.eye(3)[truth]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    table = {"amount": rng.normal(5, 1, 2000).tolist(), "label": classes[truth].tolist()}
+    table.update({f"proba_{c}": probabilities[:, k].tolist() for k, c in enumerate(classes)})
+    path = tmp_path / "v.parquet"
+    write_training_file(path, table)
+    args = ["baseline", "zoo", str(path), "--label-column", "label", "--probability-columns", "proba_"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "1 feature(s): amount; prediction: no" in result.output
+    (blob,), _ = stored_baselines(redis_env, ("zoo", None))
+    assert set(blob["features"]) == {"amount"}  # type: ignore[index]
+    quality = QualityReference.from_plain(blob["quality"])  # type: ignore[index]
+    assert quality.count == 2000 and set(quality.classes) == {"cat", "dog", "eel"}
+    assert quality.accuracy == pytest.approx(float(np.mean(probabilities.argmax(axis=1) == truth)))
+    p_true = probabilities[np.arange(2000), truth]
+    assert quality.metrics["log_loss"] == pytest.approx(float(-np.log(p_true).mean()))
+
+
+def test_a_regressors_reference_quality(tmp_path: Path, redis_env: Settings) -> None:
+    rng = np.random.default_rng(13)
+    prediction = rng.normal(100, 10, 1500)
+    label = prediction + rng.normal(0, 2, 1500)
+    path = tmp_path / "v.csv"
+    write_csv(path, {"x": rng.normal(0, 1, 1500).tolist(), "price": prediction.round(3).tolist(),
+                     "sold_at": label.round(3).tolist()})  # fmt: skip
+    args = ["baseline", "house", str(path), "--prediction-column", "price", "--label-column", "sold_at"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "quality: regression, 1500 labeled row(s), mae " in result.output
+    (blob,), _ = stored_baselines(redis_env, ("house", None))
+    quality = QualityReference.from_plain(blob["quality"])  # type: ignore[index]
+    assert quality.task == "regression" and set(blob["features"]) == {"x", PREDICTION}  # type: ignore[index]
+    assert quality.mae == pytest.approx(float(np.abs(label.round(3) - prediction.round(3)).mean()))
+
+
+def test_a_parquet_label_column_with_missing_values_is_still_classes(tmp_path: Path) -> None:
+    """pandas writes a 0/1 column with missing values as float: 1.0 is read as the class 1."""
+    path = tmp_path / "v.parquet"
+    write_training_file(path, {"x": [1.0, 2.0, 3.0, 4.0], "p": [0.9, 0.2, 0.7, 0.4], "y": [1.0, 0.0, None, 1.0]})
+    available = file_columns(path)
+    selected = select_columns(available, prediction_column="p", label_column="y")
+    wanted = quality_columns(selected, "y")
+    reader = LabeledRowsReader(wanted, "2")
+    references = build_references(reader.strip(read_chunks(path, columns={**selected, **wanted.renames})),
+                                  Settings().monitor_config())  # fmt: skip
+    assert set(references) == {"x", PREDICTION}
+    assert reader.labels == [1, 0, 1] and [type(v) for v in reader.labels] == [int, int, int]
+    quality = reference_quality(reader, QualitySpec(), Settings().monitor_config())
+    assert quality.task == "classification" and quality.accuracy == pytest.approx(2 / 3)
+
+
+def test_the_simulators_ground_truth_gives_its_intended_quality(tmp_path: Path) -> None:
+    """A validation file made by the simulator: the reference accuracy is 1 - its intended error rate."""
+    plan = LabelPlan()
+    items = list(itertools.islice(labeled_events(Traffic(numeric=3, categorical=1, seed=21), 0, plan), 8000))
+    table = {name: [i.event["features"][name] for i in items] for name in ("f0", "f1", "f2", "c0")}
+    table["score"] = [i.event["prediction"] for i in items]
+    table["label"] = [i.label["label"] for i in items]  # type: ignore[index]
+    path = tmp_path / "sim.csv"
+    write_csv(path, table)
+    selected = select_columns(file_columns(path), prediction_column="score", label_column="label")
+    wanted = quality_columns(selected, "label")
+    reader = LabeledRowsReader(wanted)
+    chunks = read_chunks(path, columns={**selected, **wanted.renames}, exact=wanted.exact)
+    assert set(build_references(reader.strip(chunks), Settings().monitor_config())) == {"f0", "f1", "f2", "c0",
+                                                                                        PREDICTION}  # fmt: skip
+    quality = reference_quality(reader, QualitySpec(), Settings().monitor_config())
+    errors = round((1 - quality.accuracy) * 8000)  # type: ignore[operator]
+    rate = plan.error_rate()
+    assert abs(errors / 8000 - rate) <= 5 * math.sqrt(rate * (1 - rate) / 8000)
+
+
+def test_a_baseline_with_a_quality_reference_still_judges_the_first_window() -> None:
+    """Readers of the features ignore the quality key: the blob keeps version 1."""
+    table = training_table()
+    references = build_references(table, Settings().monitor_config())
+    rows = LabeledRows([None] * 4, [None] * 4, [0.9, 0.1, 0.8, 0.3], [None] * 4, [1, 0, 0, 0], np.zeros(4),
+                       np.zeros(4))  # fmt: skip
+    quality = quality_reference(rows, QualitySpec())
+    blob = baseline_blob(references, quality)
+    assert decode(blob)["v"] == 1 and QualityReference.from_plain(decode(blob)["quality"]).accuracy == 0.75
+    store = MemoryStateStore()
+    asyncio.run(store.save_baseline("fraud", blob))
+    engine = Engine(Settings(window_size=500), store, Metrics(CollectorRegistry()))
+    events = [{"model": "fraud", "features": {"amount": 130.0 + i % 7, "country": "DE", "is_new": False}}
+              for i in range(500)]  # fmt: skip
+    out = asyncio.run(engine.process([Record("e", 0, 0, 1.8e9, b"fraud", orjson.dumps(events))]))
+    assert {("amount", "psi"), ("country", "psi")} <= {(a["feature"], a["detector"]) for a in out.alert_objects}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--probability-columns", "p"], "--probability-columns needs --label-column"),
+        (["--label-column", "y"], "the reference quality needs the model's output too"),
+        (["--label-column", "y", "--probability-columns", "zz_"], "no column starts with 'zz_'"),
+        (["--label-column", "nope", "--prediction-column", "p"], "--label-column: no column 'nope' in the file"),
+        (["--label-column", " "], "--label-column must not be empty"),
+        (["--label-column", "y", "--prediction-column", "p", "--columns", "amount,y"], "--columns names 'y'"),
+        (
+            ["--label-column", "amount", "--prediction-column", "customer_id", "--exclude", "country,y,p,is_new"],
+            "no labeled row with a usable label and prediction",
+        ),  # fmt: skip
+    ],
+)
+def test_the_command_refuses_a_bad_quality_selection_and_stores_nothing(
+    tmp_path: Path, redis_env: Settings, options: list[str], message: str
+) -> None:
+    path = tmp_path / "v.csv"
+    table = labeled_table()
+    table["customer_id"] = [f"c{i}" for i in range(ROWS)]
+    write_csv(path, table)
+    result = CliRunner().invoke(app, ["baseline", "fraud", str(path), *options])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    (model,), generation = stored_baselines(redis_env, ("fraud", None))
+    assert model is None and generation == 0
+
+
+def test_no_labeled_row_is_an_error(tmp_path: Path, redis_env: Settings) -> None:
+    path = tmp_path / "v.csv"
+    path.write_text("x,p,y\n1,0.5,\n2,0.7,\n")
+    result = CliRunner().invoke(
+        app, ["baseline", "fraud", str(path), "--prediction-column", "p", "--label-column", "y"]
+    )
+    assert result.exit_code == 2 and "--label-column y: no row has a label" in result.output
