@@ -1,4 +1,4 @@
-"""The Faust worker: consumes inference events in batches, publishes alerts.
+"""The Faust worker: consumes inference events and labels in batches, publishes alerts.
 
 Faust's per-message cost is fixed, so all real work happens per batch in
 ``streams.engine.Engine``; this module moves records in and results out, and
@@ -88,7 +88,8 @@ class Worker:
             consumer_max_fetch_size=max(1024 * 1024, s.max_message_bytes + 64 * 1024),
             producer_max_request_size=max(1024 * 1024, s.dlq_max_value_bytes + 64 * 1024),
         )
-        events = app.topic(s.topic_events, value_serializer="raw", key_serializer="raw")
+        # One agent reads events and labels: a batch applies both, and one checkpoint covers both.
+        events = app.topic(s.topic_events, s.topic_labels, value_serializer="raw", key_serializer="raw")
         alerts = app.topic(s.topic_alerts, value_serializer="raw", key_serializer="raw")
         dlq = app.topic(s.topic_dlq, value_serializer="raw", key_serializer="raw")
         statistics = app.topic(s.topic_metrics, value_serializer="raw", key_serializer="raw")
@@ -115,6 +116,7 @@ class Worker:
         @app.timer(s.checkpoint_interval)
         async def checkpoint_when_idle() -> None:
             async with self._lock:
+                await self._retry_waiting(publish)
                 await self._checkpoint()
             await self.is_ready()  # keeps the readiness gauge current between scrapes of /healthz
 
@@ -139,7 +141,8 @@ class Worker:
         async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
             try:
                 self._count_assigned()
-                await self._load_assigned(sorted(tp.partition for tp in assigned if tp.topic == s.topic_events))
+                for topic in (s.topic_events, s.topic_labels):
+                    await self._load_assigned(topic, sorted(tp.partition for tp in assigned if tp.topic == topic))
                 self._forget_released_models({(tp.topic, tp.partition) for tp in assigned})
             finally:
                 self._settled.set()
@@ -163,7 +166,23 @@ class Worker:
 
         return app
 
-    async def _load_assigned(self, partitions: list[int]) -> None:
+    async def _retry_waiting(self, publish: Any) -> None:
+        """Join the labels that wait for their predictions, when due (callers hold the lock)."""
+        if not self._settled.is_set():
+            return
+        try:
+            out = await self.engine.retry_waiting()
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._die("joining waiting labels failed", exc)
+        try:
+            self._sent += await publish(out)
+        except BaseException as exc:
+            self._die("publishing the outputs of waiting labels failed", exc)
+
+    async def _load_assigned(self, topic: str, partitions: list[int]) -> None:
         """Load the state of newly assigned partitions, and find logs that restarted.
 
         The worker commits right after each checkpoint, so a checkpointed partition with
@@ -171,7 +190,8 @@ class Worker:
         maybe its log: if the log no longer holds the record the checkpoint ends on, the
         new log is applied from its start instead of being skipped as already seen.
         """
-        topic = self.settings.topic_events
+        if not partitions:
+            return
         try:
             committed = await _retry(lambda: asyncio.to_thread(committed_offsets, self.settings, topic, partitions))
         except Exception as exc:  # noqa: BLE001 - no restarted-log check then; state still loads lazily

@@ -1,8 +1,8 @@
-"""Decoding and validation of inference messages, a message at a time.
+"""Decoding and validation of inference and label messages, a message at a time.
 
-One message is one event or a JSON array of events (the batch envelope). Each
-element is judged on its own: a bad element is rejected with a reason, the good
-ones beside it go on. Reasons form a fixed set so they can label a metric.
+One message is one event (or label) or a JSON array of them (the batch envelope).
+Each element is judged on its own: a bad element is rejected with a reason, the
+good ones beside it go on. Reasons form a fixed set so they can label a metric.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ REASONS = (
     "invalid_segment",
     "invalid_field",
     "too_many_models",
+    "invalid_event_id",
+    "invalid_label",
 )
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -67,6 +69,16 @@ class Rejection:
     element: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class Label:
+    """The true outcome of one earlier prediction, joined to it by (model, event_id)."""
+
+    model: str
+    event_id: str
+    label: str | int | float | bool  # a class (text, integer, boolean) or a number (regression)
+    timestamp: float | None  # Unix seconds; None: use the Kafka record's
+
+
 class Invalid(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -76,6 +88,15 @@ class Invalid(Exception):
 
 def decode_message(value: bytes | None, limits: Limits) -> tuple[list[Event], list[Rejection]]:
     """Valid events of one message and the rejections of the rest."""
+    return _decode(value, limits, parse_event)
+
+
+def decode_labels(value: bytes | None, limits: Limits) -> tuple[list[Label], list[Rejection]]:
+    """Valid labels of one label message and the rejections of the rest."""
+    return _decode(value, limits, parse_label)
+
+
+def _decode(value: bytes | None, limits: Limits, parse: Any) -> tuple[list[Any], list[Rejection]]:
     if value is None:
         return [], [Rejection("invalid_json", "message has no value", None)]
     if len(value) > limits.max_message_bytes:
@@ -87,7 +108,7 @@ def decode_message(value: bytes | None, limits: Limits) -> tuple[list[Event], li
         return [], [Rejection("invalid_json", str(exc), None)]
     if not isinstance(payload, list):
         try:
-            return [parse_event(payload, limits)], []
+            return [parse(payload, limits)], []
         except Invalid as exc:
             return [], [Rejection(exc.reason, exc.detail, None)]
     if not payload:
@@ -95,11 +116,11 @@ def decode_message(value: bytes | None, limits: Limits) -> tuple[list[Event], li
     if len(payload) > limits.max_events_per_message:
         detail = f"{len(payload)} events > max_events_per_message {limits.max_events_per_message}"
         return [], [Rejection("batch_too_large", detail, None)]
-    events: list[Event] = []
+    events: list[Any] = []
     rejections: list[Rejection] = []
     for index, element in enumerate(payload):
         try:
-            events.append(parse_event(element, limits))
+            events.append(parse(element, limits))
         except Invalid as exc:
             rejections.append(Rejection(exc.reason, exc.detail, index, _reencodable(element)))
     return events, rejections
@@ -238,6 +259,34 @@ def parse_event(event: Any, limits: Limits) -> Event:
         segment=_segment(event.get("segment"), limits),
         probabilities=probabilities,
     )
+
+
+def parse_label(label: Any, limits: Limits) -> Label:
+    """Validate one decoded label element against the contract."""
+    if not isinstance(label, dict):
+        raise Invalid("not_an_object", f"label must be a JSON object, got {type(label).__name__}")
+    model = label.get("model")
+    if not isinstance(model, str) or not model or len(model) > limits.max_name_length:
+        raise Invalid("invalid_model", "model must be a non-empty string of at most "
+                      f"{limits.max_name_length} characters")  # fmt: skip
+    event_id = label.get("event_id")
+    if isinstance(event_id, bool) or not isinstance(event_id, (str, int)) or event_id == "":
+        raise Invalid("invalid_event_id", "event_id must be a non-empty string: it joins the label to its prediction")
+    event_id = str(event_id)
+    if len(event_id) > limits.max_string_length:
+        raise Invalid("invalid_event_id", f"event_id longer than {limits.max_string_length} characters")
+    if "label" not in label:
+        raise Invalid("invalid_label", "label is required: a class (string, integer, boolean) or a number")
+    value = label["label"]
+    if isinstance(value, str):
+        if not value or len(value) > limits.max_string_length:
+            raise Invalid("invalid_label", f"a class label must have 1 to {limits.max_string_length} characters")
+    elif not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise Invalid("invalid_label", "label must be a class (string, integer, boolean) or a finite number, "
+                      f"got {'null' if value is None else type(value).__name__}")  # fmt: skip
+    elif type(value) is int and abs(value) >= 2**63:
+        raise Invalid("invalid_label", "an integer label must fit in 64 bits")
+    return Label(model=model, event_id=event_id, label=value, timestamp=parse_timestamp(label.get("timestamp")))
 
 
 def _probabilities(prediction: dict[str, Any], limits: Limits) -> dict[str, float]:

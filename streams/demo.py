@@ -23,7 +23,7 @@ from rich.markup import escape
 from streams.kafka import ensure_topics
 from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, stop_process_group, wait_for_port
 from streams.settings import Settings
-from streams.simulate import Drift, SegmentMix, Traffic, produce
+from streams.simulate import ConceptDrift, Drift, LabelDelay, LabelPlan, SegmentMix, Traffic, produce
 
 console = Console(highlight=False)
 
@@ -43,6 +43,10 @@ DEMO_TRAFFIC = Traffic(
     ),
     segments=(SegmentMix("region", ("eu", "us", "apac"), (0.5, 0.3, 0.2)),),
 )
+# Every event's true label comes later (5 s on average); from churn's event 9000 its labels follow
+# another truth while its inputs stay the same: a concept drift only the labels show.
+DEMO_LABELS = LabelPlan(delay=LabelDelay("exp", 5.0), concept_drifts=(ConceptDrift(9000, model="churn"),))
+DEMO_LABEL_BATCH = 50
 # The worker's config: the fraud model is monitored per region as well as as a whole.
 SLICED_KEYS = {"fraud": ("region",)}
 DEMO_CONFIG = "".join(f"[models.{model}]\nsegments = {orjson.dumps(list(keys)).decode()}\n"
@@ -50,10 +54,14 @@ DEMO_CONFIG = "".join(f"[models.{model}]\nsegments = {orjson.dumps(list(keys)).d
 
 
 def where(alert: dict[str, Any]) -> str:
-    """What an alert is about: ``fraud/f2``, ``fraud[region=eu]/f5``, ``fraud/prediction v2``."""
+    """What an alert is about: ``fraud/f2``, ``fraud[region=eu]/f5``, ``fraud/prediction v2``, ``churn/quality v1``."""
     segment = alert.get("segment")
     slice_ = "[" + ",".join(f"{k}={v}" for k, v in segment.items()) + "]" if segment else ""
-    text = f"{alert['model']}{slice_}/{alert['feature'] or 'prediction'}"
+    subject = alert["feature"]
+    if subject is None:  # the model's own: its prediction, its quality (from labels), or its labels' health
+        subject = {"performance": "quality", "concept_drift": "quality", "data_quality": "labels"}.get(
+            alert["type"], "prediction")
+    text = f"{alert['model']}{slice_}/{subject}"
     # Inputs are monitored across versions; the prediction and quality per version, so say which.
     version = alert.get("model_version")
     if alert["feature"] is None and version is not None:
@@ -101,6 +109,11 @@ def describe_drift(drift: Drift) -> str:
     what = {"mean_shift": f"mean {drift.magnitude:+g} sd", "null_rate": f"{drift.magnitude:.0%} missing",
             "category_mix": "category mix", "variance": f"sd x{drift.magnitude:g}"}[drift.kind]  # fmt: skip
     return f"{place} {what} from its event {drift.start}"
+
+
+def describe_concept_drift(drift: ConceptDrift) -> str:
+    """``churn labels follow another truth from its event 9000``."""
+    return f"{drift.model or DEMO_TRAFFIC.models[0]} labels follow another truth from its event {drift.start}"
 
 
 def run_demo(
@@ -154,10 +167,13 @@ def run_demo(
         console.print(f"[bold]traffic[/]  models {' and '.join(traffic.models)} at {rate:g} events/s in envelopes "
                       f"of 50 (seed {traffic.seed}), regions eu 50%, us 30%, apac 20%; drift: "
                       + "; ".join(describe_drift(drift) for drift in traffic.drifts))  # fmt: skip
+        console.print(f"[bold]labels[/]   every event's label about {DEMO_LABELS.delay.mean:g} s later, in envelopes "
+                      f"of {DEMO_LABEL_BATCH}; concept drift: "
+                      + "; ".join(describe_concept_drift(drift) for drift in DEMO_LABELS.concept_drifts))  # fmt: skip
         producer = threading.Thread(
             target=produce,
             kwargs=dict(settings=settings, traffic=traffic, count=0, rate=rate, batch_size=50,
-                        should_stop=stop.is_set),
+                        should_stop=stop.is_set, labels=DEMO_LABELS, label_batch=DEMO_LABEL_BATCH),
             daemon=True,
         )  # fmt: skip
         producer.start()

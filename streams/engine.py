@@ -16,17 +16,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 import orjson
 
 from detectors import SnapshotError
 from detectors.columns import Column
 from detectors.config import MonitorConfig
-from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
+from detectors.monitors import PREDICTION, Alert, ModelBatch, ModelMonitor
 from detectors.monitors.model import upgrade_snapshot
+from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityReference
 from detectors.reference import Reference, reference_from_plain
 from streams.alerts import to_wire
-from streams.decode import Event, Limits, Rejection, decode_message
+from streams.decode import Event, Label, Limits, Rejection, decode_labels, decode_message
+from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
+from streams.labels import ModelLabels, WaitingLabel
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import (
@@ -34,6 +38,8 @@ from streams.state import (
     LAYOUTS_READ,
     STATE_VERSION,
     Checkpoint,
+    MemoryStateStore,
+    RedisStateStore,
     SaveResult,
     StateStore,
     Write,
@@ -80,6 +86,24 @@ class PartitionState:
     stored: int | None = None  # the offset the store holds, as far as this worker knows
     offset_timestamp: int | None = None  # Kafka timestamp (ms) of the record at ``offset``
     last_seen: int = -1  # highest offset read since this state was loaded
+    labels: dict[str, ModelLabels] = field(default_factory=dict)  # a labels partition's models
+    clock: float = -math.inf  # a labels partition's clock: the latest Kafka timestamp (s) of its records
+    retried: float = -math.inf  # monotonic time its waiting labels were last looked up
+
+    def snapshot_of(self, model: str) -> dict[str, Any]:
+        monitor = self.monitors.get(model)
+        return monitor.snapshot() if monitor is not None else self.labels[model].snapshot()
+
+
+@dataclass
+class LabelGroup:
+    """One batch's labels of one model in one labels partition, with what the join store said."""
+
+    labels: list[tuple[Label, str, float]] = field(default_factory=list)  # label, source, record time (s)
+    found: list[Lookup | None] = field(default_factory=list)  # per label; None: its event id already waits here
+    retried: list[tuple[str, Lookup]] = field(default_factory=list)  # waiting labels looked up again
+    coverage: float | None = None  # share of the model's stored predictions that were ever labeled
+    references: dict[str | None, QualityReference] = field(default_factory=dict)  # from baselines
 
 
 class Engine:
@@ -89,9 +113,18 @@ class Engine:
         store: StateStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        joins: JoinStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        if joins is None:  # predictions wait for their labels where the state lives
+            if isinstance(store, RedisStateStore):
+                joins = RedisJoinStore(store.client, settings.state_prefix, settings.app_id, settings.label_ttl)
+            elif isinstance(store, MemoryStateStore):
+                joins = store.joins = store.joins or MemoryJoinStore(settings.label_ttl)
+            else:
+                raise TypeError(f"no join store for a {type(store).__name__}: pass joins=")
+        self.joins = joins
         self.metrics = metrics
         self.clock = clock
         self._configs: dict[str, MonitorConfig] = {}  # per model: its budget may be its own
@@ -107,6 +140,7 @@ class Engine:
         self.blocked: dict[tuple[str, int], int] = {}
         # Baselines read from the store: a model's references, and a version's (model, version).
         self._baselines: dict[tuple[str, str | None], dict[str, Reference]] = {}
+        self._quality_baselines: dict[tuple[str, str | None], QualityReference] = {}  # reference quality
         self._baseline_generation: int | None = None
         self._baseline_polled = -math.inf
 
@@ -121,7 +155,16 @@ class Engine:
 
     @property
     def model_count(self) -> int:
-        return sum(len(state.monitors) for state in self.partitions.values())
+        return sum(len(state.monitors) + len(state.labels) for state in self.partitions.values())
+
+    def quality_monitor(self, model: str, data: dict[str, Any] | None = None,
+                        references: dict[str | None, QualityReference] | None = None) -> QualityMonitor:  # fmt: skip
+        """A new quality monitor of ``model``, or one restored from ``data``; ``references``: its baselines'."""
+        config, spec = self.config(model), self.settings.quality_spec(model)
+        segments = self.settings.segment_specs(model)
+        if data is None:
+            return QualityMonitor(model, config, spec, segments=segments, references=references)
+        return QualityMonitor.restore(data, config, spec, segments=segments, references=references)
 
     async def _partition(self, topic: str, partition: int) -> PartitionState:
         state = self.partitions.get((topic, partition))
@@ -160,6 +203,15 @@ class Engine:
             state.offset_timestamp = checkpoint.offset_timestamp
             for model, blob in checkpoint.models.items():
                 try:
+                    if topic == self.settings.topic_labels:
+                        data = decode(blob)
+                        if not isinstance(data, dict) or not isinstance(data.get("quality"), dict):
+                            raise SnapshotError(f"labels snapshot of model {model!r} has no quality state")
+                        versions = [version for version, _ in data["quality"].get("versions", [])]
+                        known = await self._quality_references(model, versions)
+                        quality = self.quality_monitor(model, data["quality"], known or None)
+                        state.labels[model] = ModelLabels.restore(data, quality)
+                        continue
                     data = upgrade_snapshot(decode(blob))
                     versions = [version for version, _ in data["versions"]]
                     references, by_version = await self._baselines_of(model, versions)
@@ -167,7 +219,7 @@ class Engine:
                         data, self.config(model), self.settings.feature_kinds(model), references,
                         segments=self.settings.segment_specs(model), version_baselines=by_version,
                     )
-                except (SnapshotError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+                except (SnapshotError, ValueError, TypeError, OverflowError, AttributeError, KeyError) as exc:
                     # An unreadable snapshot costs that model its history, never the worker.
                     self.metrics.state_restore_failures.inc()
                     log.warning("state of model %r in %s[%d] not restored (%s); starting fresh",
@@ -176,9 +228,9 @@ class Engine:
                 # Migrated from an older layout: the next checkpoint writes it all in the current one.
                 log.info("migrating the state of %s[%d] from layout %s to %d", topic, partition, checkpoint.version,
                          STATE_VERSION)  # fmt: skip
-                state.write, state.dirty = Write.REPLACE, set(state.monitors)
+                state.write, state.dirty = Write.REPLACE, set(state.monitors) | set(state.labels)
             log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
-                     len(state.monitors))  # fmt: skip
+                     len(state.monitors) + len(state.labels))  # fmt: skip
         self.partitions[key] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
@@ -206,6 +258,7 @@ class Engine:
             # next poll re-reads what this worker tracks.
             self._baseline_generation = await self.store.baseline_generation()
         references: dict[str, Reference] = {}
+        quality: QualityReference | None = None
         blob = await self.store.load_baseline(model, version)
         if blob is not None:
             try:
@@ -213,16 +266,32 @@ class Engine:
                 if data.get("v") != BASELINE_VERSION:
                     raise SnapshotError(f"baseline version {data.get('v')!r} is not {BASELINE_VERSION}")
                 references = {name: reference_from_plain(ref) for name, ref in data["features"].items()}
+                if data.get("quality") is not None:
+                    quality = QualityReference.from_plain(data["quality"])
             except (SnapshotError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.metrics.state_restore_failures.inc()
                 log.warning("baseline of model %r%s unreadable (%s); using the stream's first values", model,
                             "" if version is None else f" version {version!r}", exc)  # fmt: skip
-        if version is None or references:
+        if version is None or references or quality is not None:
             # Versions without a baseline are not remembered: a stream of new versions must not grow memory.
             if len(self._baselines) >= BASELINE_CACHE_ENTRIES:
                 self._baselines.clear()
+                self._quality_baselines.clear()
             self._baselines[(model, version)] = references
+            if quality is not None:
+                self._quality_baselines[(model, version)] = quality
         return references
+
+    async def _quality_references(self, model: str, versions: Iterable[str | None]
+                                  ) -> dict[str | None, QualityReference]:  # fmt: skip
+        """The reference quality of a model's baseline (under None) and of these versions' that have one."""
+        found: dict[str | None, QualityReference] = {}
+        for version in (None, *(v for v in versions if v is not None)):
+            await self._baseline(model, version)
+            reference = self._quality_baselines.get((model, version))
+            if reference is not None:
+                found[version] = reference
+        return found
 
     async def _baselines_of(self, model: str, versions: Iterable[str | None]) -> tuple[dict[str, Reference],
                                                                                        dict[str, Reference]]:
@@ -247,14 +316,23 @@ class Engine:
         # Every read first, then every change: a store that fails midway leaves nothing changed
         # (and the generation unrecorded, so the next poll tries again).
         self._baselines.clear()
+        self._quality_baselines.clear()
         loaded = [(state, model, monitor, await self._baselines_of(model, list(monitor.versions)))
                   for state in self.partitions.values() for model, monitor in state.monitors.items()]  # fmt: skip
+        quality = [(state, model, labels, await self._quality_references(model, list(labels.quality.versions)))
+                   for state in self.partitions.values() for model, labels in state.labels.items()]  # fmt: skip
         self._baseline_generation = generation
         for state, model, monitor, (references, by_version) in loaded:
             changed = monitor.rebase(references, by_version)
             if changed:
                 state.dirty.add(model)
                 log.info("model %r: new baseline for %s, judged from the next window on", model,
+                         ", ".join(changed))  # fmt: skip
+        for state, model, labels, quality_references in quality:
+            changed = labels.quality.rebase(quality_references)
+            if changed:
+                state.dirty.add(model)
+                log.info("model %r: new reference quality for %s, judged from the next window on", model,
                          ", ".join(changed))  # fmt: skip
 
     async def checkpoint(self) -> int:
@@ -276,7 +354,7 @@ class Engine:
                 log.warning("%s[%d]: the stored offset is not the %s this worker saw; rewriting the whole partition",
                             checkpoint.topic, checkpoint.partition, checkpoint.expected)  # fmt: skip
                 state = self.partitions[(checkpoint.topic, checkpoint.partition)]
-                state.write, state.dirty = Write.REPLACE, set(state.monitors)
+                state.write, state.dirty = Write.REPLACE, set(state.monitors) | set(state.labels)
             again = await self._save([(c.topic, c.partition) for c in result.diverged])
             result.refused += again.refused
             result.newer += again.newer
@@ -303,7 +381,7 @@ class Engine:
         result, group, size = SaveResult(), [], 0
         for topic, partition in keys:
             state = self.partitions[(topic, partition)]
-            models = {model: encode(state.monitors[model].snapshot()) for model in sorted(state.dirty)}
+            models = {model: encode(state.snapshot_of(model)) for model in sorted(state.dirty)}
             group.append(Checkpoint(topic, partition, state.offset, models, offset_timestamp=state.offset_timestamp,
                                     write=state.write, expected=state.stored))  # fmt: skip
             size += sum(map(len, models.values()))
@@ -352,11 +430,14 @@ class Engine:
             records = [r for r in records if (r.topic, r.partition) not in self.blocked]
         out = Outputs()
         groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
+        label_groups: dict[tuple[str, int, str], LabelGroup] = defaultdict(LabelGroup)
         admitted: set[str] = set()  # models new to this worker, let in by this batch
         applied = {key: state.offset for key, state in self.partitions.items()}
         seen = {key: state.last_seen for key, state in self.partitions.items()}
         stamps: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of each partition's last applied record
         restarted: dict[tuple[str, int], int] = {}
+        labels_topic = self.settings.topic_labels
+        label_messages = 0
         for record in records:
             key = (record.topic, record.partition)
             state = self.partitions[key]
@@ -370,6 +451,18 @@ class Engine:
                 continue  # already applied (before the last checkpoint, or earlier in this batch)
             applied[key] = record.offset
             stamps[key] = round(record.timestamp * 1000)
+            if record.topic == labels_topic:
+                label_messages += 1
+                labels, rejections = decode_labels(record.value, self.limits)
+                for rejection in rejections:
+                    self._reject(record, rejection, out)
+                for position, label in enumerate(labels):
+                    if label.model not in state.labels and not self._admit(record, label, admitted, out):
+                        continue
+                    source = f"{record.partition}:{record.offset}:{position}"
+                    label_groups[(record.topic, record.partition, label.model)].labels.append(
+                        (label, source, record.timestamp))
+                continue
             events, rejections = decode_message(record.value, self.limits)
             for rejection in rejections:
                 self._reject(record, rejection, out)
@@ -392,6 +485,10 @@ class Engine:
             if versions:
                 _, by_version = await self._baselines_of(model, versions)
                 version_baselines.setdefault(model, {}).update(by_version)
+        # The join store: what labels will need of these events, and what it holds for these labels.
+        # Both are safe to repeat (a replay stores nothing new and finds its own labels' marks).
+        stored = await self._store_join_data(groups)
+        await self._look_up(label_groups, retry=True)
         for key, offset in restarted.items():
             self._log_restarted(*key, self.partitions[key], f"offset {offset} read again")
         for key, offset in applied.items():
@@ -401,25 +498,184 @@ class Engine:
                 state.offset = offset
                 state.offset_timestamp = stamps.get(key)
                 state.offset_dirty = True
+        for model, count in stored.items():
+            self.metrics.predictions_stored.labels(model).inc(count)
         for (topic, partition, model), rows in groups.items():
             self._observe(topic, partition, model, rows, baselines, version_baselines.get(model, {}), out)
+        for (topic, partition, model), group in label_groups.items():
+            self._apply_labels(topic, partition, model, group, out)
         for reason in out.rejected:
             self.metrics.events_rejected.labels(reason).inc()
-        self.metrics.messages_consumed.inc(len(records))
+        self.metrics.messages_consumed.inc(len(records) - label_messages)
+        self.metrics.label_messages_consumed.inc(label_messages)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_messages.observe(len(records))
         return out
 
-    def _admit(self, record: Record, event: Event, admitted: set[str], out: Outputs) -> bool:
+    async def retry_waiting(self) -> Outputs:
+        """Look up again the labels waiting for their predictions (those due); apply what joined."""
+        groups = {(topic, partition, model): LabelGroup()
+                  for (topic, partition), state in self.partitions.items()
+                  for model, labels in state.labels.items() if labels.waiting}  # fmt: skip
+        out = Outputs()
+        await self._look_up(groups, retry=True)
+        for (topic, partition, model), group in groups.items():
+            if group.retried:
+                self._apply_labels(topic, partition, model, group, out)
+        return out
+
+    # -- the join --------------------------------------------------------------
+
+    async def _store_join_data(self, groups: dict[tuple[str, int, str], list[tuple[Event, float]]]) -> dict[str, int]:
+        """Store the join data of every event with an id; per model, how many were new."""
+        if not self.settings.label_ttl:
+            return {}
+        stored: dict[str, int] = {}
+        for (_, _, model), rows in groups.items():
+            keys = {key for spec in self.settings.segment_specs(model) for key in spec}
+            entries = []
+            for event, at in rows:
+                if event.event_id is None:
+                    continue
+                segment = None
+                if keys and event.segment:
+                    segment = {key: value for key, value in event.segment.items() if key in keys} or None
+                value = stored_value(JoinData(event.model_version, segment, event.prediction, event.probabilities, at))
+                if value is not None:
+                    entries.append((event.event_id, value))
+            if entries:
+                new = await self.joins.store(model, entries, self.config(model).event_rate)
+                stored[model] = stored.get(model, 0) + new
+        return stored
+
+    async def _look_up(self, groups: dict[tuple[str, int, str], LabelGroup], retry: bool) -> None:
+        """Ask the join store about each group's labels and, when due, about its waiting ones."""
+        now = time.monotonic()
+        due: set[tuple[str, int]] = set()
+        for (topic, partition, model), group in groups.items():
+            state = self.partitions[(topic, partition)]
+            waiting = state.labels[model].waiting if model in state.labels else {}
+            asked: list[tuple[str, bytes]] = []
+            if retry and waiting and now - state.retried >= self.settings.label_retry_interval:
+                due.add((topic, partition))
+                asked = [(event_id, label.mark) for event_id, label in waiting.items()]
+            fresh: list[int] = []
+            for i, (label, source, _) in enumerate(group.labels):
+                group.found.append(None)
+                if label.event_id not in waiting:
+                    fresh.append(i)
+                    asked.append((label.event_id, mark(source, _label_bytes(label.label))))
+            if not asked:
+                continue
+            found = await self.joins.lookup(model, asked)
+            retried = len(asked) - len(fresh)
+            group.retried = [(event_id, lookup) for (event_id, _), lookup in zip(asked[:retried], found[:retried],
+                                                                                   strict=True)]  # fmt: skip
+            for i, lookup in zip(fresh, found[retried:], strict=True):
+                group.found[i] = lookup
+            stored_count, joined_count = await self.joins.coverage(model)
+            group.coverage = joined_count / stored_count if stored_count else None
+            versions = {lookup.data.version for lookup in (*found,) if lookup.data is not None}
+            group.references = await self._quality_references(model, versions)
+        for key in due:
+            self.partitions[key].retried = now
+
+    def _apply_labels(self, topic: str, partition: int, model: str, group: LabelGroup, out: Outputs) -> None:
+        """Labels that joined go to the model's quality monitor; the rest wait or are counted."""
+        state = self.partitions[(topic, partition)]
+        host = state.labels.get(model)
+        if host is None:
+            host = state.labels[model] = ModelLabels(model, self.quality_monitor(model, None, group.references))
+            self.metrics.models_tracked.set(self.model_count)
+        elif any(host.quality.references.get(v) is not r for v, r in group.references.items()):
+            host.quality.rebase(host.quality.references | group.references)  # a version new to it has a baseline
+        if group.labels:
+            state.clock = max(state.clock, max(at for _, _, at in group.labels))
+        counts: dict[str, int] = defaultdict(int)
+        joined: list[tuple[JoinData, Any, float]] = []  # join data, label, label time
+        settled: dict[str, bytes] = {}  # waiting labels this group joined: a later one for the same event is not new
+        for event_id, lookup in group.retried:  # waited longest: first
+            waiting = host.waiting.get(event_id)
+            if waiting is None or lookup.outcome is Outcome.MISSING:
+                continue
+            del host.waiting[event_id]
+            settled[event_id] = _label_bytes(waiting.label)
+            if lookup.data is not None:
+                joined.append((lookup.data, waiting.label, waiting.label_time))
+                counts["joined"] += 1
+            else:
+                counts["duplicate" if lookup.outcome is Outcome.DUPLICATE else "conflict"] += 1
+        for (label, source, at), found in zip(group.labels, group.found, strict=True):
+            label_time = at if label.timestamp is None else label.timestamp
+            if found is None or found.outcome is Outcome.MISSING:
+                waiting = host.waiting.get(label.event_id)
+                first = _label_bytes(waiting.label) if waiting is not None else settled.get(label.event_id)
+                if first is not None:  # a label came first for that prediction: it stands
+                    counts["duplicate" if first == _label_bytes(label.label) else "conflict"] += 1
+                    continue
+                label_mark = mark(source, _label_bytes(label.label))
+                counts["overflow"] += host.wait(label.event_id, WaitingLabel(label_mark, label.label, label_time, at),
+                                                self.settings.label_wait_max)  # fmt: skip
+                counts["waiting"] += 1
+            elif found.data is not None:
+                joined.append((found.data, label.label, label_time))
+                counts["joined"] += 1
+            else:
+                counts["duplicate" if found.outcome is Outcome.DUPLICATE else "conflict"] += 1
+        counts["unmatched"] += host.expire(state.clock, self.settings.label_ttl)
+        state.dirty.add(model)
+        for outcome, count in counts.items():
+            if count:
+                self.metrics.labels.labels(model, outcome).inc(count)
+        self.metrics.labels_waiting.labels(model).set(
+            sum(len(s.labels[model].waiting) for s in self.partitions.values() if model in s.labels))
+        if group.coverage is not None:
+            self.metrics.label_coverage.labels(model).set(group.coverage)
+        if not joined:
+            return
+        rows = LabeledRows(
+            versions=[data.version for data, _, _ in joined],
+            segments=[data.segment for data, _, _ in joined],
+            predictions=[data.prediction for data, _, _ in joined],
+            probabilities=[data.probabilities for data, _, _ in joined],
+            labels=[label for _, label, _ in joined],
+            event_times=np.fromiter((data.event_time for data, _, _ in joined), float, len(joined)),
+            label_times=np.fromiter((at for _, _, at in joined), float, len(joined)),
+        )
+        lag = self.metrics.label_lag.labels(model)
+        for seconds in (rows.label_times - rows.event_times).tolist():
+            lag.observe(max(seconds, 0.0))
+        observation = host.quality.observe(rows, group.coverage)
+        for (version, segment, metric), value in observation.quality.items():
+            self.metrics.quality.labels(model, version or "", segment, metric).set(value)
+        for retired in observation.retired_versions:
+            self.metrics.forget_version(model, retired or "")
+        self._publish(model, topic, partition, observation.alerts, None, out)
+        if observation.windows_judged:
+            snapshot = {
+                "model": model,
+                "partition": partition,
+                "topic": topic,
+                "labels_seen": host.quality.labels_seen,
+                "at": self.clock(),
+                "quality": [
+                    {"version": version, "segment": segment or None, "metric": metric, "value": value}
+                    for (version, segment, metric), value in observation.quality.items()
+                ],
+            }  # fmt: skip
+            out.metrics.append((model.encode(), orjson.dumps(snapshot)))
+
+    def _admit(self, record: Record, event: Event | Label, admitted: set[str], out: Outputs) -> bool:
         """A new model gets a monitor only while the worker tracks fewer than max_models."""
         if event.model in admitted:
             return True
-        known = {model for state in self.partitions.values() for model in state.monitors}
+        known = {model for state in self.partitions.values() for model in (*state.monitors, *state.labels)}
         if event.model in known:
             return True
         if len(known) + len(admitted) >= self.settings.max_models:
             detail = f"model {event.model[:100]!r} would exceed max_models={self.settings.max_models}"
-            self._reject(record, Rejection("too_many_models", detail, None, _event_json(event)), out)
+            element = _event_json(event) if isinstance(event, Event) else _label_json(event)
+            self._reject(record, Rejection("too_many_models", detail, None, element), out)
             return False
         admitted.add(event.model)
         return True
@@ -460,13 +716,7 @@ class Engine:
             self.metrics.forget_version(model, retired or "")
         now = self.clock()
         key = model.encode()
-        for alert in observation.alerts:
-            # Input features do not depend on the version: their alerts name the latest one seen.
-            version = alert.version if alert.feature is None else monitor.model_version
-            wire = to_wire(alert, model, version, topic, partition, now)
-            out.alerts.append((key, orjson.dumps(wire)))
-            out.alert_objects.append(wire)
-            self.metrics.alerts.labels(model, alert.type, alert.severity, alert.status).inc()
+        self._publish(model, topic, partition, observation.alerts, monitor.model_version, out)
         if observation.windows_judged:
             snapshot = {
                 "model": model,
@@ -481,6 +731,19 @@ class Engine:
                 ],
             }  # fmt: skip
             out.metrics.append((key, orjson.dumps(snapshot)))
+
+    def _publish(self, model: str, topic: str, partition: int, alerts: list[Alert], latest: str | None,
+                 out: Outputs) -> None:  # fmt: skip
+        """Alerts to the wire; those of input features name ``latest``, the model's latest version."""
+        now = self.clock()
+        key = model.encode()
+        for alert in alerts:
+            # Input features do not depend on the version: their alerts name the latest one seen.
+            version = alert.version if alert.feature is None else latest
+            wire = to_wire(alert, model, version, topic, partition, now)
+            out.alerts.append((key, orjson.dumps(wire)))
+            out.alert_objects.append(wire)
+            self.metrics.alerts.labels(model, alert.type, alert.severity, alert.status).inc()
 
     def _reject(self, record: Record, rejection: Rejection, out: Outputs) -> None:
         out.rejected.append(rejection.reason)
@@ -515,6 +778,15 @@ def _event_json(event: Event) -> dict[str, Any]:
         "prediction": event.prediction,
         "segment": event.segment,
     }
+
+
+def _label_json(label: Label) -> dict[str, Any]:
+    return {"model": label.model, "event_id": label.event_id, "label": label.label, "timestamp": label.timestamp}
+
+
+def _label_bytes(label: Any) -> bytes:
+    """A label as compared with another for the same prediction: its msgpack (1 and 1.0 differ, as sent)."""
+    return msgpack.packb(label)
 
 
 def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:

@@ -5,8 +5,8 @@ from at most ``max_models`` tracked models (more are rejected); ``feature`` from
 at most ``max_features`` per model; ``version`` from at most ``max_versions``
 live versions per model ("" for input features); ``segment`` from at most
 ``max_segments`` tracked values per model ("" for the whole model, "other" for
-the untracked rest); ``detector``, ``type``, ``severity`` and ``status`` from
-fixed sets.
+the untracked rest); ``detector``, ``type``, ``severity``, ``status``, ``outcome``
+and ``metric`` from fixed sets.
 """
 
 from __future__ import annotations
@@ -104,6 +104,41 @@ class Metrics:
         self.models_tracked = Gauge(
             "driftstream_models_tracked", "Models with a monitor on this worker", registry=registry
         )
+        # Labels and quality (streams.labels, detectors.monitors.quality)
+        self.label_messages_consumed = Counter(
+            "driftstream_label_messages_consumed_total", "Kafka messages read from the labels topic",
+            registry=registry,
+        )  # fmt: skip
+        self.predictions_stored = Counter(
+            "driftstream_predictions_stored_total", "Predictions whose join data was stored for a later label "
+            "(events with an event_id, each id once)", ["model"], registry=registry,
+        )  # fmt: skip
+        self.labels = Counter(
+            "driftstream_labels_total",
+            "Labels by what became of them: joined, duplicate (the same label came before), conflict (a "
+            "different label came before; the first stands), waiting (came before its prediction; counted again "
+            "when it leaves), unmatched (waited label_ttl, no prediction), overflow (pushed out of a full wait)",
+            ["model", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.labels_waiting = Gauge(
+            "driftstream_labels_waiting", "Labels waiting for their prediction on this worker", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.label_coverage = Gauge(
+            "driftstream_label_coverage_ratio", "Share of the model's stored predictions that were ever labeled",
+            ["model"], registry=registry,
+        )  # fmt: skip
+        self.label_lag = Histogram(
+            "driftstream_label_lag_seconds", "Label time minus its prediction's event time, per joined label",
+            ["model"], buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400,
+                                30 * 86400), registry=registry,
+        )  # fmt: skip
+        self.quality = Gauge(
+            "driftstream_quality",
+            "Model quality over the latest window of labeled events, per model, version, segment (\"\" = whole "
+            "model) and metric (accuracy, f1, roc_auc, log_loss, mae, rmse, ...; label_lag_p50, coverage)",
+            ["model", "version", "segment", "metric"], registry=registry,
+        )  # fmt: skip
         self.ready = Gauge(
             "driftstream_ready",
             "1 when the worker is consuming: not rebalancing, its state store answers, its broker connection is up "
@@ -136,14 +171,15 @@ class Metrics:
 
 
     def forget_version(self, model: str, version: str) -> int:
-        """Remove the series of a retired model version (its prediction monitors are gone)."""
+        """Remove the series of a retired model version (its prediction and quality monitors are gone)."""
         removed = 0
-        names, series = _labelled_series(self.statistic)
-        at_model, at_version = names.index("model"), names.index("version")
-        for values in series:
-            if values[at_model] == model and values[at_version] == version:
-                self.statistic.remove(*values)
-                removed += 1
+        for metric in (self.statistic, self.quality):
+            names, series = _labelled_series(metric)
+            at_model, at_version = names.index("model"), names.index("version")
+            for values in series:
+                if values[at_model] == model and values[at_version] == version:
+                    metric.remove(*values)
+                    removed += 1
         return removed
 
 

@@ -19,6 +19,7 @@ from pydantic_settings import (
 from detectors.budget import budgeted
 from detectors.columns import FeatureKind
 from detectors.config import MonitorConfig
+from detectors.monitors.quality import QualitySpec
 
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
 _D = MonitorConfig()  # the detection defaults live in one place
@@ -33,6 +34,13 @@ class ModelSettings(BaseSettings):
     # This model's own false-alarm budget and event rate (default: the global settings).
     false_alarm_budget: float | None = Field(None, ge=0)
     event_rate: float | None = Field(None, gt=0)
+    # Quality from labels: the task (auto: from the labels), reference values used when no baseline
+    # holds the model's reference quality, and absolute lines (see docs/labels.md).
+    task: Literal["auto", "classification", "regression"] = "auto"
+    positive_class: str | None = None
+    score_threshold: float = Field(0.5, gt=0, lt=1)
+    quality_expected: dict[str, float] = Field(default_factory=dict)
+    quality_floors: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("segments")
     @classmethod
@@ -118,6 +126,13 @@ class Settings(BaseSettings):
     max_string_length: int = Field(1024, ge=1)
     max_segment_keys: int = Field(8, ge=1, description="keys of an event's segment object; more is rejected")
     max_segment_length: int = Field(64, ge=1, description="characters of a segment key or value; longer is rejected")
+    # Labels (issue 13): the join of late labels to their predictions
+    label_ttl: float = Field(7 * 24 * 3600.0, ge=0, description="seconds a prediction waits for its label in "
+                             "Redis (and a label for its prediction); 0 = no join data is stored")  # fmt: skip
+    label_wait_max: int = Field(10_000, ge=0, description="labels per model and labels partition waiting for a "
+                                "prediction not stored yet; beyond it the oldest is dropped (overflow)")  # fmt: skip
+    label_retry_interval: float = Field(5.0, gt=0, description="seconds between lookups of waiting labels")
+
     dlq_max_value_bytes: int = Field(
         900_000, ge=1024, description="bad messages reach the DLQ cut to this size; headers point at the whole one"
     )
@@ -174,6 +189,34 @@ class Settings(BaseSettings):
     alert_per_detector: bool = Field(_D.alert_per_detector, description="one alert per detector instead of "
                                      "one incident per (model, segment, feature) naming every detector that "
                                      "agrees")  # fmt: skip
+    # Model quality from late labels (docs/labels.md)
+    quality_window: int = Field(_D.quality_window, description="labeled events per quality window (per model "
+                                "version and segment)")  # fmt: skip
+    quality_window_seconds: float = Field(_D.quality_window_seconds, description="> 0: a quality window also "
+                                          "closes once its predictions span this many seconds")  # fmt: skip
+    quality_reference_windows: int = Field(_D.quality_reference_windows, description="first windows of a version "
+                                           "that make its reference quality when no baseline or config gives one")
+    max_classes: int = _D.max_classes
+    performance_alpha: float = Field(_D.performance_alpha, description="per-window alpha of the performance test "
+                                     "(the budget's share when stricter)")  # fmt: skip
+    performance_critical_drop: float = _D.performance_critical_drop
+    performance_critical_rise: float = _D.performance_critical_rise
+    error_detector: Literal["ddm", "hddm_w", "hddm_a", "adwin"] = Field(
+        "ddm", description="concept drift on a classifier's 0/1 errors")
+    regression_detector: Literal["page_hinkley", "adwin"] = Field(
+        "page_hinkley", description="concept drift on a regressor's absolute errors")
+    ddm_warm_start: int = _D.ddm_warm_start
+    ddm_warning_threshold: float = _D.ddm_warning_threshold
+    ddm_drift_threshold: float = _D.ddm_drift_threshold
+    hddm_w_drift_confidence: float = _D.hddm_w_drift_confidence
+    hddm_w_warning_confidence: float = _D.hddm_w_warning_confidence
+    hddm_w_lambda: float = _D.hddm_w_lambda
+    hddm_a_drift_confidence: float = _D.hddm_a_drift_confidence
+    hddm_a_warning_confidence: float = _D.hddm_a_warning_confidence
+    label_lag_max: float = Field(_D.label_lag_max, description="seconds; a quality window whose median label lag "
+                                 "exceeds it raises a data_quality alert (0 = off)")  # fmt: skip
+    label_coverage_min: float = Field(_D.label_coverage_min, description="share of stored predictions labeled; "
+                                      "below it a data_quality alert (0 = off)")  # fmt: skip
 
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
 
@@ -206,6 +249,8 @@ class Settings(BaseSettings):
                 config = self.monitor_config(model)
                 for kind in ("numeric", "categorical"):  # the lines its budget gives, so they fail here
                     budgeted(config, len(self.segment_specs(model)) if model else 0, kind)
+                if model is not None:
+                    self.quality_spec(model)  # expected values and floors name known metrics
             except ValueError as exc:
                 where = "" if model is None else f" of model {model!r}"
                 raise ValueError(f"detection settings{where}: {exc}") from exc
@@ -220,6 +265,14 @@ class Settings(BaseSettings):
                 if getattr(own, name) is not None:
                     values[name] = getattr(own, name)
         return MonitorConfig(**values)
+
+    def quality_spec(self, model: str) -> QualitySpec:
+        """The model's own quality settings ([models.NAME] task, expected values, floors)."""
+        own = self.models.get(model)
+        if own is None:
+            return QualitySpec()
+        return QualitySpec(task=own.task, positive_class=own.positive_class, expected=dict(own.quality_expected),
+                           floors=dict(own.quality_floors), score_threshold=own.score_threshold)  # fmt: skip
 
     def feature_kinds(self, model: str) -> dict[str, FeatureKind]:
         config = self.models.get(model)

@@ -138,6 +138,11 @@ class RedisStateStore:
     def from_settings(cls, settings: Settings) -> RedisStateStore:
         return cls(connect(settings), settings.state_prefix, settings.app_id)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client (the join store shares it)."""
+        return self._redis
+
     def partition_key(self, topic: str, partition: int) -> str:
         return f"{self._prefix}:{self._app_id}:state:{topic}:{partition}"
 
@@ -232,6 +237,7 @@ class MemoryStateStore:
         self._partitions: dict[tuple[str, int], Checkpoint] = {}
         self._baselines: dict[tuple[str, str | None], bytes] = {}
         self._generation = 0
+        self.joins: Any = None  # the join store beside it (streams.join.MemoryJoinStore), as Redis holds both
 
     async def load(self, topic: str, partition: int) -> Checkpoint | None:
         stored = self._partitions.get((topic, partition))

@@ -84,14 +84,29 @@ def is_eu_f5(item: dict[str, Any]) -> bool:
 
 
 @pytest.mark.integration
-def test_the_demo_prints_a_segment_alert(capsys) -> None:
-    """The whole demo (its own broker, redis-server and worker) until the region=eu alert on f5 shows.
+def test_the_demo_prints_a_segment_alert_and_a_concept_drift_alert(capsys) -> None:
+    """The whole demo (its own broker, redis-server and worker) until the region=eu alert on f5 and
+    churn's concept drift show.
 
     ``duration`` only bounds a broken run; the assertion is on what fired, not on when.
     """
-    shown = run_demo(duration=300, rate=4000, until=is_eu_f5)
+    seen: list[dict[str, Any]] = []
+
+    def both(item: dict[str, Any]) -> bool:
+        seen.append(item)
+        return any(map(is_eu_f5, seen)) and any(map(is_churn_concept_drift, seen))
+
+    shown = run_demo(duration=300, rate=4000, until=both)
     output = capsys.readouterr().out
     assert any(is_eu_f5(item) for item in shown), output
     assert "fraud[region=eu]/f5" in output
     # The drift is eu's alone: no other region's slice of f5 fired.
     assert not [a for a in shown if a["feature"] == "f5" and a.get("segment") not in (None, {"region": "eu"})]
+    assert any(is_churn_concept_drift(item) for item in shown), output
+    assert "concept_drift" in output
+    # Only churn's labels changed: fraud's quality is quiet.
+    assert not [a for a in shown if a["model"] == "fraud" and a["type"] in ("concept_drift", "performance")]
+
+
+def is_churn_concept_drift(item: dict[str, Any]) -> bool:
+    return item["status"] == "firing" and item["model"] == "churn" and item["type"] == "concept_drift"

@@ -16,6 +16,7 @@ from detectors.reference import NumericReference
 from streams import engine as engine_module
 from streams.baseline import baseline_blob
 from streams.engine import Engine, Record
+from streams.join import RedisJoinStore
 from streams.metrics import Metrics
 from streams.services import free_port
 from streams.settings import CONFIG_ENV, Settings
@@ -391,18 +392,23 @@ def test_a_store_outage_fails_the_batch_before_any_state_changes(unique: str, re
     down = settings(unique, redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_socket_timeout=0.5)
     up = settings(unique, redis_url=redis_url)
 
+    def use(engine: Engine, config: Settings) -> None:
+        """Point the engine's state and join stores at ``config``'s Redis."""
+        engine.store = store = RedisStateStore.from_settings(config)
+        engine.joins = RedisJoinStore(store.client, config.state_prefix, config.app_id, config.label_ttl)
+
     async def scenario() -> Engine:
         engine = make_engine(down, RedisStateStore.from_settings(down))
         with pytest.raises(StoreUnavailable):
             await engine.process(items[:100])
         assert engine.partitions == {}
-        engine.store = RedisStateStore.from_settings(up)  # the store is back
+        use(engine, up)  # the store is back
         await engine.process(items[:100])
         await engine.process(items[100:])
-        engine.store = RedisStateStore.from_settings(down)
+        use(engine, down)
         with pytest.raises(StoreUnavailable):
             await engine.checkpoint()
-        engine.store = RedisStateStore.from_settings(up)
+        use(engine, up)
         assert await engine.checkpoint() == 1
         return engine
 
