@@ -395,6 +395,11 @@ WORKER_METRICS = {  # key: the worker's series, summed over labels
     "checkpoints": "driftstream_checkpoint_duration_seconds_count",
     "partitions": "driftstream_partitions_assigned",  # events-topic partitions the worker owns now
 }
+# Series summed only where a label has one value: key -> (series, label="value")
+LABELLED_METRICS = {
+    "labels_joined": ("driftstream_labels_total", 'outcome="joined"'),  # labels applied to a quality monitor
+}
+METRIC_KEYS = (*WORKER_METRICS, *LABELLED_METRICS)
 
 
 def _metrics(port: int, models: dict[str, float] | None = None) -> dict[str, float] | None:
@@ -406,9 +411,12 @@ def _metrics(port: int, models: dict[str, float] | None = None) -> dict[str, flo
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return None
-    sums = dict.fromkeys(WORKER_METRICS, 0.0)
+    sums = dict.fromkeys(METRIC_KEYS, 0.0)
     for key, name in WORKER_METRICS.items():
         for match in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
+            sums[key] += float(match.group(1))
+    for key, (name, label) in LABELLED_METRICS.items():
+        for match in re.finditer(rf"^{name}\{{[^}}]*{re.escape(label)}[^}}]*\}} (\S+)$", text, re.M):
             sums[key] += float(match.group(1))
     if models is not None:
         for match in re.finditer(rf'^{WORKER_METRICS["events"]}\{{[^}}]*model="([^"]*)"[^}}]*\}} (\S+)$', text, re.M):
@@ -571,7 +579,8 @@ class Bench:
 
     def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
                checkpoint_interval: float = 1.0, processes: int = 1, stagger: float = 0.0,
-               per_message: int = 1) -> Result:  # fmt: skip
+               per_message: int = 1, counted: str = "events", env: dict[str, str] | None = None,
+               group: str | None = None) -> Result:  # fmt: skip
         """``processes`` workers in one consumer group, started together; their combined rate.
 
         ``stagger``: worker ``i`` (from 0) starts ``i * stagger`` seconds after the first (its process
@@ -581,9 +590,13 @@ class Bench:
         state). Progress is their ``driftstream_events_consumed_total`` summed. ``Result.shares``
         says what each did and whether it owned a partition; ``Result.worker`` adds the drain: all
         events over the time from the group's first partition assignment to the last event.
+
+        ``counted``: the METRIC_KEYS series that counts progress (and "events" in the result) instead of
+        the events consumed, e.g. "labels_joined"; ``env``: variables set over ``worker_env``'s;
+        ``group``: the app id (consumer group, Redis state) to run in instead of a new one.
         """
         name = f"{key}-{topic}-cp{checkpoint_interval:g}" + (f"-x{processes}" if processes > 1 else "")
-        group = self.group(name)
+        group = group or self.group(name)
         ports: list[int] = []
         while len(ports) < processes:
             port = free_port()
@@ -591,13 +604,13 @@ class Bench:
                 ports.append(port)
         data_dirs = [Path(tempfile.mkdtemp(prefix="driftstream-bench-worker-", dir=self.work_dir)) for _ in ports]
         envs = [self.worker_env(group, topic, workload_tag, port, data_dir, checkpoint_interval, per_message)
-                for port, data_dir in zip(ports, data_dirs, strict=True)]  # fmt: skip
+                | (env or {}) for port, data_dir in zip(ports, data_dirs, strict=True)]  # fmt: skip
         many = f"{processes} processes in one group, " if processes > 1 else ""
         many += f"started {stagger:g} s apart, " if processes > 1 and stagger > 0 else ""
         log(f"  {label} ({messages}, {many}checkpoint every {checkpoint_interval:g} s): {target:,} events")
         # each process's metrics at the first and the last sample of the interval
         first: list[dict[str, float]] = [{} for _ in ports]
-        last = [dict.fromkeys(WORKER_METRICS, 0.0) for _ in ports]
+        last = [dict.fromkeys(METRIC_KEYS, 0.0) for _ in ports]
         models: list[dict[str, float]] = [{} for _ in ports]
         procs: list[psutil.Process] = []
         samples: list[Sample] = []  # from the group's first partition assignment on
@@ -612,7 +625,7 @@ class Bench:
             for i, sums in enumerate(answered):
                 if sums is not None:  # a process that does not answer yet (or this once) keeps its last counts
                     last[i] = sums
-            total = int(sum(sums["events"] for sums in last))
+            total = int(sum(sums[counted] for sums in last))
             if total and not first[0]:
                 for start, now in zip(first, last, strict=True):
                     start.update(now)  # measure() starts its interval at this same sample
@@ -621,7 +634,7 @@ class Bench:
                     cpu, services = [_cpu(p) for p in procs], sum(_cpu(p) for p in self.services)
                 except psutil.Error:  # measure() reports it at this same sample
                     return total
-                samples.append(Sample(time.monotonic(), [s["events"] for s in last], [s["partitions"] for s in last],
+                samples.append(Sample(time.monotonic(), [s[counted] for s in last], [s["partitions"] for s in last],
                                       cpu, services))  # fmt: skip
             return total
 
@@ -663,14 +676,14 @@ class Bench:
                 if not owned or owned[-1][1] != int(sample.partitions[i]):
                     owned.append((sample.time - begin.time, int(sample.partitions[i])))
             shares.append(Share(
-                events=int(last[i]["events"] - first[i]["events"]), total=int(last[i]["events"]), cpu_seconds=cpu,
+                events=int(last[i][counted] - first[i][counted]), total=int(last[i][counted]), cpu_seconds=cpu,
                 peak_rss=rss, batches=int(last[i]["batches"] - first[i]["batches"]),
                 drain_cpu=end.cpu[i] - begin.cpu[i], partitions=owned,
                 first_event=next((s.time - begin.time for s in samples if s.events[i]), math.nan),
                 models=sorted(m for m, n in models[i].items() if n),
             ))  # fmt: skip
         if processes > 1:
-            applied = int(sum(now["events"] for now in last))
+            applied = int(sum(now[counted] for now in last))
             if applied > target:
                 notes.append(f"{applied - target:,} events applied twice (by the old and the new owner)")
             idle = [i + 1 for i, share in enumerate(shares) if not share.served]
