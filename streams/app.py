@@ -133,7 +133,8 @@ class Worker:
                     self._drop_unsaved(tp)
                     state = self.engine.partitions.get((tp.topic, tp.partition))
                     if state is not None:
-                        self._released.setdefault((tp.topic, tp.partition), set()).update(state.monitors)
+                        self._released.setdefault((tp.topic, tp.partition), set()).update(
+                            (*state.monitors, *state.labels))
                 self.engine.forget((tp.topic, tp.partition) for tp in revoked)
                 self._count_assigned()
 
@@ -231,7 +232,7 @@ class Worker:
         """
         released, self._released = self._released, {}
         kept = {model for key, models in released.items() if key in assigned for model in models}
-        kept.update(model for state in self.engine.partitions.values() for model in state.monitors)
+        kept.update(model for state in self.engine.partitions.values() for model in (*state.monitors, *state.labels))
         gone = {model for key, models in released.items() if key not in assigned for model in models} - kept
         if gone:
             removed = self.metrics.forget_models(gone)

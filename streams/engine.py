@@ -53,6 +53,7 @@ Headers = list[tuple[str, bytes]]
 CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
 BASELINE_POLL_SECONDS = 2.0  # how often a worker asks whether a baseline was loaded
 BASELINE_CACHE_ENTRIES = 4096  # baselines kept read; past it the cache starts over
+MAX_CLOCK_SKEW = 86400.0  # seconds a label record's timestamp may run ahead of this worker's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,6 @@ class PartitionState:
     offset_timestamp: int | None = None  # Kafka timestamp (ms) of the record at ``offset``
     last_seen: int = -1  # highest offset read since this state was loaded
     labels: dict[str, ModelLabels] = field(default_factory=dict)  # a labels partition's models
-    clock: float = -math.inf  # a labels partition's clock: the latest Kafka timestamp (s) of its records
     retried: float = -math.inf  # monotonic time its waiting labels were last looked up
 
     def snapshot_of(self, model: str) -> dict[str, Any]:
@@ -104,6 +104,7 @@ class LabelGroup:
     retried: list[tuple[str, Lookup]] = field(default_factory=list)  # waiting labels looked up again
     coverage: float | None = None  # share of the model's stored predictions that were ever labeled
     references: dict[str | None, QualityReference] = field(default_factory=dict)  # from baselines
+    retry: bool = False  # look up the model's waiting labels too
 
 
 class Engine:
@@ -128,6 +129,8 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self._configs: dict[str, MonitorConfig] = {}  # per model: its budget may be its own
+        # Join data of the events applied since the last checkpoint, per model: stored by the next one.
+        self._unstored: dict[str, list[tuple[str, bytes]]] = {}
         self.limits = Limits(
             max_message_bytes=settings.max_message_bytes,
             max_events_per_message=settings.max_events_per_message,
@@ -272,14 +275,13 @@ class Engine:
                 self.metrics.state_restore_failures.inc()
                 log.warning("baseline of model %r%s unreadable (%s); using the stream's first values", model,
                             "" if version is None else f" version {version!r}", exc)  # fmt: skip
-        if version is None or references or quality is not None:
-            # Versions without a baseline are not remembered: a stream of new versions must not grow memory.
-            if len(self._baselines) >= BASELINE_CACHE_ENTRIES:
-                self._baselines.clear()
-                self._quality_baselines.clear()
-            self._baselines[(model, version)] = references
-            if quality is not None:
-                self._quality_baselines[(model, version)] = quality
+        # Misses are remembered too (every labels batch asks for its versions'); the cache is bounded.
+        if len(self._baselines) >= BASELINE_CACHE_ENTRIES:
+            self._baselines.clear()
+            self._quality_baselines.clear()
+        self._baselines[(model, version)] = references
+        if quality is not None:
+            self._quality_baselines[(model, version)] = quality
         return references
 
     async def _quality_references(self, model: str, versions: Iterable[str | None]
@@ -345,6 +347,7 @@ class Engine:
         worker last saw (writes lost, or another writer) is rewritten whole.
         """
         started = time.perf_counter()
+        await self._flush_joins()
         changed = [key for key, state in self.partitions.items()
                    if state.dirty or state.offset_dirty or state.write is not Write.FORWARD]  # fmt: skip
         result = await self._save(changed)
@@ -438,6 +441,7 @@ class Engine:
         restarted: dict[tuple[str, int], int] = {}
         labels_topic = self.settings.topic_labels
         label_messages = 0
+        unjoinable: dict[str, int] = defaultdict(int)  # labels while LABEL_TTL is 0, per model
         for record in records:
             key = (record.topic, record.partition)
             state = self.partitions[key]
@@ -456,6 +460,10 @@ class Engine:
                 labels, rejections = decode_labels(record.value, self.limits)
                 for rejection in rejections:
                     self._reject(record, rejection, out)
+                if not self.settings.label_ttl:  # no join data is stored: nothing to join them to
+                    for label in labels:
+                        unjoinable[label.model] += 1
+                    continue
                 for position, label in enumerate(labels):
                     if label.model not in state.labels and not self._admit(record, label, admitted, out):
                         continue
@@ -487,8 +495,9 @@ class Engine:
                 version_baselines.setdefault(model, {}).update(by_version)
         # The join store: what labels will need of these events, and what it holds for these labels.
         # Both are safe to repeat (a replay stores nothing new and finds its own labels' marks).
-        stored = await self._store_join_data(groups)
-        await self._look_up(label_groups, retry=True)
+        joins = self._join_data(groups)
+        due = self._due_retries(label_groups)
+        await self._look_up(label_groups)
         for key, offset in restarted.items():
             self._log_restarted(*key, self.partitions[key], f"offset {offset} read again")
         for key, offset in applied.items():
@@ -498,12 +507,16 @@ class Engine:
                 state.offset = offset
                 state.offset_timestamp = stamps.get(key)
                 state.offset_dirty = True
-        for model, count in stored.items():
-            self.metrics.predictions_stored.labels(model).inc(count)
+        for model, entries in joins.items():  # stored before the next checkpoint (``_flush_joins``)
+            self._unstored.setdefault(model, []).extend(entries)
         for (topic, partition, model), rows in groups.items():
             self._observe(topic, partition, model, rows, baselines, version_baselines.get(model, {}), out)
+        for key in due:
+            self.partitions[key].retried = time.monotonic()
         for (topic, partition, model), group in label_groups.items():
             self._apply_labels(topic, partition, model, group, out)
+        for model, count in unjoinable.items():
+            self.metrics.labels.labels(model, "unmatched").inc(count)
         for reason in out.rejected:
             self.metrics.events_rejected.labels(reason).inc()
         self.metrics.messages_consumed.inc(len(records) - label_messages)
@@ -513,27 +526,41 @@ class Engine:
         return out
 
     async def retry_waiting(self) -> Outputs:
-        """Look up again the labels waiting for their predictions (those due); apply what joined."""
-        groups = {(topic, partition, model): LabelGroup()
-                  for (topic, partition), state in self.partitions.items()
-                  for model, labels in state.labels.items() if labels.waiting}  # fmt: skip
+        """Look up again the labels waiting for their predictions (in partitions due); apply what joined."""
+        groups: dict[tuple[str, int, str], LabelGroup] = {}
+        due = self._due_retries(groups)
         out = Outputs()
-        await self._look_up(groups, retry=True)
+        await self._look_up(groups)
+        for key in due:
+            self.partitions[key].retried = time.monotonic()
         for (topic, partition, model), group in groups.items():
-            if group.retried:
-                self._apply_labels(topic, partition, model, group, out)
+            self._apply_labels(topic, partition, model, group, out)
         return out
+
+    def _due_retries(self, groups: dict[tuple[str, int, str], LabelGroup]) -> list[tuple[str, int]]:
+        """Labels partitions whose waiting labels are due for a lookup: every model of theirs with
+        waiting labels gets ``retry`` in ``groups`` (so a busy model never starves a quiet one)."""
+        now = time.monotonic()
+        due = [key for key, state in self.partitions.items()
+               if any(labels.waiting for labels in state.labels.values())
+               and now - state.retried >= self.settings.label_retry_interval]  # fmt: skip
+        for topic, partition in due:
+            for model, labels in self.partitions[(topic, partition)].labels.items():
+                if labels.waiting:
+                    groups.setdefault((topic, partition, model), LabelGroup()).retry = True
+        return due
 
     # -- the join --------------------------------------------------------------
 
-    async def _store_join_data(self, groups: dict[tuple[str, int, str], list[tuple[Event, float]]]) -> dict[str, int]:
-        """Store the join data of every event with an id; per model, how many were new."""
+    def _join_data(self, groups: dict[tuple[str, int, str], list[tuple[Event, float]]]
+                   ) -> dict[str, list[tuple[str, bytes]]]:  # fmt: skip
+        """What a later label needs of each event with an id, per model (all its partitions together)."""
         if not self.settings.label_ttl:
             return {}
-        stored: dict[str, int] = {}
+        found: dict[str, list[tuple[str, bytes]]] = {}
         for (_, _, model), rows in groups.items():
             keys = {key for spec in self.settings.segment_specs(model) for key in spec}
-            entries = []
+            entries = found.setdefault(model, [])
             for event, at in rows:
                 if event.event_id is None:
                     continue
@@ -543,21 +570,28 @@ class Engine:
                 value = stored_value(JoinData(event.model_version, segment, event.prediction, event.probabilities, at))
                 if value is not None:
                     entries.append((event.event_id, value))
-            if entries:
-                new = await self.joins.store(model, entries, self.config(model).event_rate)
-                stored[model] = stored.get(model, 0) + new
-        return stored
+        return {model: entries for model, entries in found.items() if entries}
 
-    async def _look_up(self, groups: dict[tuple[str, int, str], LabelGroup], retry: bool) -> None:
-        """Ask the join store about each group's labels and, when due, about its waiting ones."""
-        now = time.monotonic()
-        due: set[tuple[str, int]] = set()
+    async def _flush_joins(self) -> None:
+        """Store the join data of the events applied since the last checkpoint (before it is saved).
+
+        Held until then rather than stored with each batch: a Redis outage then stops only the
+        checkpoint, not the detectors, and a checkpoint covers its events' join data, so a crash
+        before it replays them (storing is idempotent: the first write of an event id stands).
+        """
+        while self._unstored:
+            model, entries = next(iter(self._unstored.items()))
+            new = await self.joins.store(model, entries, self.config(model).event_rate)
+            del self._unstored[model]
+            self.metrics.predictions_stored.labels(model).inc(new)
+
+    async def _look_up(self, groups: dict[tuple[str, int, str], LabelGroup]) -> None:
+        """Ask the join store about each group's labels and, with ``retry``, about its waiting ones."""
         for (topic, partition, model), group in groups.items():
             state = self.partitions[(topic, partition)]
             waiting = state.labels[model].waiting if model in state.labels else {}
             asked: list[tuple[str, bytes]] = []
-            if retry and waiting and now - state.retried >= self.settings.label_retry_interval:
-                due.add((topic, partition))
+            if group.retry:
                 asked = [(event_id, label.mark) for event_id, label in waiting.items()]
             fresh: list[int] = []
             for i, (label, source, _) in enumerate(group.labels):
@@ -577,8 +611,6 @@ class Engine:
             group.coverage = joined_count / stored_count if stored_count else None
             versions = {lookup.data.version for lookup in (*found,) if lookup.data is not None}
             group.references = await self._quality_references(model, versions)
-        for key in due:
-            self.partitions[key].retried = now
 
     def _apply_labels(self, topic: str, partition: int, model: str, group: LabelGroup, out: Outputs) -> None:
         """Labels that joined go to the model's quality monitor; the rest wait or are counted."""
@@ -590,7 +622,11 @@ class Engine:
         elif any(host.quality.references.get(v) is not r for v, r in group.references.items()):
             host.quality.rebase(host.quality.references | group.references)  # a version new to it has a baseline
         if group.labels:
-            state.clock = max(state.clock, max(at for _, _, at in group.labels))
+            # The model's clock: its label records' Kafka timestamps (checkpointed, so a replay expires
+            # what the first run did), never more than a day past this worker's (a producer's clock
+            # years ahead must not expire every waiting label at once).
+            latest = min(max(at for _, _, at in group.labels), self.clock() + MAX_CLOCK_SKEW)
+            host.clock = max(host.clock, latest)
         counts: dict[str, int] = defaultdict(int)
         joined: list[tuple[JoinData, Any, float]] = []  # join data, label, label time
         settled: dict[str, bytes] = {}  # waiting labels this group joined: a later one for the same event is not new
@@ -622,8 +658,9 @@ class Engine:
                 counts["joined"] += 1
             else:
                 counts["duplicate" if found.outcome is Outcome.DUPLICATE else "conflict"] += 1
-        counts["unmatched"] += host.expire(state.clock, self.settings.label_ttl)
-        state.dirty.add(model)
+        counts["unmatched"] += host.expire(host.clock, self.settings.label_ttl)
+        if group.labels or any(counts.values()):  # a retry that found nothing changes nothing
+            state.dirty.add(model)
         for outcome, count in counts.items():
             if count:
                 self.metrics.labels.labels(model, outcome).inc(count)
@@ -649,7 +686,7 @@ class Engine:
         for (version, segment, metric), value in observation.quality.items():
             self.metrics.quality.labels(model, version or "", segment, metric).set(value)
         for retired in observation.retired_versions:
-            self.metrics.forget_version(model, retired or "")
+            self.metrics.forget_version(model, retired or "", quality=True)
         self._publish(model, topic, partition, observation.alerts, None, out)
         if observation.windows_judged:
             snapshot = {

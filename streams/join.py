@@ -6,27 +6,30 @@ labels path looks labels up by (model, event_id) and learns, per label, whether 
 joined, was seen before or conflicts. Both sides are batches: one script call per
 model and chunk of ``CHUNK`` keys, never one round trip per event or label.
 
-Redis layout (``P`` = ``state_prefix``, ``A`` = ``app_id``, ``{m}`` = the model in a hash
-tag, so a model's keys share one Cluster slot and one script reaches them all; the scripts
-build the bucket keys they touch from it, all in that slot):
+Redis layout (``P`` = ``state_prefix``, ``A`` = ``app_id``, ``{m}`` = a hash tag of 16 hex
+digits of the model name's SHA-1, so a model's keys share one Cluster slot and one script
+reaches them all; the scripts build the bucket keys they touch from it, all in that slot):
 
 * ``P:A:join:{m}:G:B`` hash, a *bucket*: field ``event_id``, value two bytes (big-endian
   length ``n``), ``n`` bytes of msgpack ``[version, segment, prediction, probabilities,
   event_time]``, then, once a label joined it, the label's *mark*: its source (labels
   partition, offset and position) and its msgpack value. ``G`` is the *generation*, the
-  store time (the worker's clock) in steps of ``label_ttl / 8``; a bucket expires
-  ``label_ttl`` after its generation ends, so a prediction waits between ``label_ttl``
-  and 9/8 of it. ``B`` is ``sha1(event_id)`` modulo the generation's bucket count, sized
+  store time (the worker's clock) in steps of ``label_ttl / 8``; lookups read a bucket
+  until ``label_ttl`` after its generation ends, so a prediction waits between ``label_ttl``
+  and 9/8 of it (and the bucket lives one generation more, for replays: see ``_LOOKUP``).
+  ``B`` is ``sha1(event_id)`` modulo the generation's bucket count, sized
   from ``EVENT_RATE`` for about 64 predictions a bucket: small hashes are stored as
   listpacks, a few bytes of overhead per field instead of about 150 for a key of its own
   (``tests/streams/test_labels.py`` measures it; docs/labels.md has the figures).
 * ``P:A:join-meta:{m}`` hash: generation -> its bucket count (the first writer's stands).
 * ``P:A:join-stats:{m}`` hash: ``stored`` (predictions stored, each event id once) and
-  ``joined`` (predictions labeled, each once): the model's label coverage.
+  ``joined`` (predictions labeled, each once): the model's label coverage. Both expire
+  ``2 label_ttl`` after the model's last new generation.
 
 A label is looked up in every live generation, oldest first, and joins the first entry
 found; an event id stored again (a replay, or a producer reusing it) is not stored while
-the current or the previous generation holds it.
+the current or the previous generation holds it (an id re-sent later is stored again and
+counted again in ``stored``; its labels join the older entry while it lives).
 
 Exactly-once: a label's mark names its source, so the same label read again after a
 crash (its quality state not yet checkpointed) finds its own mark and is applied again,
@@ -37,7 +40,7 @@ there yet waits in the labels partition's checkpointed state (``streams.labels``
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import math
 import struct
 import time
@@ -48,6 +51,7 @@ from typing import Any, Protocol
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 from streams.redis_client import RedisClient, connect, is_cluster
 from streams.settings import Settings
@@ -155,15 +159,24 @@ end
 """
 
 # KEYS: meta, stats. ARGV: key base, generation, its bucket count (if new), expiry (Unix s) of its
-# buckets, generation to forget, then event id, value pairs. Replies how many were new.
+# buckets, the oldest generation still read, seconds the meta and stats keys outlive a write, then
+# event id, value pairs. Replies how many were new.
 _STORE = _BUCKETS + """
 local g = tonumber(ARGV[2])
 if redis.call('HSETNX', meta, g, ARGV[3]) == 1 then
-  redis.call('HDEL', meta, tonumber(ARGV[5]))
+  -- a new generation: forget those no lookup reads any more, however sparse the traffic was
+  local oldest = tonumber(ARGV[5])
+  for _, old in ipairs(redis.call('HKEYS', meta)) do
+    if tonumber(old) < oldest then
+      redis.call('HDEL', meta, old)
+    end
+  end
+  redis.call('EXPIRE', meta, ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
 end
 local expires = ARGV[4]
 local new = 0
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id = ARGV[i]
   local h = hash(id)
   local previous = bucket(g - 1, h)
@@ -184,7 +197,10 @@ return new
 """
 
 # KEYS: meta, stats. ARGV: key base, oldest live generation, newest, then event id, mark pairs.
-# Replies, per label, its outcome and (JOINED, REPLAYED) the prediction's join data.
+# Replies, per label, its outcome and (JOINED, REPLAYED) the prediction's join data. The generation
+# before the oldest live one (its buckets are kept one generation longer) is read for a label's own
+# mark only: a label joined just before a crash is applied again even if its prediction has aged
+# out of reach since.
 _LOOKUP = _BUCKETS + """
 local oldest, newest = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
@@ -200,6 +216,13 @@ for i = 4, #ARGV, 2 do
       if value then
         break
       end
+    end
+  end
+  if not value then
+    local grace = bucket(oldest - 1, h)
+    local aged = grace and redis.call('HGET', grace, id)
+    if aged and string.sub(aged, -#mark) == mark then
+      key, value = grace, aged
     end
   end
   if not value then
@@ -247,14 +270,19 @@ class RedisJoinStore:
     def from_settings(cls, settings: Settings) -> RedisJoinStore:
         return cls(connect(settings), settings.state_prefix, settings.app_id, settings.label_ttl)
 
+    @staticmethod
+    def tag(model: str) -> str:
+        """The model's hash tag: a digest, so that no model name (``}x``, ``a{b}``) splits its keys' slots."""
+        return "{" + hashlib.sha1(model.encode()).hexdigest()[:16] + "}"
+
     def bucket_base(self, model: str) -> str:
-        return f"{self._prefix}:join:{{{model}}}:"
+        return f"{self._prefix}:join:{self.tag(model)}:"
 
     def meta_key(self, model: str) -> str:
-        return f"{self._prefix}:join-meta:{{{model}}}"
+        return f"{self._prefix}:join-meta:{self.tag(model)}"
 
     def stats_key(self, model: str) -> str:
-        return f"{self._prefix}:join-stats:{{{model}}}"
+        return f"{self._prefix}:join-stats:{self.tag(model)}"
 
     def buckets(self, event_rate: float) -> int:
         """Buckets of one generation: about BUCKET_TARGET predictions each at ``event_rate``."""
@@ -270,20 +298,23 @@ class RedisJoinStore:
         calls = [[*head, *pairs[i : i + step]] for i in range(0, len(pairs), step)]
         try:
             if is_cluster(self._redis) or len(calls) == 1:
-                return list(await asyncio.gather(*(script(keys=keys, args=args) for args in calls)))
+                # In order: two labels of one event in different chunks must meet it in stream order.
+                return [await script(keys=keys, args=args) for args in calls]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for args in calls:
                     await script(keys=keys, args=args, client=pipe)
                 return list(await pipe.execute())
-        except (aioredis.RedisError, OSError) as exc:
+        except (aioredis.RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailable(f"join store of model {model!r}: {exc}") from exc
 
     async def store(self, model: str, entries: Sequence[tuple[str, bytes]], event_rate: float) -> int:
         if not entries:
             return 0
         g = self._generation()
-        expires = math.ceil((g + 1) * self._step + self._ttl)
-        head = [self.bucket_base(model), g, self.buckets(event_rate), expires, g - GENERATIONS - 2]
+        # Read while live (GENERATIONS after its own), then one more generation for replays' marks.
+        expires = math.ceil((g + 2) * self._step + self._ttl)
+        outlive = math.ceil(2 * self._ttl + 2 * self._step)
+        head = [self.bucket_base(model), g, self.buckets(event_rate), expires, g - GENERATIONS - 1, outlive]
         pairs = [item for entry in entries for item in entry]
         return sum(int(reply) for reply in await self._calls(self._store, model, head, pairs))
 

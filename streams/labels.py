@@ -5,13 +5,14 @@ A label whose prediction is not in the join store yet *waits* here, in the parti
 checkpointed state (not in Redis beside the predictions): whether it joined is then
 saved atomically with the quality state it changed, so a crash can neither lose it nor
 apply it twice. Waiting labels are looked up again every ``label_retry_interval``
-seconds; one that waited ``label_ttl`` (on the partition's clock: the Kafka timestamps
-of its label records) leaves as ``unmatched``, and beyond ``label_wait_max`` the oldest
-leaves as ``overflow``.
+seconds; one that waited ``label_ttl`` (on the model's clock here: the Kafka timestamps
+of its label records, checkpointed) leaves as ``unmatched``, and beyond ``label_wait_max``
+the oldest leaves as ``overflow``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class ModelLabels:
         self.model = model
         self.quality = quality
         self.waiting: dict[str, WaitingLabel] = {}  # by event id, oldest first
+        self.clock = -math.inf  # the latest Kafka timestamp (s) of the model's label records here
 
     def wait(self, event_id: str, label: WaitingLabel, limit: int) -> int:
         """Let a label wait for its prediction; how many older ones it pushed out (beyond ``limit``)."""
@@ -62,6 +64,7 @@ class ModelLabels:
             "model": self.model,
             "quality": self.quality.snapshot(),
             "waiting": [[event_id, w.mark, w.label, w.label_time, w.since] for event_id, w in self.waiting.items()],
+            "clock": None if self.clock == -math.inf else self.clock,
         }
 
     @classmethod
@@ -72,6 +75,8 @@ class ModelLabels:
                                 f"is not {SNAPSHOT_VERSION}")  # fmt: skip
         labels = cls(str(data["model"]), quality)
         try:
+            clock = data.get("clock")
+            labels.clock = -math.inf if clock is None else float(clock)
             for event_id, label_mark, label, label_time, since in data["waiting"]:
                 if not isinstance(event_id, str) or not isinstance(label_mark, bytes):
                     raise SnapshotError(f"malformed waiting label {event_id!r}")

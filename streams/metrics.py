@@ -170,10 +170,11 @@ class Metrics:
         return removed
 
 
-    def forget_version(self, model: str, version: str) -> int:
-        """Remove the series of a retired model version (its prediction and quality monitors are gone)."""
+    def forget_version(self, model: str, version: str, quality: bool = False) -> int:
+        """Remove the series of a retired model version: of its prediction monitors, or with ``quality``
+        of its quality monitor (each retires its versions on its own)."""
         removed = 0
-        for metric in (self.statistic, self.quality):
+        for metric in (self.quality,) if quality else (self.statistic,):
             names, series = _labelled_series(metric)
             at_model, at_version = names.index("model"), names.index("version")
             for values in series:

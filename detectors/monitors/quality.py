@@ -1377,7 +1377,9 @@ class QualityMonitor:
         self.labels_seen = 0
         self.other_labels = 0  # labels of segment values beyond max_segments
         self.versions_retired = 0
-        self.coverage: float | None = None  # the latest label coverage the caller passed
+        # The latest label coverage the caller passed: read live from shared counters, so it is not
+        # part of the snapshot (a replay must rebuild the same state whenever it reads them).
+        self.coverage: float | None = None
 
     @property
     def scopes(self) -> list[_Scope]:
@@ -1527,7 +1529,6 @@ class QualityMonitor:
             "versions": [[version, last] for version, last in self.versions.items()],
             "versions_retired": self.versions_retired,
             "other_labels": self.other_labels,
-            "coverage": self.coverage,
             "infos": [[version, info.snapshot()] for version, info in self.infos.items()],
             "scopes": [[scope.key, {"segment": scope.segment,
                                     "tracks": [[version, track.snapshot()] for version, track in scope.tracks.items()]}]
@@ -1547,8 +1548,6 @@ class QualityMonitor:
             monitor.versions = {_version(v): int(last) for v, last in data["versions"]}
             monitor.versions_retired = int(data["versions_retired"])
             monitor.other_labels = int(data["other_labels"])
-            coverage = data["coverage"]
-            monitor.coverage = None if coverage is None else float(coverage)
             monitor.infos = {_version(v): _Version.restore(info) for v, info in data["infos"]}
             for key, scope_data in data["scopes"]:
                 segment = scope_data["segment"]

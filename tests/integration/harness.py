@@ -200,7 +200,11 @@ def stored_state(settings: Settings) -> dict[int, dict[bytes, bytes]]:
 
 def caught_up(settings: Settings, messages: int) -> bool:
     """The stored offsets cover all ``messages`` of the events topic (its offsets start at 0)."""
-    return sum(int(state.get(b"offset", -1)) + 1 for state in stored_state(settings).values()) == messages
+    try:
+        states = stored_state(settings)
+    except redis.exceptions.BusyLoadingError:  # a restarted redis-server still reading its append-only file
+        return False
+    return sum(int(state.get(b"offset", -1)) + 1 for state in states.values()) == messages
 
 
 def persistent_redis() -> EmbeddedRedis:

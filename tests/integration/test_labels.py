@@ -185,3 +185,36 @@ def _rfc3339(seconds: float) -> str:
     from streams.alerts import rfc3339
 
     return rfc3339(seconds)
+
+
+def test_labels_before_their_predictions_duplicates_conflicts_and_unknown_ids(kafka_bootstrap: str,
+                                                                               redis_url: str) -> None:
+    """Through a worker: labels sent before their events wait and join (the retry timer, no labels after
+    them), one sent twice is applied once, a different second one is a conflict, an unknown id waits."""
+    config = isolated_settings(kafka_bootstrap, redis_url, "early", topic_partitions=2, label_retry_interval=0.5)
+    events, labels = WORLDS["churn"][0][:300], WORLDS["churn"][1][:300]
+    twice = [dict(labels[0]), dict(labels[1], label=1 - labels[1]["label"]), {**labels[2], "event_id": "nobody"}]
+    producer = Producer(config.confluent_config())
+    for start in range(0, 300, 50):
+        producer.produce(config.topic_labels, key=b"churn", value=orjson.dumps(labels[start : start + 50]))
+    producer.produce(config.topic_labels, key=b"churn", value=orjson.dumps(twice))
+    producer.flush(30)
+    worker = WorkerProcess(config)
+    try:
+        wait_until(lambda: worker.metric("driftstream_labels_total", {"model": "churn", "outcome": "waiting"}) >= 301,
+                   120, "the labels to wait for their predictions", (worker,))  # fmt: skip
+        assert worker.metric("driftstream_labels_total", {"model": "churn", "outcome": "joined"}) == 0
+        for start in range(0, 300, 100):
+            producer.produce(config.topic_events, key=b"churn", value=orjson.dumps(events[start : start + 100]))
+        producer.flush(30)
+        wait_until(lambda: worker.metric("driftstream_labels_total", {"model": "churn", "outcome": "joined"}) >= 300,
+                   120, "the waiting labels to join", (worker,))  # fmt: skip
+        counts = {outcome: worker.metric("driftstream_labels_total", {"model": "churn", "outcome": outcome})
+                  for outcome in ("joined", "duplicate", "conflict", "waiting", "unmatched", "overflow")}  # fmt: skip
+        assert counts == {"joined": 300, "duplicate": 1, "conflict": 1, "waiting": 301, "unmatched": 0,
+                          "overflow": 0}, counts  # fmt: skip
+        assert worker.metric("driftstream_labels_waiting", {"model": "churn"}) == 1  # "nobody" still waits
+        assert worker.metric("driftstream_predictions_stored_total", {"model": "churn"}) == 300
+        assert worker.metric("driftstream_label_coverage_ratio", {"model": "churn"}) == 1.0
+    finally:
+        assert worker.stop() == 0, worker.tail()

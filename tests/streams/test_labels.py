@@ -13,7 +13,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from streams.decode import Limits, decode_labels
-from streams.engine import Engine, Record
+from streams.engine import Engine, Outputs, Record
 from streams.join import MAX_DATA_BYTES, JoinData, RedisJoinStore, mark, stored_value
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -49,7 +49,7 @@ class Feed:
     def record(self, topic: str, value: Any, at: float) -> Record:
         offset = self.offsets[topic]
         self.offsets[topic] += 1
-        return Record(topic, 0, offset, at, b"fraud", orjson.dumps(value))
+        return Record(topic, 0, offset, at, b"fraud", value if isinstance(value, bytes) else orjson.dumps(value))
 
 
 def make_engine(config: Settings, store: StateStore) -> Engine:
@@ -98,6 +98,7 @@ def test_labels_join_once_and_every_other_outcome_is_counted(unique: str, store_
 
     async def run() -> None:
         await engine.process([feed.record("events", [event(i) for i in range(10)], T0 + 10)])
+        await engine.checkpoint()  # it stores the join data of the events it covers
         await engine.process([
             feed.record("labels", label(0), T0 + 20),  # joins
             feed.record("labels", label(1, at=T0 + 1 + 3600), T0 + 3601),  # an hour after its prediction: joins
@@ -108,6 +109,8 @@ def test_labels_join_once_and_every_other_outcome_is_counted(unique: str, store_
         ])  # fmt: skip
         assert outcomes(engine) == {"joined": 3, "duplicate": 1, "conflict": 2, "waiting": 2}
         await engine.process([feed.record("events", event(20), T0 + 3700)])
+        await engine.checkpoint()
+        await asyncio.sleep(0.01)  # label_retry_interval (1 ms) since the last lookup of the waiting ones
         await engine.process([feed.record("labels", label(3), T0 + 3701)])  # its batch retries the waiting ones
         assert outcomes(engine) == {"joined": 5, "duplicate": 1, "conflict": 2, "waiting": 2}
         # The partition's clock passes label_ttl since "nobody" began to wait: it leaves unmatched.
@@ -144,6 +147,7 @@ def test_a_batch_replayed_after_a_crash_applies_its_labels_again_and_only_once(u
         await again.checkpoint()
         once = make_engine(config.model_copy(update={"app_id": config.app_id + "-once"}), store)
         await once.process([events])
+        await once.checkpoint()
         await once.process(labels)
         await once.checkpoint()
         return (msgpack.packb(again.partitions[("labels", 0)].snapshot_of("fraud")),
@@ -159,12 +163,17 @@ def test_join_data_is_compact_and_expires_after_the_ttl(unique: str, redis_url: 
     client = redis.Redis.from_url(redis_url)
     engine = make_engine(config, RedisStateStore.from_settings(config.model_copy(update={"redis_url": redis_url})))
     feed = Feed()
-    asyncio.run(engine.process([feed.record("events", [event(i, {"yes": 0.8, "no": 0.2}) for i in range(3)], T0)]))
+    async def run() -> None:
+        await engine.process([feed.record("events", [event(i, {"yes": 0.8, "no": 0.2}) for i in range(3)], T0)])
+        await engine.checkpoint()
+
+    asyncio.run(run())
     assert isinstance(engine.joins, RedisJoinStore)
     buckets = list(client.scan_iter(engine.joins.bucket_base("fraud") + "*"))
     assert buckets and all(client.object("encoding", key) == b"listpack" for key in buckets)
-    # A bucket lives label_ttl past the end of its generation (label_ttl / 8 long).
-    assert all(3600 - 1 <= client.ttl(key) <= 3600 + 3600 / 8 + 1 for key in buckets)
+    # Lookups read a bucket until label_ttl past the end of its generation (label_ttl / 8 long); it
+    # lives one generation more for replays.
+    assert all(3600 + 3600 / 8 - 1 <= client.ttl(key) <= 3600 + 2 * 3600 / 8 + 1 for key in buckets)
     values = {field: value for key in buckets for field, value in client.hgetall(key).items()}
     assert set(values) == {b"e0", b"e1", b"e2"}
     assert JoinData.unpack(values[b"e1"][2:]) == JoinData(None, None, "yes", {"yes": 0.8, "no": 0.2}, T0 + 1)
@@ -193,13 +202,58 @@ def test_a_prediction_waits_its_ttl_and_generations_forget_it(unique: str, redis
         assert await store.store("fraud", [("new", value)], 1000.0) == 1
         now[0] += 350  # "old" was stored 850 s ago: past label_ttl, within 9/8 of it: still there
         first = [f.outcome.name for f in await store.lookup("fraud", [("old", mark("0:0:0", b"1"))])]
-        now[0] += 150  # 1000 s: its generation is out of reach; "new" (500 s old) is not
-        second = [f.outcome.name for f in await store.lookup("fraud", [("old", mark("0:1:0", b"1")),
+        now[0] += 100  # 950 s: its generation is out of reach, but for the replay of its own label
+        second = [f.outcome.name for f in await store.lookup("fraud", [("old", mark("0:0:0", b"1")),
+                                                                        ("old", mark("0:1:0", b"1")),
                                                                         ("new", mark("0:2:0", b"1"))])]  # fmt: skip
         assert await store.coverage("fraud") == (2, 2)
         return first + second
 
-    assert asyncio.run(run()) == ["JOINED", "MISSING", "JOINED"]
+    assert asyncio.run(run()) == ["JOINED", "REPLAYED", "MISSING", "JOINED"]
+
+
+def test_every_key_of_a_model_shares_one_cluster_slot_whatever_its_name(unique: str, redis_url: str) -> None:
+    from redis.crc import key_slot
+
+    store = RedisJoinStore.from_settings(settings(unique, redis_url=redis_url))
+    for model in ("fraud", "}x", "a{b}", "{", "churn}{"):
+        keys = [store.bucket_base(model) + "7:3", store.meta_key(model), store.stats_key(model)]
+        assert len({key_slot(key.encode()) for key in keys}) == 1, (model, keys)
+
+
+def test_a_quiet_models_waiting_labels_are_retried_while_another_models_labels_flow(unique: str) -> None:
+    config = settings(unique)
+    engine = make_engine(config, MemoryStateStore())
+
+    def other(i: int) -> dict[str, Any]:
+        return {**label(i), "model": "churn", "event_id": f"c{i}"}
+
+    async def run() -> None:
+        await engine.process([Record("labels", 0, 0, T0, b"fraud", orjson.dumps(label(1)))])  # waits
+        await engine.process([Record("events", 0, 0, T0, b"fraud", orjson.dumps(event(1)))])
+        await engine.checkpoint()
+        for offset in range(1, 4):  # only churn's labels come now
+            await asyncio.sleep(0.01)
+            await engine.process([Record("labels", 0, offset, T0 + offset, b"churn", orjson.dumps(other(offset)))])
+
+    asyncio.run(run())
+    joined = engine.metrics.registry.get_sample_value("driftstream_labels_total", {"model": "fraud",
+                                                                                   "outcome": "joined"})  # fmt: skip
+    assert joined == 1 and not engine.partitions[("labels", 0)].labels["fraud"].waiting
+
+
+def test_without_join_data_labels_are_unmatched_and_keep_no_state(unique: str) -> None:
+    engine = make_engine(settings(unique, label_ttl=0), MemoryStateStore())
+
+    async def run() -> None:
+        await engine.process([Record("events", 0, 0, T0, b"fraud", orjson.dumps(event(1)))])
+        await engine.checkpoint()
+        await engine.process([Record("labels", 0, 0, T0, b"fraud", orjson.dumps([label(1), label(2)]))])
+
+    asyncio.run(run())
+    assert outcomes(engine) == {"unmatched": 2}
+    assert not engine.partitions[("labels", 0)].labels
+    assert engine.metrics.registry.get_sample_value("driftstream_predictions_stored_total", {"model": "fraud"}) is None
 
 
 @pytest.mark.parametrize("count", [1_000_000])
@@ -268,7 +322,9 @@ def test_a_baseline_with_reference_quality_judges_the_first_window(unique: str, 
         async def go() -> list[dict[str, Any]]:
             if with_baseline:
                 await engine.store.save_baseline("fraud", baseline_blob({}, reference))
-            return (await engine.process([events])).alert_objects + (await engine.process([labels])).alert_objects
+            first = (await engine.process([events])).alert_objects
+            await engine.checkpoint()
+            return first + (await engine.process([labels])).alert_objects
 
         return asyncio.run(go())
 
@@ -276,3 +332,31 @@ def test_a_baseline_with_reference_quality_judges_the_first_window(unique: str, 
     (alert,) = run(with_baseline=True)
     assert (alert["type"], alert["status"], alert["severity"]) == ("performance", "firing", "critical")
     assert alert["reference"]["accuracy"] == 1.0 and alert["current"]["accuracy"] == pytest.approx(0.66)
+
+
+def test_bad_labels_reach_the_dlq_from_the_labels_topic_and_a_closed_window_reaches_drift_metrics(
+        unique: str) -> None:  # fmt: skip
+    config = settings(unique, quality_window=20)
+    engine = make_engine(config, MemoryStateStore())
+    feed = Feed()
+
+    async def run() -> Outputs:
+        await engine.process([feed.record("events", [event(i) for i in range(20)], T0 + 20)])
+        await engine.checkpoint()
+        return await engine.process([
+            feed.record("labels", [label(i) for i in range(20)] + [{"model": "fraud", "event_id": "e1"}], T0 + 30),
+            feed.record("labels", b"not json", T0 + 31),
+        ])  # fmt: skip
+
+    out = asyncio.run(run())
+    reasons = [(dict(headers)["driftstream-reason"], dict(headers)["driftstream-source-topic"],
+                dict(headers).get("driftstream-batch-index")) for _, _, headers in out.dlq]  # fmt: skip
+    assert reasons == [(b"invalid_label", b"labels", b"20"), (b"invalid_json", b"labels", None)]
+    assert engine.metrics.registry.get_sample_value("driftstream_events_rejected_total",
+                                                    {"reason": "invalid_label"}) == 1  # fmt: skip
+    (snapshot,) = [orjson.loads(value) for _, value in out.metrics]
+    assert snapshot["topic"] == "labels" and snapshot["labels_seen"] == 20
+    metrics = {item["metric"]: item["value"] for item in snapshot["quality"] if item["segment"] is None}
+    assert metrics["accuracy"] == 1.0 and metrics["coverage"] == 1.0
+    assert engine.metrics.registry.get_sample_value(
+        "driftstream_quality", {"model": "fraud", "version": "", "segment": "", "metric": "accuracy"}) == 1.0
