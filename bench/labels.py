@@ -26,9 +26,10 @@ Lua scripts, as in a worker; no Kafka, no Faust):
   features (SEA's x0..x2; Agrawal's nine, elevel, car and zipcode as categories) and the score. Every
   event gets its label; the label of event i is sent once event i + LABEL_DELAY has been sent, in
   messages of LABELS_PER_MESSAGE labels (the last ones at the end of the stream). Each ``Engine.process``
-  call gets one events message and the labels messages due; ``Engine.checkpoint`` runs every
-  CHECKPOINT_EVERY events messages. Every setting at its default (false-alarm budget, quality window
-  1000, DDM on the error stream, ...).
+  call gets one events message and the labels messages due; ``Engine.checkpoint`` runs after each
+  (one second of event time, a worker's default interval): it stores the join data of the events
+  applied since the last one, so every label finds its prediction (the outcomes are reported). Every
+  setting at its default (false-alarm budget, quality window 1000, DDM on the error stream, ...).
 * Measures: an *alert episode* is a firing alert of an incident (type, version, feature, segment) not
   already firing. Quality alerts are ``concept_drift`` and ``performance``. Detection: a quality alert
   at or after the change (its ``window.event_index`` is the label, over the quality monitor's life,
@@ -56,8 +57,9 @@ envelopes keyed by model, all acknowledged by the broker before any worker start
   default ``LABEL_TTL`` (join data stored) and with ``DRIFTSTREAM_LABEL_TTL=0`` (nothing stored: the
   same bytes, the event ids decoded and ignored), alternated with, without, with, without (A is the
   first "with"; Redis flushed before each); pooled events/s. Target: at most 15% slower with.
-* For information: the labels path in-process (``Engine.process`` on the same label records after the
-  same events, no Kafka and no Faust), the ceiling of B; ``--profile`` adds a cProfile of it.
+* For information: the labels path in-process (``Engine.process`` on the same label records, 16 messages
+  a call, after the same events and a checkpoint; no Kafka and no Faust); ``--profile`` adds a cProfile
+  of it (stderr).
 
 Timings are printed, never asserted.
 """
@@ -125,7 +127,7 @@ TRAIN = 20_000  # samples of the first concept the frozen model learned from
 LABEL_DELAY = 2_000  # the label of event i is sent after event i + LABEL_DELAY
 EVENTS_PER_MESSAGE = 1000
 LABELS_PER_MESSAGE = 1000
-CHECKPOINT_EVERY = 10  # events messages between two Engine.checkpoint calls
+CHECKPOINT_EVERY = 1  # events messages between two Engine.checkpoint calls (1: every second of event time)
 EVENT_SPACING = 0.001  # seconds between two events' timestamps: 1000 events/s
 T0 = 1.7e9  # the first event's timestamp (2023-11-14)
 GRADUAL_WIDTH = 5000
@@ -888,7 +890,8 @@ def detection_section(results: Sequence[StreamResult], plan: DetectionPlan, work
         f"noise {SEA_NOISE:g}; Agrawal: {AGRAWAL_NOISE:.0%} of the labels flipped. Events in messages of "
         f"{EVENTS_PER_MESSAGE}, each event's label sent after event i + {LABEL_DELAY:,} in messages of "
         f"{LABELS_PER_MESSAGE}, all through `Engine.process` with a `RedisStateStore` (the Redis join store), "
-        f"checkpoint every {CHECKPOINT_EVERY} events messages; every setting at its default. Delays in labeled "
+        f"`Engine.checkpoint` after every {CHECKPOINT_EVERY} events message(s) (it stores their join data, as a "
+        "worker's checkpoint does every second); every setting at its default. Delays in labeled "
         "events after the switch (the label that completed the verdict, from the alert's `window.event_index`); "
         f"a drift run stops once both quality alert types fired, or {AFTER:,} labels after the switch. Protocol: "
         "the docstring of `bench/labels.py`.",
