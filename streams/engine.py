@@ -8,6 +8,7 @@ below a partition's checkpointed offset were already applied and are skipped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -131,6 +132,7 @@ class Engine:
         self._configs: dict[str, MonitorConfig] = {}  # per model: its budget may be its own
         # Join data of the events applied since the last checkpoint, per model: stored by the next one.
         self._unstored: dict[str, list[tuple[str, bytes]]] = {}
+        self._storing: asyncio.Future[None] | None = None  # the task storing them
         self.limits = Limits(
             max_message_bytes=settings.max_message_bytes,
             max_events_per_message=settings.max_events_per_message,
@@ -347,7 +349,7 @@ class Engine:
         worker last saw (writes lost, or another writer) is rewritten whole.
         """
         started = time.perf_counter()
-        await self._flush_joins()
+        await self._stored()
         changed = [key for key, state in self.partitions.items()
                    if state.dirty or state.offset_dirty or state.write is not Write.FORWARD]  # fmt: skip
         result = await self._save(changed)
@@ -507,8 +509,9 @@ class Engine:
                 state.offset = offset
                 state.offset_timestamp = stamps.get(key)
                 state.offset_dirty = True
-        for model, entries in joins.items():  # stored before the next checkpoint (``_flush_joins``)
+        for model, entries in joins.items():  # stored in the background, at the latest by the next checkpoint
             self._unstored.setdefault(model, []).extend(entries)
+        self._store_in_background()
         for (topic, partition, model), rows in groups.items():
             self._observe(topic, partition, model, rows, baselines, version_baselines.get(model, {}), out)
         for key in due:
@@ -573,17 +576,41 @@ class Engine:
         return {model: entries for model, entries in found.items() if entries}
 
     async def _flush_joins(self) -> None:
-        """Store the join data of the events applied since the last checkpoint (before it is saved).
+        """Store the join data of the events applied so far (one task at a time, in the background).
 
-        Held until then rather than stored with each batch: a Redis outage then stops only the
-        checkpoint, not the detectors, and a checkpoint covers its events' join data, so a crash
-        before it replays them (storing is idempotent: the first write of an event id stands).
+        Not part of the batch: Redis runs the store script while the worker decodes the next
+        batch, and a Redis outage stops the checkpoint (which awaits this first), not the
+        detectors. A checkpoint covers its events' join data, so a crash before it replays them
+        (storing is idempotent: the first write of an event id stands).
         """
         while self._unstored:
-            model, entries = next(iter(self._unstored.items()))
-            new = await self.joins.store(model, entries, self.config(model).event_rate)
-            del self._unstored[model]
+            model = next(iter(self._unstored))
+            entries = self._unstored.pop(model)
+            try:
+                new = await self.joins.store(model, entries, self.config(model).event_rate)
+            except BaseException:
+                self._unstored[model] = entries + self._unstored.get(model, [])  # stored again next time
+                raise
             self.metrics.predictions_stored.labels(model).inc(new)
+
+    def _store_in_background(self) -> None:
+        """Start storing the join data not stored yet, unless a task is at it or the last one failed
+        (what it could not store waits for the checkpoint, which reports the outage)."""
+        storing = self._storing
+        if not self._unstored or (storing is not None and not storing.done()):
+            return
+        if storing is not None and (storing.cancelled() or storing.exception() is not None):
+            return
+        self._storing = asyncio.ensure_future(self._flush_joins())
+
+    async def _stored(self) -> None:
+        """Wait for the join data of every applied event to be stored (raises ``StoreUnavailable``)."""
+        storing, self._storing = self._storing, None
+        if storing is not None and not storing.done():
+            await asyncio.wait([storing])
+        if storing is not None and storing.done() and not storing.cancelled():
+            storing.exception()  # retrieved: what it failed to store is in _unstored, stored now
+        await self._flush_joins()
 
     async def _look_up(self, groups: dict[tuple[str, int, str], LabelGroup]) -> None:
         """Ask the join store about each group's labels and, with ``retry``, about its waiting ones."""

@@ -26,10 +26,11 @@ reaches them all; the scripts build the bucket keys they touch from it, all in t
   ``joined`` (predictions labeled, each once): the model's label coverage. Both expire
   ``2 label_ttl`` after the model's last new generation.
 
-A label is looked up in every live generation, oldest first, and joins the first entry
-found; an event id stored again (a replay, or a producer reusing it) is not stored while
-the current or the previous generation holds it (an id re-sent later is stored again and
-counted again in ``stored``; its labels join the older entry while it lives).
+A label is looked up in the live generations, newest first (labels mostly come soon after
+their predictions: one or two reads), and joins the first entry found; an event id stored
+again (a replay, or a producer reusing it) is not stored while the current or the previous
+generation holds it (an id re-sent later is stored again and counted again in ``stored``,
+and its next label joins the newer entry).
 
 Exactly-once: a label's mark names its source, so the same label read again after a
 crash (its quality state not yet checkpointed) finds its own mark and is applied again,
@@ -197,7 +198,8 @@ return new
 """
 
 # KEYS: meta, stats. ARGV: key base, oldest live generation, newest, then event id, mark pairs.
-# Replies, per label, its outcome and (JOINED, REPLAYED) the prediction's join data. The generation
+# Replies, per label, its outcome and (JOINED, REPLAYED) the prediction's join data. Newest first;
+# the generation
 # before the oldest live one (its buckets are kept one generation longer) is read for a label's own
 # mark only: a label joined just before a crash is applied again even if its prediction has aged
 # out of reach since.
@@ -209,7 +211,7 @@ for i = 4, #ARGV, 2 do
   local id, mark = ARGV[i], ARGV[i + 1]
   local h = hash(id)
   local key, value = nil, nil
-  for g = oldest, newest do
+  for g = newest, oldest, -1 do
     key = bucket(g, h)
     if key then
       value = redis.call('HGET', key, id)
