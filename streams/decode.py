@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -69,9 +69,11 @@ class Rejection:
     element: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Label:
-    """The true outcome of one earlier prediction, joined to it by (model, event_id)."""
+class Label(NamedTuple):
+    """The true outcome of one earlier prediction, joined to it by (model, event_id).
+
+    A named tuple, not a dataclass: labels come by the ten thousand a second and a tuple is
+    built several times faster."""
 
     model: str
     event_id: str
@@ -263,30 +265,38 @@ def parse_event(event: Any, limits: Limits) -> Event:
 
 def parse_label(label: Any, limits: Limits) -> Label:
     """Validate one decoded label element against the contract."""
-    if not isinstance(label, dict):
+    if type(label) is not dict:
         raise Invalid("not_an_object", f"label must be a JSON object, got {type(label).__name__}")
     model = label.get("model")
-    if not isinstance(model, str) or not model or len(model) > limits.max_name_length:
+    if type(model) is not str or not model or len(model) > limits.max_name_length:
         raise Invalid("invalid_model", "model must be a non-empty string of at most "
                       f"{limits.max_name_length} characters")  # fmt: skip
     event_id = label.get("event_id")
-    if isinstance(event_id, bool) or not isinstance(event_id, (str, int)) or event_id == "":
-        raise Invalid("invalid_event_id", "event_id must be a non-empty string: it joins the label to its prediction")
-    event_id = str(event_id)
-    if len(event_id) > limits.max_string_length:
-        raise Invalid("invalid_event_id", f"event_id longer than {limits.max_string_length} characters")
-    if "label" not in label:
-        raise Invalid("invalid_label", "label is required: a class (string, integer, boolean) or a number")
-    value = label["label"]
-    if isinstance(value, str):
+    if type(event_id) is not str:
+        if type(event_id) is not int:  # bool is not
+            raise Invalid("invalid_event_id", "event_id must be a non-empty string: it joins the label to its "
+                          "prediction")  # fmt: skip
+        event_id = str(event_id)
+    if not event_id or len(event_id) > limits.max_string_length:
+        raise Invalid("invalid_event_id", f"event_id must have 1 to {limits.max_string_length} characters")
+    value = label.get("label", _MISSING)
+    kind = type(value)
+    if kind is str:
         if not value or len(value) > limits.max_string_length:
             raise Invalid("invalid_label", f"a class label must have 1 to {limits.max_string_length} characters")
-    elif not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+    elif kind is int:
+        if not -(2**63) < value < 2**63:
+            raise Invalid("invalid_label", "an integer label must fit in 64 bits")
+    elif kind is not float and kind is not bool:  # JSON has no infinite or NaN float
+        if value is _MISSING:
+            raise Invalid("invalid_label", "label is required: a class (string, integer, boolean) or a number")
         raise Invalid("invalid_label", "label must be a class (string, integer, boolean) or a finite number, "
-                      f"got {'null' if value is None else type(value).__name__}")  # fmt: skip
-    elif type(value) is int and abs(value) >= 2**63:
-        raise Invalid("invalid_label", "an integer label must fit in 64 bits")
-    return Label(model=model, event_id=event_id, label=value, timestamp=parse_timestamp(label.get("timestamp")))
+                      f"got {'null' if value is None else kind.__name__}")  # fmt: skip
+    timestamp = label.get("timestamp")
+    return Label(model, event_id, value, None if timestamp is None else parse_timestamp(timestamp))
+
+
+_MISSING = object()
 
 
 def _probabilities(prediction: dict[str, Any], limits: Limits) -> dict[str, float]:

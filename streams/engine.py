@@ -32,7 +32,7 @@ from streams.alerts import to_wire
 from streams.decode import Event, Label, Limits, Rejection, decode_labels, decode_message
 from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
 from streams.labels import ModelLabels, WaitingLabel
-from streams.metrics import Metrics
+from streams.metrics import Metrics, observe_many
 from streams.settings import Settings
 from streams.state import (
     BASELINE_VERSION,
@@ -706,9 +706,7 @@ class Engine:
             event_times=np.fromiter((data.event_time for data, _, _ in joined), float, len(joined)),
             label_times=np.fromiter((at for _, _, at in joined), float, len(joined)),
         )
-        lag = self.metrics.label_lag.labels(model)
-        for seconds in (rows.label_times - rows.event_times).tolist():
-            lag.observe(max(seconds, 0.0))
+        observe_many(self.metrics.label_lag.labels(model), np.maximum(rows.label_times - rows.event_times, 0.0))
         observation = host.quality.observe(rows, group.coverage)
         for (version, segment, metric), value in observation.quality.items():
             self.metrics.quality.labels(model, version or "", segment, metric).set(value)

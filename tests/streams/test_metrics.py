@@ -62,3 +62,28 @@ def test_a_forgotten_model_comes_back_when_it_is_seen_again() -> None:
     assert exported(metrics.registry)["driftstream_events_consumed"] == {"fraud"}
     value = metrics.registry.get_sample_value("driftstream_events_consumed_total", {"model": "fraud"})
     assert value == 1.0  # a new series: Prometheus reads the drop as a counter reset
+
+
+def test_observe_many_counts_as_observe_one_by_one() -> None:
+    import numpy as np
+    import pytest
+
+    from streams.metrics import observe_many
+
+    values = np.random.default_rng(3).exponential(600.0, 5000)
+    values[:3] = (1.0, 60.0, 2.6e6)  # on a bound (counted in it, as observe does) and past the last
+    registry = CollectorRegistry()
+    one = Histogram("one", "", ["model"], buckets=(1, 10, 60, 300, 3600), registry=registry)
+    bulk = Histogram("bulk", "", ["model"], buckets=(1, 10, 60, 300, 3600), registry=registry)
+    for value in values.tolist():
+        one.labels("m").observe(value)
+    observe_many(bulk.labels("m"), values)
+    observe_many(bulk.labels("m"), np.array([]))
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in registry.collect() for s in m.samples
+           if s.name.startswith("bulk") and not s.name.endswith("_created")}  # fmt: skip
+    want = {(s.name.replace("one", "bulk", 1), tuple(sorted(s.labels.items()))): s.value
+            for m in registry.collect() for s in m.samples
+            if s.name.startswith("one") and not s.name.endswith("_created")}  # fmt: skip
+    assert want and got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
