@@ -41,7 +41,9 @@ chooses them: the first ``max_segments`` values in label order, the rest ``other
   ``performance_critical_rise`` (relative to the reference's); else a warning. ``statistic``
   is the window's metric and ``threshold`` the metric's line: the highest accuracy (lowest
   MAE) the test flags at that alpha. Floors (``QualitySpec.floors``): a window past one is
-  critical (detector ``floor``). Both resolve at a later window that is back.
+  critical (detector ``floor``). A floor's alert resolves at a later window that is back; the
+  test's at a later window not significant even at ``sqrt(alpha)`` (hysteresis: a drop sitting at
+  the line does not fire and resolve by turns).
 * **Concept drift** on the error stream, row by row in label order (alert type
   ``concept_drift``): a classifier's 0/1 errors go to ``error_detector`` (DDM by default;
   its warning zone is a ``warning`` alert, its drift a ``critical`` one); a regressor's
@@ -997,6 +999,10 @@ class _Track:
         severity: Severity | None = None
         if test.p_value < alpha:
             severity = "critical" if critical else "warning"
+        elif test.p_value < math.sqrt(alpha):
+            # Still worse than the reference at a looser level: a firing alert stands (a drop that sits
+            # at the line would otherwise fire and resolve window after window).
+            severity = self.policies[PERFORMANCE].firing(detector)
         decision = self.policies[PERFORMANCE].on_window(detector, severity)
         if decision is None:
             return

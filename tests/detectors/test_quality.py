@@ -583,3 +583,26 @@ def test_quality_spec_is_validated_and_hashable() -> None:
     for kwargs, message in bad:
         with pytest.raises(ValueError, match=message):
             QualitySpec(**kwargs)
+
+
+def test_a_performance_alert_at_the_line_stands_until_the_model_is_clearly_back() -> None:
+    """Hysteresis: a window just under the alpha line keeps a firing alert; a good one resolves it."""
+    from detectors.config import MonitorConfig
+    from detectors.monitors.quality import LabeledRows, QualityMonitor
+
+    config = MonitorConfig(quality_window=1000, false_alarm_budget=0, performance_alpha=1e-6)
+    monitor = QualityMonitor("m", config)
+
+    def window(errors: int, start: float) -> LabeledRows:
+        wrong = np.zeros(1000, dtype=bool)
+        wrong[np.random.default_rng(errors).choice(1000, errors, replace=False)] = True
+        labels = [0 if bad else 1 for bad in wrong]
+        return LabeledRows([None] * 1000, [None] * 1000, [1] * 1000, [None] * 1000, labels,
+                           np.full(1000, start), np.full(1000, start + 60))  # fmt: skip
+
+    alerts = [monitor.observe(window(errors, 1.8e9 + i)).alerts
+              for i, errors in enumerate((100, 200, 155, 100))]  # fmt: skip
+    # The reference (10% errors); fires at 20%; 15.5% is p ~ 1e-4 (over alpha 1e-6, under sqrt(alpha)
+    # 1e-3): it stands; back at 10%: resolved.
+    assert [[(a.type, a.status) for a in found] for found in alerts] == [
+        [], [("performance", "firing")], [], [("performance", "resolved")]]
