@@ -17,7 +17,7 @@ reaches them all; the scripts build the bucket keys they touch from it, all in t
   store time (the worker's clock) in steps of ``label_ttl / 8``; lookups read a bucket
   until ``label_ttl`` after its generation ends, so a prediction waits between ``label_ttl``
   and 9/8 of it (and the bucket lives one generation more, for replays: see ``_LOOKUP``).
-  ``B`` is ``sha1(event_id)`` modulo the generation's bucket count, sized
+  ``B`` is ``crc32(event_id)`` (``bucket_hash``) modulo the generation's bucket count, sized
   from ``EVENT_RATE`` for about 64 predictions a bucket: small hashes are stored as
   listpacks, a few bytes of overhead per field instead of about 150 for a key of its own
   (``tests/streams/test_labels.py`` measures it; docs/labels.md has the figures).
@@ -45,6 +45,7 @@ import hashlib
 import math
 import struct
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -92,6 +93,12 @@ class JoinData(NamedTuple):
     def unpack(cls, blob: bytes) -> JoinData:
         version, segment, prediction, probabilities, event_time = msgpack.unpackb(blob, raw=False)
         return cls(version, segment, prediction, probabilities, float(event_time))
+
+
+def bucket_hash(event_id: str) -> int:
+    """What places an event id in a generation's buckets: CRC-32 of its UTF-8 (zlib's, the same
+    everywhere), computed by the client so that the scripts need not hash in Lua."""
+    return zlib.crc32(event_id.encode())
 
 
 def stored_value(data: JoinData) -> bytes | None:
@@ -155,15 +162,12 @@ local function bucket(g, h)
   end
   return base .. g .. ':' .. (h % n)
 end
-local function hash(id)
-  return tonumber(string.sub(redis.sha1hex(id), 1, 8), 16)
-end
 """
 
 # KEYS: meta, stats. ARGV: key base, generation, its bucket count (if new), expiry (Unix s) of its
 # buckets, the oldest generation still read, seconds the meta and stats keys outlive a write, and
-# the event id, value pairs as one msgpack array (one argument, not two per event: redis-py's
-# per-argument cost was most of the call's). Replies how many were new.
+# the (event id, bucket hash, value) triples as one msgpack array (one argument, not three per
+# event: redis-py's per-argument cost was most of the call's). Replies how many were new.
 _STORE = _BUCKETS + """
 local g = tonumber(ARGV[2])
 if redis.call('HSETNX', meta, g, ARGV[3]) == 1 then
@@ -180,13 +184,12 @@ end
 local expires = ARGV[4]
 local new = 0
 local items = cmsgpack.unpack(ARGV[7])
-for i = 1, #items, 2 do
-  local id = items[i]
-  local h = hash(id)
+for i = 1, #items, 3 do
+  local id, h = items[i], items[i + 1]
   local previous = bucket(g - 1, h)
   if not (previous and redis.call('HEXISTS', previous, id) == 1) then
     local key = bucket(g, h)
-    if redis.call('HSETNX', key, id, items[i + 1]) == 1 then
+    if redis.call('HSETNX', key, id, items[i + 2]) == 1 then
       new = new + 1
       if redis.call('HLEN', key) == 1 then
         redis.call('EXPIREAT', key, expires)
@@ -200,8 +203,8 @@ end
 return new
 """
 
-# KEYS: meta, stats. ARGV: key base, oldest live generation, newest, and the event id, mark pairs
-# as one msgpack array. Replies one msgpack array: per label, its outcome and (JOINED, REPLAYED)
+# KEYS: meta, stats. ARGV: key base, oldest live generation, newest, and the (event id, bucket
+# hash, mark) triples as one msgpack array. Replies one msgpack array: per label, its outcome and (JOINED, REPLAYED)
 # the prediction's join data (else ""). Newest first;
 # the generation
 # before the oldest live one (its buckets are kept one generation longer) is read for a label's own
@@ -212,9 +215,8 @@ local oldest, newest = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 local joined = 0
 local items = cmsgpack.unpack(ARGV[4])
-for i = 1, #items, 2 do
-  local id, mark = items[i], items[i + 1]
-  local h = hash(id)
+for i = 1, #items, 3 do
+  local id, h, mark = items[i], items[i + 1], items[i + 2]
   local key, value = nil, nil
   for g = newest, oldest, -1 do
     key = bucket(g, h)
@@ -298,12 +300,12 @@ class RedisJoinStore:
     def _generation(self) -> int:
         return math.floor(self._clock() / self._step)
 
-    async def _calls(self, script: Any, model: str, head: list[Any], pairs: list[Any]) -> list[Any]:
-        """The script over ``pairs`` (flat: two items each) in chunks of CHUNK; the replies in order."""
+    async def _calls(self, script: Any, model: str, head: list[Any], items: list[Any]) -> list[Any]:
+        """The script over ``items`` (flat: id, bucket hash, value or mark) in chunks of CHUNK; the replies."""
         keys = [self.meta_key(model), self.stats_key(model)]
-        step = 2 * CHUNK
+        step = 3 * CHUNK
         # Strings as msgpack raw (no bin type): Lua's cmsgpack reads them as Lua strings, bytes intact.
-        calls = [[*head, msgpack.packb(pairs[i : i + step], use_bin_type=False)] for i in range(0, len(pairs), step)]
+        calls = [[*head, msgpack.packb(items[i : i + step], use_bin_type=False)] for i in range(0, len(items), step)]
         try:
             if is_cluster(self._redis) or len(calls) == 1:
                 # In order: two labels of one event in different chunks must meet it in stream order.
@@ -323,17 +325,17 @@ class RedisJoinStore:
         expires = math.ceil((g + 2) * self._step + self._ttl)
         outlive = math.ceil(2 * self._ttl + 2 * self._step)
         head = [self.bucket_base(model), g, self.buckets(event_rate), expires, g - GENERATIONS - 1, outlive]
-        pairs = [item for entry in entries for item in entry]
-        return sum(int(reply) for reply in await self._calls(self._store, model, head, pairs))
+        items = [item for event_id, value in entries for item in (event_id, bucket_hash(event_id), value)]
+        return sum(int(reply) for reply in await self._calls(self._store, model, head, items))
 
     async def lookup(self, model: str, labels: Sequence[tuple[str, bytes]]) -> list[Lookup]:
         if not labels:
             return []
         g = self._generation()
         head = [self.bucket_base(model), g - GENERATIONS, g]
-        pairs = [item for label in labels for item in label]
+        items = [item for event_id, marked in labels for item in (event_id, bucket_hash(event_id), marked)]
         found: list[Lookup] = []
-        for blob in await self._calls(self._lookup, model, head, pairs):
+        for blob in await self._calls(self._lookup, model, head, items):
             reply = msgpack.unpackb(blob, raw=True)
             for i in range(0, len(reply), 2):
                 outcome = _OUTCOMES[reply[i]]
