@@ -188,11 +188,21 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def stored_state(settings: Settings) -> dict[int, dict[bytes, bytes]]:
-    """Every partition hash the worker group wrote to Redis, by partition."""
+def worker_group(base: Settings, name: str) -> Settings:
+    """A worker group of its own over the shared input: own consumer group, Redis keys, outputs."""
+    config = base.model_copy(update={
+        "app_id": f"{base.app_id}-{name}", "topic_alerts": f"{base.topic_alerts}-{name}",
+        "topic_metrics": f"{base.topic_metrics}-{name}", "topic_dlq": f"{base.topic_dlq}-{name}",
+    })  # fmt: skip
+    ensure_topics(config)
+    return config
+
+
+def stored_state(settings: Settings, topic: str | None = None) -> dict[int, dict[bytes, bytes]]:
+    """Every partition hash the worker group wrote to Redis for ``topic`` (the events topic), by partition."""
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        prefix = f"{settings.state_prefix}:{settings.app_id}:state:{settings.topic_events}:"
+        prefix = f"{settings.state_prefix}:{settings.app_id}:state:{topic or settings.topic_events}:"
         return {int(key.decode().rsplit(":", 1)[1]): client.hgetall(key) for key in client.keys(prefix + "*")}
     finally:
         client.close()

@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import redis
 from confluent_kafka import Producer
 
-from streams.kafka import ensure_topics
 from streams.settings import Settings
 from tests.integration.harness import (
     WorkerProcess,
     isolated_settings,
     read_topic,
     state_differences,
+    stored_state,
     wait_until,
+    worker_group,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 EVENTS = 9000  # per model
 DRIFT = 5000
 EVENTS_PER_MESSAGE = 500
-LABELS_PER_MESSAGE = 5  # many small messages: a kill lands between checkpoints
+LABELS_PER_MESSAGE = 2  # many small messages: a kill lands between checkpoints
 T0 = time.time() - 86400.0  # yesterday: labels come a minute after their predictions
 
 
@@ -76,27 +76,8 @@ def send(config: Settings, topic: str, which: int, per_message: int) -> int:
     return sent
 
 
-def group(base: Settings, name: str) -> Settings:
-    """A worker group of its own over the shared input: own consumer group, Redis keys, outputs."""
-    config = base.model_copy(update={
-        "app_id": f"{base.app_id}-{name}", "topic_alerts": f"{base.topic_alerts}-{name}",
-        "topic_metrics": f"{base.topic_metrics}-{name}", "topic_dlq": f"{base.topic_dlq}-{name}",
-    })  # fmt: skip
-    ensure_topics(config)
-    return config
-
-
-def stored(config: Settings, topic: str) -> dict[int, dict[bytes, bytes]]:
-    client = redis.Redis.from_url(config.redis_url)
-    try:
-        prefix = f"{config.state_prefix}:{config.app_id}:state:{topic}:"
-        return {int(key.decode().rsplit(":", 1)[1]): client.hgetall(key) for key in client.keys(prefix + "*")}
-    finally:
-        client.close()
-
-
 def covered(config: Settings, topic: str, messages: int) -> bool:
-    return sum(int(state.get(b"offset", -1)) + 1 for state in stored(config, topic).values()) == messages
+    return sum(int(state.get(b"offset", -1)) + 1 for state in stored_state(config, topic).values()) == messages
 
 
 def alerts(config: Settings) -> list[dict[str, Any]]:
@@ -118,7 +99,7 @@ def shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, Set
                              broker_session_timeout=6.0, broker_rebalance_timeout=6.0, checkpoint_interval=0.25,
                              batch_max=200)  # fmt: skip
     event_messages = send(base, base.topic_events, 0, EVENTS_PER_MESSAGE)
-    straight, killed = group(base, "straight"), group(base, "killed")
+    straight, killed = worker_group(base, "straight"), worker_group(base, "killed")
     for config in (straight, killed):
         run_until(config, lambda c=config: covered(c, c.topic_events, event_messages), "the events to be applied")
     label_messages = send(base, base.topic_labels, 1, LABELS_PER_MESSAGE)
@@ -161,7 +142,7 @@ def test_sigkill_while_labels_flow_changes_no_quality_state_and_no_alert(shared)
     kills = []
     while len(kills) < 4:
         worker = WorkerProcess(killed)
-        target = rng.randint(200, 1000)  # label messages this life reads (replays included) before the kill
+        target = rng.randint(200, 800)  # label messages this life reads (replays included) before the kill
         try:
             wait_until(lambda w=worker, n=target: w.metric("driftstream_label_messages_consumed_total") >= n
                        or done(), 120, f"{target} label messages consumed", (worker,))  # fmt: skip
@@ -169,11 +150,11 @@ def test_sigkill_while_labels_flow_changes_no_quality_state_and_no_alert(shared)
             worker.stop(signal.SIGKILL)
         if done():
             break
-        kills.append((target, {p: int(h[b"offset"]) for p, h in stored(killed, killed.topic_labels).items()}))
+        kills.append((target, {p: int(h[b"offset"]) for p, h in stored_state(killed, killed.topic_labels).items()}))
     assert len(kills) == 4, f"only {len(kills)} kills before the labels ran out"
     assert sum(1 for _, offsets in kills if offsets) >= 2, f"most kills came before any label checkpoint: {kills}"
     run_until(killed, done, "the labels to be applied")
-    want, got = stored(straight, straight.topic_labels), stored(killed, killed.topic_labels)
+    want, got = stored_state(straight, straight.topic_labels), stored_state(killed, killed.topic_labels)
     assert got == want, state_differences(got, want)
     ids, reference = [a["alert_id"] for a in alerts(killed)], [a["alert_id"] for a in alerts(straight)]
     assert set(ids) == set(reference) and reference, kills

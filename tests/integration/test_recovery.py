@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from streams.kafka import ensure_topics
 from streams.settings import Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, produce
 from tests.integration import harness
@@ -25,6 +24,7 @@ from tests.integration.harness import (
     state_differences,
     stored_state,
     wait_until,
+    worker_group,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,16 +37,6 @@ TRAFFIC = Traffic(models=MODELS, numeric=4, categorical=1, seed=21,
                           Drift("f2", start=5000, kind="mean_shift", magnitude=1.5, segment={"region": "eu"})),
                   segments=(SegmentMix("region", ("eu", "us"), (0.6, 0.4)),),
                   versions=(VersionSwitch(start=4500, version="2", shift=0.5),))  # fmt: skip
-
-
-def group(base: Settings, name: str) -> Settings:
-    """A worker group of its own over the shared input: own consumer group, Redis keys, outputs."""
-    config = base.model_copy(update={
-        "app_id": f"{base.app_id}-{name}", "topic_alerts": f"{base.topic_alerts}-{name}",
-        "topic_metrics": f"{base.topic_metrics}-{name}", "topic_dlq": f"{base.topic_dlq}-{name}",
-    })  # fmt: skip
-    ensure_topics(config)
-    return config
 
 
 def run_to_the_end(config: Settings, timeout: float = 180) -> None:
@@ -77,7 +67,7 @@ def _shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, di
     base = isolated_settings(kafka_bootstrap, redis_url, "rec", topic_partitions=4, reference_size=2000,
                              broker_session_timeout=6.0, broker_rebalance_timeout=6.0)  # fmt: skip
     assert produce(base, TRAFFIC, count=EVENTS // len(MODELS), batch_size=1) == EVENTS
-    reference = group(base, "straight")
+    reference = worker_group(base, "straight")
     run_to_the_end(reference)
     state, alerts = stored_state(reference), alert_ids(reference)
     assert len(state) >= 3, "the models should spread over most partitions"
@@ -91,7 +81,7 @@ def _shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, di
 
 def test_kill_9_at_random_points_changes_no_state_and_no_alert(shared) -> None:
     base, reference_state, reference_alerts = shared
-    config = group(base, "killed")
+    config = worker_group(base, "killed")
     rng = random.Random(4)
     kills = []
     while len(kills) < 6:
@@ -117,7 +107,7 @@ def test_kill_9_at_random_points_changes_no_state_and_no_alert(shared) -> None:
 
 def test_a_second_worker_takes_over_the_partitions_of_a_killed_one(shared) -> None:
     base, reference_state, reference_alerts = shared
-    config = group(base, "pair")
+    config = worker_group(base, "pair")
     first, second = WorkerProcess(config), WorkerProcess(config)
     try:
         both = (first, second)
