@@ -605,11 +605,14 @@ class Engine:
 
     async def _stored(self) -> None:
         """Wait for the join data of every applied event to be stored (raises ``StoreUnavailable``)."""
-        storing, self._storing = self._storing, None
-        if storing is not None and not storing.done():
+        storing = self._storing
+        if storing is not None:
+            # Forgotten only once done: a checkpoint cancelled while it waits must not let the next
+            # batch start a second store beside it (the first write of an event id must stand).
             await asyncio.wait([storing])
-        if storing is not None and storing.done() and not storing.cancelled():
-            storing.exception()  # retrieved: what it failed to store is in _unstored, stored now
+            self._storing = None
+            if not storing.cancelled():
+                storing.exception()  # retrieved: what it failed to store is in _unstored, stored now
         await self._flush_joins()
 
     async def _look_up(self, groups: dict[tuple[str, int, str], LabelGroup]) -> None:
