@@ -85,6 +85,22 @@ def _group_rows(segments: Sequence[dict[str, SegmentValue] | None], spec: SliceS
     return groups
 
 
+def version_cut(live: dict[str | None, int], versions: Sequence[str | None], max_versions: int,
+                first_index: int) -> int | None:  # fmt: skip
+    """The first of ``versions`` (rows numbered from ``first_index``) that a row before it retired
+    from ``live`` (version -> index of its last row; at most ``max_versions``), or None."""
+    live, gone = dict(live), set()
+    for row, version in enumerate(versions):
+        if version in gone:
+            return row
+        if version not in live and len(live) >= max_versions:
+            oldest = min(live, key=live.__getitem__)
+            del live[oldest]
+            gone.add(oldest)
+        live[version] = first_index + row
+    return None
+
+
 def segment_key(segment: dict[str, str]) -> str:
     """``key=value[,key=value]``: names a segment's monitors, its metric label and its alert ids.
 
@@ -215,16 +231,7 @@ class ModelMonitor:
 
     def _version_cut(self, versions: list[str | None]) -> int | None:
         """The first row whose version this batch retired at an earlier row, or None."""
-        live, gone = dict(self.versions), set()
-        for row, version in enumerate(versions):
-            if version in gone:
-                return row
-            if version not in live and len(live) >= self.config.max_versions:
-                oldest = min(live, key=live.__getitem__)
-                del live[oldest]
-                gone.add(oldest)
-            live[version] = self.events_seen + row
-        return None
+        return version_cut(self.versions, versions, self.config.max_versions, self.events_seen)
 
     def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[tuple[str | None, int]]:
         """Record each row's version as seen; retire the least recently seen beyond max_versions.

@@ -84,7 +84,7 @@ from detectors.base import Severity, Verdict
 from detectors.budget import QualityLines, quality_lines
 from detectors.config import MonitorConfig, quality_detector
 from detectors.monitors.base import Alert, Observation
-from detectors.monitors.model import SegmentValue, SliceSpec, _group_rows, segment_key
+from detectors.monitors.model import SegmentValue, SliceSpec, _group_rows, segment_key, version_cut
 from detectors.policy import AlertPolicy, Status, incident_of
 from detectors.quality_metrics import (
     CLASSIFICATION,
@@ -1463,16 +1463,7 @@ class QualityMonitor:
 
     def _version_cut(self, versions: list[str | None]) -> int | None:
         """The first row whose version this batch retired at an earlier row, or None."""
-        live, gone = dict(self.versions), set()
-        for row, version in enumerate(versions):
-            if version in gone:
-                return row
-            if version not in live and len(live) >= self.config.max_versions:
-                oldest = min(live, key=live.__getitem__)
-                del live[oldest]
-                gone.add(oldest)
-            live[version] = self.labels_seen + row
-        return None
+        return version_cut(self.versions, versions, self.config.max_versions, self.labels_seen)
 
     def _see_versions(self, versions: list[str | None], index: np.ndarray) -> list[tuple[str | None, int]]:
         live = self.versions
