@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/driftstream demo
 
 test: $(STAMP)
+	bash tests/system-packages.sh
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

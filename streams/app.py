@@ -119,6 +119,7 @@ class Worker:
                 await self._retry_waiting(publish)
                 await self._checkpoint()
             await self.is_ready()  # keeps the readiness gauge current between scrapes of /healthz
+            self._measure_lag()
 
         @_connect(app.on_partitions_revoked)
         async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -158,6 +159,12 @@ class Worker:
             # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
             content_type = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
             return web.bytes(generate_latest(self.registry), content_type=content_type)
+
+        @app.page("/livez")
+        async def liveness_page(web: Any, request: Any) -> Any:
+            # Alive while the event loop serves this page: a worker waiting out a Redis or Kafka
+            # outage is not ready (/healthz) but alive, and restarting it would mend nothing.
+            return web.json({"alive": True})
 
         @app.page("/healthz")
         async def health_page(web: Any, request: Any) -> Any:
@@ -360,6 +367,22 @@ class Worker:
         self._unsaved_count = len(events)
         self._unsaved_bytes = sum(len(event.message.value or b"") for event in events)
         self.metrics.unsaved_messages.set(self._unsaved_count)
+
+    def _measure_lag(self) -> None:
+        """Per topic, the messages of the assigned partitions not applied yet: the high watermark the
+        last fetch saw minus the next offset to apply (read-ahead buffers count as not applied)."""
+        lag: dict[str, int] = defaultdict(int)
+        for tp in self.app.consumer.assignment():
+            try:
+                highwater = self.app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - no fetch answered for it yet: nothing known, nothing counted
+                continue
+            state = self.engine.partitions.get((tp.topic, tp.partition))
+            if highwater is None or state is None:
+                continue
+            lag[tp.topic] += max(0, highwater - (state.offset + 1))
+        for topic in (self.settings.topic_events, self.settings.topic_labels):
+            self.metrics.consumer_lag.labels(topic).set(lag.get(topic, 0))
 
     def _count_assigned(self) -> None:
         assigned = self.app.consumer.assignment()

@@ -777,6 +777,8 @@ class Engine:
             self.metrics.versions_retired.labels(model).inc(observation.versions_retired)
         for (version, segment, feature, detector), value in observation.statistics.items():
             self.metrics.statistic.labels(model, version or "", segment, feature or PREDICTION, detector).set(value)
+        for (version, segment, feature, detector), line in observation.lines.items():
+            self.metrics.threshold.labels(model, version or "", segment, feature or PREDICTION, detector).set(line)
         for retired in observation.retired_versions:  # the label stays bounded by max_versions
             self.metrics.forget_version(model, retired or "")
         now = self.clock()

@@ -44,6 +44,12 @@ class Metrics:
             "Latest statistic per model, version (prediction only), segment (\"\" = whole model), feature and detector",
             ["model", "version", "segment", "feature", "detector"], registry=registry,
         )  # fmt: skip
+        self.threshold = Gauge(
+            "driftstream_drift_threshold",
+            "The line each driftstream_drift_statistic series is judged against (its warning line, or the critical "
+            "one once crossed; window tests' lines move with the counts and the false-alarm budget)",
+            ["model", "version", "segment", "feature", "detector"], registry=registry,
+        )  # fmt: skip
         self.segment_events = Counter(
             "driftstream_segment_events_total",
             "Events per tracked segment value of a model; \"other\" counts the values beyond max_segments",
@@ -140,6 +146,17 @@ class Metrics:
             "model) and metric (accuracy, f1, roc_auc, log_loss, mae, rmse, ...; label_lag_p50, coverage)",
             ["model", "version", "segment", "metric"], registry=registry,
         )  # fmt: skip
+        self.consumer_lag = Gauge(
+            "driftstream_consumer_lag_messages",
+            "Messages of this worker's assigned partitions not read yet (high watermark minus position), per topic",
+            ["topic"], registry=registry,
+        )  # fmt: skip
+        # Retraining requests (streams.retrain)
+        self.retrain_requests = Counter(
+            "driftstream_retrain_requests_total",
+            "Retraining requests by outcome: published, or suppressed (a request for the model was published less "
+            "than retrain_cooldown before)", ["model", "outcome"], registry=registry,
+        )  # fmt: skip
         self.ready = Gauge(
             "driftstream_ready",
             "1 when the worker is consuming: not rebalancing, its state store answers, its broker connection is up "
@@ -175,7 +192,7 @@ class Metrics:
         """Remove the series of a retired model version: of its prediction monitors, or with ``quality``
         of its quality monitor (each retires its versions on its own)."""
         removed = 0
-        for metric in (self.quality,) if quality else (self.statistic,):
+        for metric in (self.quality,) if quality else (self.statistic, self.threshold):
             names, series = _labelled_series(metric)
             at_model, at_version = names.index("model"), names.index("version")
             for values in series:

@@ -74,6 +74,8 @@ class Observation:
     alerts: list[Alert] = field(default_factory=list)
     # (version, segment key, feature or None for the prediction, detector) -> latest statistic
     statistics: dict[tuple[str | None, str, str | None, str], float] = field(default_factory=dict)
+    # the same keys -> the line each statistic is judged against (where the detector has one)
+    lines: dict[tuple[str | None, str, str | None, str], float] = field(default_factory=dict)
     invalid_values: int = 0
     ignored_features: int = 0
     windows_judged: int = 0
@@ -91,6 +93,7 @@ class Observation:
         """This observation followed by a later one of the same model."""
         self.alerts += later.alerts
         self.statistics.update(later.statistics)
+        self.lines.update(later.lines)
         self.invalid_values += later.invalid_values
         self.ignored_features += later.ignored_features
         self.windows_judged += later.windows_judged

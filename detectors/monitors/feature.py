@@ -186,8 +186,10 @@ class FeatureMonitor:
             self._settle(out)
         return judged
 
-    def _statistic(self, detector: str, value: float, out: Observation) -> None:
-        out.statistics[(self.version, self.scope, self.subject, detector)] = value
+    def _statistic(self, detector: str, value: float, line: float, out: Observation) -> None:
+        key = (self.version, self.scope, self.subject, detector)
+        out.statistics[key] = value
+        out.lines[key] = line
 
     def _change_points(self, values: np.ndarray, index: np.ndarray, times: np.ndarray, out: Observation) -> None:
         reference = self.reference
@@ -213,7 +215,7 @@ class FeatureMonitor:
                     state.since_time = float(times[present[done]])
                 state.since_count += z.size - done
         for name, detector in self.changes.items():
-            self._statistic(name, detector.statistic, out)
+            self._statistic(name, detector.statistic, detector.threshold, out)
         self._recent_z = np.concatenate([self._recent_z, z])[-_MIN_SHIFT_ROWS:]
 
     def _recent_shift(self, batch_z: np.ndarray) -> float:
@@ -255,7 +257,7 @@ class FeatureMonitor:
         for test in self.window.tests if self.window else ():
             score = evaluation.scores[test.name]
             severity, line = test.judge(score, item.alphas.get(test.name))
-            self._statistic(test.name, score.statistic, out)
+            self._statistic(test.name, score.statistic, line, out)
             self._judge_window(test.name, severity, score, line, item)
         self._unjudged -= 1
         if self._unjudged <= 0:
