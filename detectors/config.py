@@ -97,6 +97,9 @@ class MonitorConfig:
     hddm_a_warning_confidence: float = 0.005
     label_lag_max: float = 0.0  # seconds; a window whose median label lag exceeds it raises data_quality. 0: off
     label_coverage_min: float = 0.0  # share of predictions labeled; below it at a window close: data_quality. 0: off
+    # -- dataset drift (detectors/monitors/dataset.py): a model-level data_drift alert --
+    dataset_drift_features: int = 2  # input features in critical data drift at once; 0: off
+    dataset_drift_events: int = 1000  # events they must have been so before it fires
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -117,10 +120,12 @@ class MonitorConfig:
         positive = ("reference_size", "max_categories", "resolve_after", "max_features", "change_critical_sigma",
                     "max_versions", "event_rate", "quality_reference_windows", "performance_critical_drop",
                     "performance_critical_rise")  # fmt: skip
-        for name in ("quality_window", "quality_reference_windows", "max_classes", "ddm_warm_start"):
+        for name in ("quality_window", "quality_reference_windows", "max_classes", "ddm_warm_start",
+                     "dataset_drift_features", "dataset_drift_events"):
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
-        for name in ("max_segments", "false_alarm_budget", "quality_window_seconds", "label_lag_max"):
+        for name in ("max_segments", "false_alarm_budget", "quality_window_seconds", "label_lag_max",
+                     "dataset_drift_features", "dataset_drift_events"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in positive:

@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     alert_per_detector: bool = Field(_D.alert_per_detector, description="one alert per detector instead of "
                                      "one incident per (model, segment, feature) naming every detector that "
                                      "agrees")  # fmt: skip
+    dataset_drift_features: int = Field(_D.dataset_drift_features, description="input features of a model in "
+                                        "critical data drift at once that raise a model-level data_drift alert "
+                                        "(dataset drift); 0 = off")  # fmt: skip
+    dataset_drift_events: int = Field(_D.dataset_drift_events, description="events that many must have been in "
+                                      "critical drift before it fires")  # fmt: skip
     # Model quality from late labels (docs/labels.md)
     quality_window: int = Field(_D.quality_window, description="labeled events per quality window (per model "
                                 "version and segment)")  # fmt: skip

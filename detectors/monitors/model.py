@@ -26,7 +26,8 @@ from detectors import SnapshotError
 from detectors.budget import budgeted
 from detectors.columns import Column, FeatureKind, category_text
 from detectors.config import MonitorConfig
-from detectors.monitors.base import PREDICTION, Judged, Observation, Rows
+from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
+from detectors.monitors.dataset import DatasetDrift
 from detectors.monitors.feature import FeatureMonitor
 from detectors.reference import NumericReference, Reference
 from detectors.two_sample import TESTS
@@ -174,6 +175,8 @@ class ModelMonitor:
         self.events_seen = 0
         self.other_events = 0  # events of segment values beyond max_segments
         self.versions_retired = 0
+        self.dataset = DatasetDrift(config.dataset_drift_features, config.dataset_drift_events,
+                                    config.alert_per_detector)
 
     @property
     def scopes(self) -> list[Scope]:
@@ -224,8 +227,15 @@ class ModelMonitor:
         rank = {scope.key: position for position, scope in enumerate(self.scopes)}
         # A stable sort, and not by detector: one monitor's alerts at one event keep the order its
         # state changed in (an incident's escalation after its firing, a resolve before a new firing).
-        out.alerts.sort(key=lambda a: (a.event_index, rank.get(segment_key(a.segment) if a.segment else "", 0),
-                                       a.feature is not None, a.feature or "", a.version or ""))
+
+        def order(a: Alert) -> tuple[Any, ...]:
+            return (a.event_index, rank.get(segment_key(a.segment) if a.segment else "", 0), a.feature is not None,
+                    a.feature or "", a.version or "")  # fmt: skip
+
+        out.alerts.sort(key=order)
+        dataset = self.dataset.observe(out.alerts, event_index, batch.timestamps)
+        if dataset:
+            out.alerts = sorted(out.alerts + dataset, key=order)
         self.events_seen += n
         return out
 
@@ -431,6 +441,7 @@ class ModelMonitor:
             "versions_retired": self.versions_retired,
             "other_events": self.other_events,
             "scopes": [[scope.key, scope.snapshot()] for scope in self.scopes],
+            "dataset": self.dataset.snapshot(),
         }
 
     @classmethod
@@ -452,6 +463,7 @@ class ModelMonitor:
             monitor.versions = {version: int(last) for version, last in data["versions"]}
             monitor.versions_retired = int(data["versions_retired"])
             monitor.other_events = int(data["other_events"])
+            monitor.dataset.restore(data.get("dataset"))
             for key, scope in data["scopes"]:
                 restored = Scope.restore(str(key), scope, monitor.lines)
                 if key == "":
