@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from streams.services import EmbeddedBroker, EmbeddedRedis
+from streams.settings import Settings
+from streams.state import MemoryStateStore, RedisStateStore, StateStore
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +48,16 @@ def redis_url(redis_service: EmbeddedRedis | None) -> str:
 def unique() -> str:
     """A fresh suffix, so tests never share topics, groups or Redis keys."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store_factory(request: pytest.FixtureRequest, redis_url: str):
+    """Stores of one backend; every Redis store shares the same server, every memory store is one."""
+    shared_memory = MemoryStateStore()
+
+    def factory(config: Settings) -> StateStore:
+        if request.param == "memory":
+            return shared_memory
+        return RedisStateStore.from_settings(config.model_copy(update={"redis_url": redis_url}))
+
+    return factory

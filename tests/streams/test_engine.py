@@ -61,19 +61,6 @@ async def feed(engine: Engine, items: list[Record], size: int = 200) -> list[dic
 TRAFFIC = Traffic(numeric=4, categorical=1, seed=11, drifts=(Drift("f1", 3000, "mean_shift", 1.5),))
 
 
-@pytest.fixture(params=["redis", "memory"])
-def store_factory(request, redis_url: str):
-    """Stores of one backend; every Redis store shares the same server."""
-    shared_memory = MemoryStateStore()
-
-    def factory(config: Settings) -> StateStore:
-        if request.param == "memory":
-            return shared_memory
-        return RedisStateStore.from_settings(config.model_copy(update={"redis_url": redis_url}))
-
-    return factory
-
-
 @pytest.mark.parametrize("cut", [2600, 4600])  # before the drift, and with its incident firing
 def test_drift_alerts_and_checkpointed_state_survive_a_new_engine(unique: str, store_factory, cut: int) -> None:
     config = settings(unique)

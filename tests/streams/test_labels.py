@@ -66,18 +66,6 @@ def outcomes(engine: Engine) -> dict[str, float]:
     return found
 
 
-@pytest.fixture(params=["redis", "memory"])
-def store_factory(request: Any, redis_url: str):
-    shared_memory = MemoryStateStore()
-
-    def factory(config: Settings) -> StateStore:
-        if request.param == "memory":
-            return shared_memory
-        return RedisStateStore.from_settings(config.model_copy(update={"redis_url": redis_url}))
-
-    return factory
-
-
 def test_label_messages_decode_one_or_an_array_and_reject_bad_elements() -> None:
     good, bad = decode_labels(orjson.dumps([label(1), {"model": "fraud", "event_id": "e2"}, label(3, "spam"),
                                             {"model": "fraud", "event_id": "", "label": 1}, label(4, None), 7,
