@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
+import orjson
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
-from streams.kafka import broker_connected, committed_offsets, faust_credentials, log_holds
+from streams.kafka import broker_connected, committed_offsets, faust_credentials, log_holds, offsets_since
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
@@ -89,16 +90,25 @@ class Worker:
             producer_max_request_size=max(1024 * 1024, s.dlq_max_value_bytes + 64 * 1024),
         )
         # One agent reads events and labels: a batch applies both, and one checkpoint covers both.
-        events = app.topic(s.topic_events, s.topic_labels, value_serializer="raw", key_serializer="raw")
+        # With retraining requests on, the alert topic too: the retrain policy reads the alerts back.
+        inputs = (s.topic_events, s.topic_labels, *((s.topic_alerts,) if s.retrain_on else ()))
+        events = app.topic(*inputs, value_serializer="raw", key_serializer="raw")
         alerts = app.topic(s.topic_alerts, value_serializer="raw", key_serializer="raw")
         dlq = app.topic(s.topic_dlq, value_serializer="raw", key_serializer="raw")
         statistics = app.topic(s.topic_metrics, value_serializer="raw", key_serializer="raw")
+        retrain = app.topic(s.topic_retrain, value_serializer="raw", key_serializer="raw")
 
         async def publish(out: Outputs) -> list[Awaitable[Any]]:
             """Queue a batch's outputs; the futures tell, once flushed, whether each was delivered."""
             sent = [await alerts.send(key=key, value=value) for key, value in out.alerts]
             sent += [await dlq.send(key=key, value=value, headers=headers) for key, value, headers in out.dlq]
             sent += [await statistics.send(key=key, value=value) for key, value in out.metrics]
+            for key, request, since in out.requests:
+                # Where the data since the change begins: the offsets of that event time in the inputs.
+                offsets = await asyncio.to_thread(offsets_since, s, [s.topic_events, s.topic_labels], since)
+                request["since"]["offsets"] = offsets
+                sent.append(await retrain.send(key=key, value=orjson.dumps(request)))
+                log.warning("retraining requested: %s", request["reason"])
             return sent
 
         @app.agent(events, name="driftstream-monitor")
@@ -135,7 +145,7 @@ class Worker:
                     state = self.engine.partitions.get((tp.topic, tp.partition))
                     if state is not None:
                         self._released.setdefault((tp.topic, tp.partition), set()).update(
-                            (*state.monitors, *state.labels))
+                            state.models)
                 self.engine.forget((tp.topic, tp.partition) for tp in revoked)
                 self._count_assigned()
 
@@ -143,7 +153,7 @@ class Worker:
         async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
             try:
                 self._count_assigned()
-                for topic in (s.topic_events, s.topic_labels):
+                for topic in inputs:
                     await self._load_assigned(topic, sorted(tp.partition for tp in assigned if tp.topic == topic))
                 self._forget_released_models({(tp.topic, tp.partition) for tp in assigned})
             finally:
@@ -239,7 +249,7 @@ class Worker:
         """
         released, self._released = self._released, {}
         kept = {model for key, models in released.items() if key in assigned for model in models}
-        kept.update(model for state in self.engine.partitions.values() for model in (*state.monitors, *state.labels))
+        kept.update(model for state in self.engine.partitions.values() for model in state.models)
         gone = {model for key, models in released.items() if key not in assigned for model in models} - kept
         if gone:
             removed = self.metrics.forget_models(gone)

@@ -30,6 +30,7 @@ REASONS = (
     "too_many_models",
     "invalid_event_id",
     "invalid_label",
+    "invalid_alert",  # a message of the alert topic the retrain policy reads
 )
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -28,11 +28,14 @@ from detectors.monitors import PREDICTION, Alert, ModelBatch, ModelMonitor
 from detectors.monitors.model import upgrade_snapshot
 from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityReference
 from detectors.reference import Reference, reference_from_plain
+from detectors.retrain import RetrainPolicy, SeenAlert
 from streams.alerts import to_wire
-from streams.decode import Event, Label, Limits, Rejection, decode_labels, decode_message
+from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labels, decode_message
 from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
 from streams.labels import ModelLabels, WaitingLabel
 from streams.metrics import Metrics, observe_many
+from streams.retrain import alert_model, read_alert
+from streams.retrain import to_wire as retrain_wire
 from streams.settings import Settings
 from streams.state import (
     BASELINE_VERSION,
@@ -76,6 +79,8 @@ class Outputs:
     metrics: list[tuple[bytes, bytes]] = field(default_factory=list)
     alert_objects: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # the reason of each DLQ message
+    # Retraining requests: key, wire (its since.offsets not filled in yet), since (event time, Unix seconds)
+    requests: list[tuple[bytes, dict[str, Any], float]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,10 +95,19 @@ class PartitionState:
     last_seen: int = -1  # highest offset read since this state was loaded
     labels: dict[str, ModelLabels] = field(default_factory=dict)  # a labels partition's models
     retried: float = -math.inf  # monotonic time its waiting labels were last looked up
+    policies: dict[str, RetrainPolicy] = field(default_factory=dict)  # an alert partition's models
+
+    @property
+    def models(self) -> set[str]:
+        """The models it holds state of (in one partition, of one kind: the topic's)."""
+        return {*self.monitors, *self.labels, *self.policies}
 
     def snapshot_of(self, model: str) -> dict[str, Any]:
         monitor = self.monitors.get(model)
-        return monitor.snapshot() if monitor is not None else self.labels[model].snapshot()
+        if monitor is not None:
+            return monitor.snapshot()
+        labels = self.labels.get(model)
+        return labels.snapshot() if labels is not None else self.policies[model].snapshot()
 
 
 @dataclass
@@ -148,6 +162,7 @@ class Engine:
         self._quality_baselines: dict[tuple[str, str | None], QualityReference] = {}  # reference quality
         self._baseline_generation: int | None = None
         self._baseline_polled = -math.inf
+        self.retrain = settings.retrain_config()
 
     # -- state -------------------------------------------------------------
 
@@ -160,7 +175,7 @@ class Engine:
 
     @property
     def model_count(self) -> int:
-        return sum(len(state.monitors) + len(state.labels) for state in self.partitions.values())
+        return sum(len(state.models) for state in self.partitions.values())
 
     def quality_monitor(self, model: str, data: dict[str, Any] | None = None,
                         references: dict[str | None, QualityReference] | None = None) -> QualityMonitor:  # fmt: skip
@@ -208,6 +223,9 @@ class Engine:
             state.offset_timestamp = checkpoint.offset_timestamp
             for model, blob in checkpoint.models.items():
                 try:
+                    if topic == self.settings.topic_alerts:
+                        state.policies[model] = RetrainPolicy.restore(decode(blob), self.retrain)
+                        continue
                     if topic == self.settings.topic_labels:
                         data = decode(blob)
                         if not isinstance(data, dict) or not isinstance(data.get("quality"), dict):
@@ -233,9 +251,9 @@ class Engine:
                 # Migrated from an older layout: the next checkpoint writes it all in the current one.
                 log.info("migrating the state of %s[%d] from layout %s to %d", topic, partition, checkpoint.version,
                          STATE_VERSION)  # fmt: skip
-                state.write, state.dirty = Write.REPLACE, set(state.monitors) | set(state.labels)
+                state.write, state.dirty = Write.REPLACE, state.models
             log.info("restored %s[%d] at offset %d with %d model(s)", topic, partition, state.offset,
-                     len(state.monitors) + len(state.labels))  # fmt: skip
+                     len(state.models))  # fmt: skip
         self.partitions[key] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
@@ -359,7 +377,7 @@ class Engine:
                 log.warning("%s[%d]: the stored offset is not the %s this worker saw; rewriting the whole partition",
                             checkpoint.topic, checkpoint.partition, checkpoint.expected)  # fmt: skip
                 state = self.partitions[(checkpoint.topic, checkpoint.partition)]
-                state.write, state.dirty = Write.REPLACE, set(state.monitors) | set(state.labels)
+                state.write, state.dirty = Write.REPLACE, state.models
             again = await self._save([(c.topic, c.partition) for c in result.diverged])
             result.refused += again.refused
             result.newer += again.newer
@@ -441,8 +459,9 @@ class Engine:
         seen = {key: state.last_seen for key, state in self.partitions.items()}
         stamps: dict[tuple[str, int], int] = {}  # Kafka timestamp (ms) of each partition's last applied record
         restarted: dict[tuple[str, int], int] = {}
-        labels_topic = self.settings.topic_labels
-        label_messages = 0
+        labels_topic, alerts_topic = self.settings.topic_labels, self.settings.topic_alerts
+        label_messages = alert_messages = 0
+        alert_groups: dict[tuple[str, int, str], list[SeenAlert]] = defaultdict(list)
         unjoinable: dict[str, int] = defaultdict(int)  # labels while LABEL_TTL is 0, per model
         for record in records:
             key = (record.topic, record.partition)
@@ -457,6 +476,10 @@ class Engine:
                 continue  # already applied (before the last checkpoint, or earlier in this batch)
             applied[key] = record.offset
             stamps[key] = round(record.timestamp * 1000)
+            if record.topic == alerts_topic:
+                alert_messages += 1
+                self._read_alert(record, state, alert_groups, out)
+                continue
             if record.topic == labels_topic:
                 label_messages += 1
                 labels, rejections = decode_labels(record.value, self.limits)
@@ -518,11 +541,13 @@ class Engine:
             self.partitions[key].retried = time.monotonic()
         for (topic, partition, model), group in label_groups.items():
             self._apply_labels(topic, partition, model, group, out)
+        for (topic, partition, model), alerts in alert_groups.items():
+            self._apply_alerts(topic, partition, model, alerts, out)
         for model, count in unjoinable.items():
             self.metrics.labels.labels(model, "unmatched").inc(count)
         for reason in out.rejected:
             self.metrics.events_rejected.labels(reason).inc()
-        self.metrics.messages_consumed.inc(len(records) - label_messages)
+        self.metrics.messages_consumed.inc(len(records) - label_messages - alert_messages)
         self.metrics.label_messages_consumed.inc(label_messages)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_messages.observe(len(records))
@@ -730,11 +755,52 @@ class Engine:
             }  # fmt: skip
             out.metrics.append((model.encode(), orjson.dumps(snapshot)))
 
+    # -- retraining requests -------------------------------------------------
+
+    def _read_alert(self, record: Record, state: PartitionState,
+                    groups: dict[tuple[str, int, str], list[SeenAlert]], out: Outputs) -> None:  # fmt: skip
+        """One message of the alert topic, for its model's retrain policy (a bad one goes to the DLQ)."""
+        try:
+            alert = read_alert(record.value)
+            model = alert_model(record.value) or ""
+        except Invalid as exc:
+            self._reject(record, Rejection(exc.reason, exc.detail), out)
+            return
+        key = (record.topic, record.partition, model)
+        if model not in state.policies and key not in groups:
+            new = sum(1 for t, p, m in groups if (t, p) == key[:2] and m not in state.policies)
+            if len(state.policies) + new >= self.settings.max_models:
+                detail = f"model {model[:100]!r} would exceed max_models={self.settings.max_models} retrain policies"
+                self._reject(record, Rejection("too_many_models", detail), out)
+                return
+        groups[key].append(alert)
+
+    def _apply_alerts(self, topic: str, partition: int, model: str, alerts: list[SeenAlert], out: Outputs) -> None:
+        """A model's alerts to its retrain policy; the requests they trigger to the outputs."""
+        state = self.partitions[(topic, partition)]
+        policy = state.policies.get(model)
+        if policy is None:
+            policy = state.policies[model] = RetrainPolicy(model, self.retrain)
+            self.metrics.models_tracked.set(self.model_count)
+        state.dirty.add(model)
+        for alert in alerts:
+            decision = policy.observe(alert)
+            if decision is None:
+                continue
+            outcome, request = decision
+            self.metrics.retrain_requests.labels(model, outcome).inc()
+            if outcome == "published":
+                wire = retrain_wire(request, self.clock(), self.retrain.cooldown)
+                out.requests.append((model.encode(), wire, request.since))
+            else:
+                log.info("model %r: retraining request for alert %s suppressed (cooldown %.0f s)", model,
+                         alert.alert_id, self.retrain.cooldown)  # fmt: skip
+
     def _admit(self, record: Record, event: Event | Label, admitted: set[str], out: Outputs) -> bool:
         """A new model gets a monitor only while the worker tracks fewer than max_models."""
         if event.model in admitted:
             return True
-        known = {model for state in self.partitions.values() for model in (*state.monitors, *state.labels)}
+        known = {model for state in self.partitions.values() for model in state.models}
         if event.model in known:
             return True
         if len(known) + len(admitted) >= self.settings.max_models:

@@ -69,7 +69,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     admin = AdminClient(settings.confluent_config())
     wanted = [
         settings.topic_events, settings.topic_labels, settings.topic_alerts,
-        settings.topic_metrics, settings.topic_dlq,
+        settings.topic_metrics, settings.topic_dlq, settings.topic_retrain,
     ]  # fmt: skip
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -99,6 +99,29 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
         return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
+    finally:
+        consumer.close()
+
+
+def offsets_since(settings: Settings, topics: list[str], seconds: float) -> dict[str, dict[str, int]]:
+    """Per topic and partition, the first offset whose record timestamp is at or after ``seconds``
+    (Kafka's ListOffsets by time); a partition with none yet gives its end. Blocking."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        found: dict[str, dict[str, int]] = {}
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            if metadata.error is not None:
+                raise DriftstreamError(f"cannot read the partitions of {topic}: {metadata.error}")
+            wanted = [TopicPartition(topic, p, round(seconds * 1000)) for p in sorted(metadata.partitions)]
+            offsets = {}
+            for tp in consumer.offsets_for_times(wanted, timeout=10):
+                offset = tp.offset
+                if offset < 0:  # nothing at or after that time: where the next record will be
+                    offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+                offsets[str(tp.partition)] = offset
+            found[topic] = offsets
+        return found
     finally:
         consumer.close()
 

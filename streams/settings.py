@@ -20,6 +20,7 @@ from detectors.budget import budgeted
 from detectors.columns import FeatureKind
 from detectors.config import MonitorConfig
 from detectors.monitors.quality import QualitySpec
+from detectors.retrain import RetrainConfig
 
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
 _D = MonitorConfig()  # the detection defaults live in one place
@@ -76,6 +77,7 @@ class Settings(BaseSettings):
     topic_alerts: str = "drift-alerts"
     topic_metrics: str = "drift-metrics"
     topic_dlq: str = "inference-events-dlq"
+    topic_retrain: str = "retrain-requests"
     create_topics: bool = Field(True, description="create missing topics at start-up")
     topic_partitions: int = Field(4, ge=1, description="partitions of topics this app creates")
     topic_replication: int = Field(1, ge=1)
@@ -132,6 +134,15 @@ class Settings(BaseSettings):
     label_wait_max: int = Field(10_000, ge=0, description="labels per model and labels partition waiting for a "
                                 "prediction not stored yet; beyond it the oldest is dropped (overflow)")  # fmt: skip
     label_retry_interval: float = Field(5.0, gt=0, description="seconds between lookups of waiting labels")
+
+    # Retraining requests (docs/retraining.md): the policy reads the alert topic back
+    retrain_on: tuple[Literal["performance", "concept_drift", "data_drift", "prediction_drift"], ...] = Field(
+        ("performance", "concept_drift", "data_drift"), description="alert types that request a retraining "
+        "(data_drift: only the model-level dataset drift alert); [] = no requests, the alert topic is not read")
+    retrain_severity: Literal["warning", "critical"] = Field("critical", description="the lowest alert severity "
+                                                            "that requests a retraining")  # fmt: skip
+    retrain_cooldown: float = Field(86400.0, ge=0, description="seconds (of alert detection time) between two "
+                                    "requests for one model; triggers within it are counted as suppressed")
 
     dlq_max_value_bytes: int = Field(
         900_000, ge=1024, description="bad messages reach the DLQ cut to this size; headers point at the whole one"
@@ -270,6 +281,9 @@ class Settings(BaseSettings):
                 if getattr(own, name) is not None:
                     values[name] = getattr(own, name)
         return MonitorConfig(**values)
+
+    def retrain_config(self) -> RetrainConfig:
+        return RetrainConfig(tuple(self.retrain_on), self.retrain_severity, self.retrain_cooldown)
 
     def quality_spec(self, model: str) -> QualitySpec:
         """The model's own quality settings ([models.NAME] task, expected values, floors)."""

@@ -34,7 +34,7 @@ def isolated_settings(bootstrap: str, redis_url: str, name: str, **overrides: An
         kafka_bootstrap_servers=bootstrap, redis_url=redis_url, app_id=f"{name}-{unique}",
         state_prefix=f"{name}-{unique}", topic_events=f"events-{unique}", topic_labels=f"labels-{unique}",
         topic_alerts=f"alerts-{unique}", topic_metrics=f"metrics-{unique}", topic_dlq=f"dlq-{unique}",
-        log_level="WARNING",
+        topic_retrain=f"retrain-{unique}", log_level="WARNING",
     )  # fmt: skip
     config = Settings(**(values | overrides))
     ensure_topics(config)
@@ -193,6 +193,7 @@ def worker_group(base: Settings, name: str) -> Settings:
     config = base.model_copy(update={
         "app_id": f"{base.app_id}-{name}", "topic_alerts": f"{base.topic_alerts}-{name}",
         "topic_metrics": f"{base.topic_metrics}-{name}", "topic_dlq": f"{base.topic_dlq}-{name}",
+        "topic_retrain": f"{base.topic_retrain}-{name}",
     })  # fmt: skip
     ensure_topics(config)
     return config
