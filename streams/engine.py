@@ -25,6 +25,7 @@ from detectors import SnapshotError
 from detectors.columns import Column
 from detectors.config import MonitorConfig
 from detectors.monitors import PREDICTION, Alert, ModelBatch, ModelMonitor
+from detectors.monitors.dataset import DETECTOR as DATASET
 from detectors.monitors.model import upgrade_snapshot
 from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityReference
 from detectors.reference import Reference, reference_from_plain
@@ -871,8 +872,9 @@ class Engine:
         now = self.clock()
         key = model.encode()
         for alert in alerts:
-            # Input features do not depend on the version: their alerts name the latest one seen.
-            version = alert.version if alert.feature is None else latest
+            # Input features do not depend on the version: their alerts (and dataset drift's, which
+            # counts theirs) name the latest one seen.
+            version = latest if alert.feature is not None or alert.detector == DATASET else alert.version
             wire = to_wire(alert, model, version, topic, partition, now)
             out.alerts.append((key, orjson.dumps(wire)))
             out.alert_objects.append(wire)

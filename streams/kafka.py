@@ -104,8 +104,9 @@ def committed_offsets(settings: Settings, topic: str, partitions: list[int]) -> 
 
 
 def offsets_since(settings: Settings, topics: list[str], seconds: float) -> dict[str, dict[str, int]]:
-    """Per topic and partition, the first offset whose record timestamp is at or after ``seconds``
-    (Kafka's ListOffsets by time); a partition with none yet gives its end. Blocking."""
+    """Per topic and partition, where records of timestamp ``seconds`` or later begin (Kafka's
+    ListOffsets by time; a broker may answer with the start of the record batch holding the first,
+    so a few records before it may come along); a partition with none yet gives its end. Blocking."""
     consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
     try:
         found: dict[str, dict[str, int]] = {}

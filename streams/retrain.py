@@ -44,9 +44,10 @@ def read_alert(value: bytes | None) -> SeenAlert:
     if segment is not None and not (isinstance(segment, dict) and all(isinstance(v, str) for v in segment.values())):
         raise Invalid("invalid_alert", "segment must be an object of strings or null")
     message = alert.get("message")
+    message = message.removeprefix(f"{texts['model']}: ") if isinstance(message, str) else ""  # named already
     return SeenAlert(
         texts["alert_id"], texts["type"], texts["status"], texts["severity"], version, feature,
-        segment_key(segment or {}), texts["detector"], start, detected_at, message if isinstance(message, str) else "",
+        segment_key(segment or {}), texts["detector"], start, detected_at, message,
     )  # fmt: skip
 
 
