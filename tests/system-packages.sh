@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages the tests run for real: Prometheus and Alertmanager (tests/integration/
-# test_prometheus.py) and kubectl, whose built-in kustomize renders k8s/ (tests/test_deploy.py).
+# test_prometheus.py) and kubectl, whose built-in kustomize renders k8s/ (tests/test_deployment.py).
 # Installed when missing; a machine that cannot install them fails here, in one line, not in a test.
 set -euo pipefail
 declare -A needs=([prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager

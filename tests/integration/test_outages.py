@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from detectors.monitors import ModelMonitor
@@ -78,6 +82,63 @@ def test_a_redis_outage_holds_offsets_back_and_the_worker_catches_up(kafka_boots
         assert worker.metric("driftstream_checkpoint_failures_total") >= 1
         assert worker.metric("driftstream_unsaved_messages") == 0
         print(f"Redis down {time.monotonic() - outage - catch_up:.1f}s; caught up {catch_up:.2f}s after it returned")
+        assert worker.stop() == 0
+    finally:
+        if worker is not None:
+            worker.stop()
+        redis.stop()
+
+
+def deployment_probes() -> dict[str, str]:
+    """The path of each HTTP probe of the worker container in k8s/deployment.yaml."""
+    deployment = yaml.safe_load((Path(__file__).resolve().parents[2] / "k8s" / "deployment.yaml").read_text())
+    (container,) = (c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
+    return {probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+
+
+def status(worker: WorkerProcess, path: str) -> int:
+    """The HTTP status of one of the worker's pages (-1 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.settings.web_port}{path}", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return -1
+
+
+def test_without_redis_the_worker_is_alive_but_not_ready(kafka_bootstrap: str) -> None:
+    """The deployment's probes during a Redis outage: liveness (and startup) answer 200, so
+    Kubernetes restarts no worker, readiness 503; ready again once Redis is back."""
+    probes = deployment_probes()
+    assert probes == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/healthz"}
+    alive, ready = probes["livenessProbe"], probes["readinessProbe"]
+    redis = persistent_redis()
+    redis.start()
+    worker: WorkerProcess | None = None
+    try:
+        config = settings_for(kafka_bootstrap, redis.url, topic_partitions=2)
+        worker = WorkerProcess(config)
+        produce(config, TRAFFIC, count=250)
+        wait_until(lambda: caught_up(config, 1000), 120, "the first events checkpointed", (worker,))
+        assert (status(worker, alive), status(worker, ready)) == (200, 200)
+        redis.stop()
+        outage = time.monotonic()
+        noticed = wait_until(lambda: status(worker, ready) == 503, 30, "readiness to fail", (worker,))
+        produce(config, TRAFFIC, count=250)  # the worker keeps consuming into memory meanwhile
+        answers: list[tuple[int, int]] = []
+        while time.monotonic() - outage < 20:
+            answers.append((status(worker, alive), status(worker, ready)))
+            time.sleep(0.5)
+        assert set(answers) == {(200, 503)}, answers
+        assert worker.metric("driftstream_ready") == 0 and worker.metric("driftstream_unsaved_messages") > 0
+        down = time.monotonic() - outage
+        redis.start()
+        back = wait_until(lambda: status(worker, ready) == 200, 60, "readiness after Redis returned", (worker,))
+        wait_until(lambda: caught_up(config, 2000), 60, "the events of the outage checkpointed", (worker,))
+        assert status(worker, alive) == 200 and worker.alive()
+        print(f"Redis down {down:.1f}s: {alive} answered 200 and {ready} 503 {len(answers)} times (503 "
+              f"{noticed:.1f}s after Redis stopped); {ready} 200 {back:.1f}s after it returned")  # fmt: skip
         assert worker.stop() == 0
     finally:
         if worker is not None:
