@@ -54,17 +54,19 @@ DEMO_CONFIG = "".join(f"[models.{model}]\nsegments = {orjson.dumps(list(keys)).d
 
 
 def where(alert: dict[str, Any]) -> str:
-    """What an alert is about: ``fraud/f2``, ``fraud[region=eu]/f5``, ``fraud/prediction v2``, ``churn/quality v1``."""
+    """What an alert is about: ``fraud/f2``, ``fraud[region=eu]/f5``, ``fraud/prediction v2``, ``churn/quality v1``,
+    ``churn/inputs`` (dataset drift)."""
     segment = alert.get("segment")
     slice_ = "[" + ",".join(f"{k}={v}" for k, v in segment.items()) + "]" if segment else ""
     subject = alert["feature"]
-    if subject is None:  # the model's own: its prediction, its quality (from labels), or its labels' health
-        subject = {"performance": "quality", "concept_drift": "quality", "data_quality": "labels"}.get(
-            alert["type"], "prediction")
+    inputs = subject is not None or alert["type"] == "data_drift"  # a feature, or dataset drift over them
+    if subject is None:  # the model's own: its inputs, its prediction, its quality (from labels), its labels' health
+        subject = {"data_drift": "inputs", "performance": "quality", "concept_drift": "quality",
+                   "data_quality": "labels"}.get(alert["type"], "prediction")  # fmt: skip
     text = f"{alert['model']}{slice_}/{subject}"
     # Inputs are monitored across versions; the prediction and quality per version, so say which.
     version = alert.get("model_version")
-    if alert["feature"] is None and version is not None:
+    if not inputs and version is not None:
         text += f" {version}" if str(version).startswith("v") else f" v{version}"
     return text
 
@@ -85,6 +87,13 @@ def format_alert(alert: dict[str, Any]) -> str:
         f"{escape(detectors(alert)):<12} statistic {alert['statistic']:.3f} (line {alert['threshold']:.3g})\n"
         f"         {escape(alert['message'])}"
     )
+
+
+def format_request(request: dict[str, Any]) -> str:
+    """A retraining request as the demo prints it."""
+    alerts = len(request["alert_ids"])
+    return (f"[bold magenta]RETRAIN[/]  request {request['request_id'][:12]}  since {request['since']['event_time']} "
+            f"({alerts} alert{'s' if alerts != 1 else ''})\n         {escape(request['reason'])}")
 
 
 @contextmanager
@@ -122,7 +131,8 @@ def run_demo(
     until: Callable[[dict[str, Any]], bool] | None = None,
     seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run until Ctrl-C, ``duration`` seconds, or the first alert ``until`` accepts; the alerts printed.
+    """Run until Ctrl-C, ``duration`` seconds, or the first item ``until`` accepts; the alerts and
+    retraining requests printed (a request is the one with a ``request_id``).
 
     ``seed`` replaces the traffic's (42): other values, the same drifts.
     """
@@ -180,9 +190,11 @@ def run_demo(
         consumer = Consumer({**settings.confluent_config(), "group.id": "driftstream-demo-console"})
         stack.callback(consumer.close)
         # Assigned, not subscribed: reading from the start needs no group rebalance.
-        partitions = consumer.list_topics(settings.topic_alerts, timeout=10).topics[settings.topic_alerts].partitions
-        consumer.assign([TopicPartition(settings.topic_alerts, p, OFFSET_BEGINNING) for p in partitions])
-        console.print("[bold]alerts[/]   as they fire (Ctrl-C stops everything):")
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in (settings.topic_alerts,
+                                                                                 settings.topic_retrain)
+                         for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions])  # fmt: skip
+        console.print("[bold]alerts[/]   as they fire, and the retraining requests they lead to (Ctrl-C stops "
+                      "everything):")  # fmt: skip
         started = time.monotonic()
         try:
             while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
@@ -193,15 +205,17 @@ def run_demo(
                 value = None if message is None or message.error() else message.value()
                 if value is None:
                     continue
-                alert = orjson.loads(value)
-                console.print(f"{time.monotonic() - started:6.1f}s " + format_alert(alert))
-                shown.append(alert)
-                if until is not None and until(alert):
+                item = orjson.loads(value)
+                text = format_request(item) if message.topic() == settings.topic_retrain else format_alert(item)
+                console.print(f"{time.monotonic() - started:6.1f}s " + text)
+                shown.append(item)
+                if until is not None and until(item):
                     break
         except KeyboardInterrupt:
             pass
         stop.set()
         producer.join(5)
         console.print("stopping worker, redis and broker ...")
-    console.print(f"stopped; {len(shown)} alert(s) shown")
+    requests = sum(1 for item in shown if "request_id" in item)
+    console.print(f"stopped; {len(shown) - requests} alert(s) and {requests} retraining request(s) shown")
     return shown

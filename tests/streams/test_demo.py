@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from streams.demo import DEMO_CONFIG, DEMO_TRAFFIC, format_alert, run_demo, where
+from streams.demo import DEMO_CONFIG, DEMO_TRAFFIC, format_alert, format_request, run_demo, where
 from streams.settings import CONFIG_ENV, Settings
 from streams.simulate import model_events
 
@@ -36,14 +36,25 @@ def test_an_alert_line_names_the_segment_and_for_the_prediction_the_version() ->
     assert where(alert(segment={"region": "eu"})) == "fraud[region=eu]/f5"
     assert where(alert(segment={"region": "eu", "device": "ios"})) == "fraud[region=eu,device=ios]/f5"
     assert where(alert(feature=None, type="prediction_drift")) == "fraud/prediction v2"
-    assert where(alert(feature=None, model_version="v3", segment={"region": "us"})) == "fraud[region=us]/prediction v3"
-    assert where(alert(feature=None, model_version=None)) == "fraud/prediction"
+    prediction = {"feature": None, "type": "prediction_drift"}
+    assert where(alert(**prediction, model_version="v3", segment={"region": "us"})) == "fraud[region=us]/prediction v3"
+    assert where(alert(**prediction, model_version=None)) == "fraud/prediction"
+    assert where(alert(feature=None, detector="dataset")) == "fraud/inputs"  # dataset drift: over the inputs
     legacy = alert()
     del legacy["segment"]  # an alert from a worker that predates segments
     assert where(legacy) == "fraud/f5"
     text = rendered(format_alert(alert(segment={"region": "eu"})))
     assert "fraud[region=eu]/f5" in text and "f5 of fraud[region=eu] drifted" in text
     assert "fraud/prediction v2" in rendered(format_alert(alert(feature=None, type="prediction_drift")))
+
+
+def test_a_retraining_request_line_names_its_id_since_and_reason() -> None:
+    request = {"request_id": "4086c60548a1" + "0" * 20, "model": "churn", "alert_ids": ["a", "b"],
+               "since": {"event_time": "2026-12-03T02:04:55.632Z", "offsets": {}},
+               "reason": "Retrain churn version 1: its inputs drifted [region=eu]"}  # fmt: skip
+    text = rendered(format_request(request))
+    assert "RETRAIN  request 4086c60548a1  since 2026-12-03T02:04:55.632Z (2 alerts)" in text
+    assert "Retrain churn version 1: its inputs drifted [region=eu]" in text
 
 
 def test_an_alert_line_names_every_detector_of_the_incident() -> None:
@@ -80,11 +91,11 @@ def test_the_demo_drifts_f5_of_region_eu_only() -> None:
 
 
 def is_eu_f5(item: dict[str, Any]) -> bool:
-    return item["status"] == "firing" and item["feature"] == "f5" and item.get("segment") == {"region": "eu"}
+    return item.get("status") == "firing" and item["feature"] == "f5" and item.get("segment") == {"region": "eu"}
 
 
 @pytest.mark.integration
-def test_the_demo_prints_a_segment_alert_and_a_concept_drift_alert(capsys) -> None:
+def test_the_demo_prints_a_segment_alert_a_concept_drift_alert_and_a_retraining_request(capsys) -> None:
     """The whole demo (its own broker, redis-server and worker) until the region=eu alert on f5 and
     churn's concept drift show.
 
@@ -94,10 +105,11 @@ def test_the_demo_prints_a_segment_alert_and_a_concept_drift_alert(capsys) -> No
 
     def both(item: dict[str, Any]) -> bool:
         seen.append(item)
-        return any(map(is_eu_f5, seen)) and any(map(is_churn_concept_drift, seen))
+        return all(any(map(wanted, seen)) for wanted in (is_eu_f5, is_churn_concept_drift, is_churn_request))
 
     shown = run_demo(duration=300, rate=4000, until=both)
     output = capsys.readouterr().out
+    requests, shown = [i for i in shown if "request_id" in i], [i for i in shown if "request_id" not in i]
     assert any(is_eu_f5(item) for item in shown), output
     assert "fraud[region=eu]/f5" in output
     # The drift is eu's alone: no other region's slice of f5 fired.
@@ -106,7 +118,16 @@ def test_the_demo_prints_a_segment_alert_and_a_concept_drift_alert(capsys) -> No
     assert "concept_drift" in output
     # Only churn's labels changed: fraud's quality is quiet.
     assert not [a for a in shown if a["model"] == "fraud" and a["type"] in ("concept_drift", "performance")]
+    # Churn's critical concept drift (or its dataset drift, whichever came first) requested a retraining:
+    # one, whatever follows within the cooldown, naming the alert that triggered it.
+    (request,) = requests
+    assert request["model"] == "churn" and request["alert_ids"][0] in {a["alert_id"] for a in shown}
+    assert f"RETRAIN  request {request['request_id'][:12]}" in output
+
+
+def is_churn_request(item: dict[str, Any]) -> bool:
+    return item.get("model") == "churn" and "request_id" in item
 
 
 def is_churn_concept_drift(item: dict[str, Any]) -> bool:
-    return item["status"] == "firing" and item["model"] == "churn" and item["type"] == "concept_drift"
+    return item.get("status") == "firing" and item["model"] == "churn" and item["type"] == "concept_drift"
