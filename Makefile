@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams detectors tests bench
+	$(BIN)/ruff check streams detectors tests bench docs/examples
 	$(BIN)/mypy
 
 clean:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ from streams.settings import Settings
 from streams.state import StateStore
 
 T0 = 1.8e9
+EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "retrain_with_prefect.py"
 
 
 def settings(unique: str, **overrides: Any) -> Settings:
@@ -118,3 +121,20 @@ def test_retrain_policies_are_bounded_by_max_models(unique: str, store_factory) 
     out = asyncio.run(worker.process(records(values)))
     assert len(out.requests) == 2
     assert [dict(headers)["driftstream-reason"] for _, _, headers in out.dlq] == [b"too_many_models"] * 2
+
+
+def test_the_prefect_example_starts_one_run_per_request_keyed_by_its_id(unique: str, store_factory) -> None:
+    """docs/examples/retrain_with_prefect.py, fed a request as the engine publishes it (Prefect itself is
+    not a dependency: its run_deployment is recorded, keyword for keyword)."""
+    spec = importlib.util.spec_from_file_location("retrain_with_prefect", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    config = settings(unique)
+    (request,) = requested(asyncio.run(engine(config, store_factory(config)).process(records(STREAM))))
+    calls: list[dict[str, Any]] = []
+    example.start_training(orjson.loads(orjson.dumps(request)), lambda **kwargs: calls.append(kwargs))
+    (call,) = calls
+    assert call["name"] == "train/churn" and call["idempotency_key"] == request["request_id"]
+    assert call["parameters"]["since"] == request["since"] and call["parameters"]["model_version"] == "v1"
+    assert call["timeout"] == 0 and call["flow_run_name"] == f"retrain-churn-{request['request_id'][:8]}"
