@@ -13,6 +13,7 @@ committed offset, and the engine skips what the checkpoint already covers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -105,7 +106,9 @@ class Worker:
             sent += [await statistics.send(key=key, value=value) for key, value in out.metrics]
             for key, request, since in out.requests:
                 # Where the data since the change begins: the offsets of that event time in the inputs.
-                offsets = await asyncio.to_thread(offsets_since, s, [s.topic_events, s.topic_labels], since)
+                # (A broker that cannot answer three times ends the worker: the replay asks again.)
+                lookup = functools.partial(asyncio.to_thread, offsets_since, s, [s.topic_events, s.topic_labels], since)
+                offsets = await _retry(lookup)
                 request["since"]["offsets"] = offsets
                 sent.append(await retrain.send(key=key, value=orjson.dumps(request)))
                 log.warning("retraining requested: %s", request["reason"])

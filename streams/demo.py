@@ -202,10 +202,9 @@ def run_demo(
                     console.print(f"[bold red]worker exited with code {worker.returncode}; see {log_path}")
                     break
                 message = consumer.poll(0.5)
-                value = None if message is None or message.error() else message.value()
-                if value is None:
+                if message is None or message.error() or message.value() is None:
                     continue
-                item = orjson.loads(value)
+                item = orjson.loads(message.value())
                 text = format_request(item) if message.topic() == settings.topic_retrain else format_alert(item)
                 console.print(f"{time.monotonic() - started:6.1f}s " + text)
                 shown.append(item)
