@@ -202,9 +202,10 @@ def run_demo(
                     console.print(f"[bold red]worker exited with code {worker.returncode}; see {log_path}")
                     break
                 message = consumer.poll(0.5)
-                if message is None or message.error() or message.value() is None:
+                value = None if message is None or message.error() else message.value()
+                if message is None or value is None:
                     continue
-                item = orjson.loads(message.value())
+                item = orjson.loads(value)
                 text = format_request(item) if message.topic() == settings.topic_retrain else format_alert(item)
                 console.print(f"{time.monotonic() - started:6.1f}s " + text)
                 shown.append(item)
