@@ -2,7 +2,8 @@
 
 A worker (real broker, real redis-server) monitors two models: ``fraud``, with a mean shift injected
 on f2 and f3 (two features in critical drift: a dataset drift, and a retraining request), and
-``churn``, stable; both with late labels, and two bad messages between them. Prometheus
+``churn``, stable; both with late labels, and two bad messages between them; then a burst of single
+events of a third model, ``ads``, faster than the worker reads them (lag). Prometheus
 (Debian's ``prometheus``) scrapes it every second and evaluates the shipped ``docker/alert-rules.yml``;
 Alertmanager (``prometheus-alertmanager``) runs the shipped ``docker/alertmanager.yml`` with only its
 webhook URLs replaced by a receiver this test runs, and its ``group_wait`` and ``group_interval``
@@ -55,6 +56,8 @@ TRAFFIC = Traffic(models=("fraud", "churn"), numeric=4, categorical=1, seed=21,
                           Drift("f3", start=DRIFT_AT, kind="mean_shift", magnitude=1.5, model="fraud")))  # fmt: skip
 LABELS = LabelPlan(delay=LabelDelay("exp", 2.0))  # labels come about 2 s after their predictions
 RATE = 4000.0  # events/s: the traffic spans several scrapes, so every rate() sees it grow
+BURST = Traffic(models=("ads",), numeric=4, categorical=1, seed=22)  # one event a message, flat out
+BURST_EVENTS = 20_000
 
 # Grafana variables: "All" of a multi-value variable is its allValue; $__rate_interval is what Grafana
 # computes for the compose datasource (timeInterval 15s) at the dashboard's default range:
@@ -292,7 +295,8 @@ def test_drift_reaches_the_webhook_and_every_dashboard_query_has_data(
     sent = send(settings, TRAFFIC, count=EVENTS, rate=RATE, batch_size=100, labels=LABELS, label_batch=100)
     bad_message(settings)  # a second one, seconds later: the rejection rate grows between scrapes
     assert sent.events == 2 * EVENTS and sent.labels == 2 * EVENTS
-    worker.wait_for(lambda: worker.metric("driftstream_events_consumed_total") == 2 * EVENTS
+    assert send(settings, BURST, count=BURST_EVENTS).events == BURST_EVENTS
+    worker.wait_for(lambda: worker.metric("driftstream_events_consumed_total") == 2 * EVENTS + BURST_EVENTS
                     and worker.metric("driftstream_events_rejected_total") == 2
                     and worker.metric("driftstream_labels_total", {"outcome": "joined"}) == 2 * EVENTS,
                     60, "every event, both bad messages and every label applied")  # fmt: skip
@@ -372,8 +376,13 @@ def test_drift_reaches_the_webhook_and_every_dashboard_query_has_data(
     assert series(partitions) == [2.0]
     assert min(series(results[("Partitions assigned and models tracked per worker", "B")])) >= 2
     lag = results[("Consumer lag: messages not read yet", "A")]
+    lag_expr = next(p for p in dashboard["panels"] if p["title"].startswith("Consumer lag"))["targets"][0]["expr"]
     assert {s["metric"]["topic"] for s in lag} == {settings.topic_events, settings.topic_labels}
     assert all(value >= 0 for value in series(lag))
+    # The burst: the panel's query over the last minutes saw the events topic behind.
+    behind = prometheus.query(f"max_over_time({lag_expr}[5m:1s])")
+    print("lag panel's query, highest over the run:", short(behind))
+    assert series(behind, topic=settings.topic_events)[0] > 1000
     assert max(series(results[("Statistic / its line, per feature", "A")], model="fraud", feature="f2")) >= 1
     assert max(series(results[("Statistic / its line, per feature", "A")], model="churn")) < 1
     for name in ("f2", "f3"):
