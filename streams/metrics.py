@@ -109,8 +109,9 @@ class Metrics:
             "driftstream_partitions_assigned", "Events-topic partitions assigned to this worker", registry=registry
         )
         self.models_tracked = Gauge(
-            "driftstream_models_tracked", "Models with a monitor on this worker", registry=registry
-        )
+            "driftstream_models_tracked", "Model states on this worker: one per model and partition holding it (of "
+            "the events, labels or alert topic)", registry=registry,
+        )  # fmt: skip
         # Labels and quality (streams.labels, detectors.monitors.quality)
         self.label_messages_consumed = Counter(
             "driftstream_label_messages_consumed_total", "Kafka messages read from the labels topic",
