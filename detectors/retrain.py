@@ -9,7 +9,9 @@ fire critically now, and turns a *trigger* into one retraining request:
   for long enough, ``detectors/monitors/dataset.py``), at or above the policy's
   severity and of a type it is asked to act on;
 * at most one request per model per ``cooldown`` seconds of detection time (the
-  alerts' ``detected_at``, fixed once in the topic: a replay decides alike);
+  alerts' ``detected_at``, fixed once in the topic: a replay decides alike); a trigger
+  within it waits, and is requested with the first alert of the model read once the
+  cooldown is over, if it still fires then;
 * the request id derives from the model and the trigger's alert id, so a request
   replayed after a crash has the id of the first (consumers dedupe on it, as on
   alert ids).
@@ -29,7 +31,7 @@ from detectors import SnapshotError
 SNAPSHOT_VERSION = 1
 TRIGGER_TYPES = ("performance", "concept_drift", "data_drift", "prediction_drift")
 _SEVERITY = {"warning": 1, "critical": 2}
-SEEN_IDS = 256  # recent alert ids remembered to ignore repeats (they come within one checkpoint interval)
+SEEN_IDS = 1024  # recent alert ids remembered to ignore repeats (an upstream replay republishes its batch's)
 MAX_FIRING = 500  # critical firing alerts remembered per model (the oldest go first)
 MAX_ALERT_IDS = 50  # alert ids a request names
 
@@ -48,6 +50,7 @@ class SeenAlert(NamedTuple):
     window_start: float  # event time, Unix seconds
     detected_at: float  # Unix seconds
     message: str
+    detectors: tuple[str, ...] = ()  # every detector it speaks for (a resolved incident's: all that fired)
 
 
 @dataclass(frozen=True)
@@ -87,31 +90,57 @@ class RetrainPolicy:
     model: str
     config: RetrainConfig
     seen: list[str] = field(default_factory=list)  # recent alert ids, oldest first
-    # (type, feature, segment, version) of each critical alert firing now -> (alert id, window start)
-    firing: dict[tuple[str, str, str, str], tuple[str, float]] = field(default_factory=dict)
-    last_request: tuple[str, float] | None = None  # (request id, the trigger's detected_at)
+    # (type, feature, segment, version, detector) of each critical alert standing -> (alert id, window start);
+    # version "" for input drift (its alerts name the model's latest version, which moves on)
+    firing: dict[tuple[str, str, str, str, str], tuple[str, float]] = field(default_factory=dict)
+    last_request: tuple[str, float] | None = None  # (request id, the detected_at it was published at)
+    pending: SeenAlert | None = None  # the last trigger the cooldown held back
 
     def observe(self, alert: SeenAlert) -> tuple[Outcome, RetrainRequest] | None:
-        """Take one alert; a request it triggers (published or, within the cooldown, suppressed)."""
+        """Take one alert; a request it triggers (published, or held back by the cooldown), or the held
+        back one it lets go (the cooldown is over and that trigger still fires)."""
         if alert.alert_id in self.seen:
             return None
         self.seen.append(alert.alert_id)
         del self.seen[:-SEEN_IDS]
-        key = (alert.type, alert.feature or "", alert.segment, alert.version or "")
+        self._track(alert)
+        if self._triggers(alert):
+            request = self._request(alert)
+            if not self._cooled(alert.detected_at):
+                self.pending = alert
+                return "suppressed", request
+            self.pending = None  # this one speaks for the model now
+            self.last_request = (request.request_id, alert.detected_at)
+            return "published", request
+        held = self.pending
+        if held is None:
+            return None
+        if self.firing.get(_key(held)) != (held.alert_id, held.window_start):
+            self.pending = None  # resolved (or superseded) while held back
+            return None
+        if not self._cooled(alert.detected_at):
+            return None
+        self.pending = None
+        request = self._request(held)
+        self.last_request = (request.request_id, alert.detected_at)
+        return "published", request
+
+    def _cooled(self, at: float) -> bool:
+        return self.last_request is None or at - self.last_request[1] >= self.config.cooldown
+
+    def _track(self, alert: SeenAlert) -> None:
+        """Which critical alerts stand: a firing critical one adds its detector's, a warning one takes it
+        away, a resolved one takes away every detector it names (an incident's: all that fired)."""
         if alert.status == "firing" and alert.severity == "critical":
+            key = _key(alert)
             self.firing.pop(key, None)  # re-inserted: the newest last
             self.firing[key] = (alert.alert_id, alert.window_start)
             while len(self.firing) > MAX_FIRING:
                 del self.firing[next(iter(self.firing))]
-        else:
-            self.firing.pop(key, None)
-        if not self._triggers(alert):
-            return None
-        request = self._request(alert)
-        if self.last_request is not None and alert.detected_at - self.last_request[1] < self.config.cooldown:
-            return "suppressed", request
-        self.last_request = (request.request_id, alert.detected_at)
-        return "published", request
+            return
+        detectors = {alert.detector} if alert.status == "firing" else {alert.detector, *alert.detectors}
+        for detector in detectors:
+            self.firing.pop(_key(alert, detector), None)
 
     def _triggers(self, alert: SeenAlert) -> bool:
         if alert.status != "firing" or alert.type not in self.config.on:
@@ -122,6 +151,7 @@ class RetrainPolicy:
         return not (alert.type == "data_drift" and alert.feature is not None)
 
     def _request(self, trigger: SeenAlert) -> RetrainRequest:
+        """The request ``trigger`` makes (its id from the model and the trigger's alert id alone)."""
         others = sorted((start, alert_id) for alert_id, start in self.firing.values() if alert_id != trigger.alert_id)
         alert_ids = (trigger.alert_id, *(alert_id for _, alert_id in others[: MAX_ALERT_IDS - 1]))
         digest = hashlib.sha256("\x1f".join((self.model, trigger.alert_id)).encode()).hexdigest()[:32]
@@ -142,6 +172,7 @@ class RetrainPolicy:
             "seen": list(self.seen),
             "firing": [[*key, alert_id, start] for key, (alert_id, start) in self.firing.items()],
             "last_request": list(self.last_request) if self.last_request is not None else None,
+            "pending": [*self.pending[:-1], list(self.pending.detectors)] if self.pending is not None else None,
         }
 
     @classmethod
@@ -151,10 +182,23 @@ class RetrainPolicy:
             raise SnapshotError(f"retrain policy snapshot version {version!r} is not {SNAPSHOT_VERSION}")
         try:
             policy = cls(str(data["model"]), config, seen=[str(x) for x in data["seen"]])
-            for kind, feature, segment, version, alert_id, start in data["firing"]:
-                policy.firing[(str(kind), str(feature), str(segment), str(version))] = (str(alert_id), float(start))
+            for kind, feature, segment, version, detector, alert_id, start in data["firing"]:
+                key = (str(kind), str(feature), str(segment), str(version), str(detector))
+                policy.firing[key] = (str(alert_id), float(start))
             last = data["last_request"]
             policy.last_request = None if last is None else (str(last[0]), float(last[1]))
+            held = data["pending"]
+            if held is not None:
+                *fields, detectors = held
+                if len(fields) != len(SeenAlert._fields) - 1:
+                    raise ValueError(f"a held back trigger has {len(held)} fields")
+                policy.pending = SeenAlert._make([*fields, tuple(str(d) for d in detectors)])
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"malformed retrain policy snapshot: {exc!r}") from exc
         return policy
+
+
+def _key(alert: SeenAlert, detector: str | None = None) -> tuple[str, str, str, str, str]:
+    """What one standing critical alert is: its subject and detector."""
+    version = "" if alert.type == "data_drift" else alert.version or ""
+    return alert.type, alert.feature or "", alert.segment, version, alert.detector if detector is None else detector

@@ -28,7 +28,14 @@ from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.engine import Engine, Outputs, Record
-from streams.kafka import broker_connected, committed_offsets, faust_credentials, log_holds, offsets_since
+from streams.kafka import (
+    broker_connected,
+    committed_offsets,
+    end_offsets,
+    faust_credentials,
+    log_holds,
+    offsets_since,
+)
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
@@ -105,11 +112,7 @@ class Worker:
             sent += [await dlq.send(key=key, value=value, headers=headers) for key, value, headers in out.dlq]
             sent += [await statistics.send(key=key, value=value) for key, value in out.metrics]
             for key, request, since in out.requests:
-                # Where the data since the change begins: the offsets of that event time in the inputs.
-                # (A broker that cannot answer three times ends the worker: the replay asks again.)
-                lookup = functools.partial(asyncio.to_thread, offsets_since, s, [s.topic_events, s.topic_labels], since)
-                offsets = await _retry(lookup)
-                request["since"]["offsets"] = offsets
+                request["since"]["offsets"] = await self._offsets_since(since)
                 sent.append(await retrain.send(key=key, value=orjson.dumps(request)))
                 log.warning("retraining requested: %s", request["reason"])
             return sent
@@ -187,6 +190,18 @@ class Worker:
 
         return app
 
+    async def _offsets_since(self, since: float) -> dict[str, dict[str, int]] | None:
+        """Where each partition of the input topics reaches event time ``since`` (a retraining request's
+        data); None, and an error logged, when the broker does not answer three times: a request without
+        offsets beats a worker that stops monitoring over one field."""
+        s = self.settings
+        lookup = functools.partial(asyncio.to_thread, offsets_since, s, [s.topic_events, s.topic_labels], since)
+        try:
+            return await _retry(lookup)
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not look up the offsets of a retraining request's data (sent without them): %s", exc)
+            return None
+
     async def _retry_waiting(self, publish: Any) -> None:
         """Join the labels that wait for their predictions, when due (callers hold the lock)."""
         if not self._settled.is_set():
@@ -225,6 +240,9 @@ class Worker:
             except StoreUnavailable as exc:
                 self._store_failed(exc)
                 return
+        if topic == self.settings.topic_alerts:
+            await self._start_at_end(topic, [p for p, state in states.items()
+                                             if state.offset < 0 and committed.get(p) is None])  # fmt: skip
         unverified = {
             p: (state.offset, state.offset_timestamp) for p, state in states.items()
             if committed.get(p) is None and state.offset >= 0 and state.offset_timestamp is not None
@@ -242,18 +260,36 @@ class Worker:
                     evidence = f"no committed offset and the log no longer holds record {unverified[partition][0]}"
                     self.engine.restart_offsets(topic, partition, evidence)
 
+    async def _start_at_end(self, topic: str, partitions: list[int]) -> None:
+        """Partitions read for the first time (no state, no committed offset) start at their end."""
+        if not partitions:
+            return
+        try:
+            ends = await _retry(lambda: asyncio.to_thread(end_offsets, self.settings, topic, partitions))
+        except Exception as exc:  # noqa: BLE001 - then they are read from their start
+            log.warning("could not read the ends of %s %s; reading them from the start: %s", topic, partitions, exc)
+            return
+        async with self._lock:
+            for partition, end in ends.items():
+                if (topic, partition) in self.engine.partitions:
+                    self.engine.start_at_end(topic, partition, end)
+
     def _forget_released_models(self, assigned: set[tuple[str, int]]) -> None:
         """Remove the metrics of models that moved to another worker with their partitions.
 
         aiokafka's rebalance protocol revokes every partition, not only those that move, so
-        which models left is known only now: a model stays if a partition it was in is
-        assigned again or a loaded partition holds it. The new owner's series start when it
-        applies the model's next events, so two workers never export them side by side for long.
+        which models left is known only now: a model stays if an events or labels partition it
+        was in is assigned again or a loaded one holds it. Its retrain policy's partition of the
+        alert topic keeps nothing: it is placed apart from the model's events, and would keep the
+        model's drift series here, frozen, after its events moved. The new owner's series start when
+        it applies the model's next events, so two workers never export them side by side for long.
         """
         released, self._released = self._released, {}
-        kept = {model for key, models in released.items() if key in assigned for model in models}
-        kept.update(model for state in self.engine.partitions.values() for model in state.models)
-        gone = {model for key, models in released.items() if key not in assigned for model in models} - kept
+        alerts = self.settings.topic_alerts
+        kept = {model for key, models in released.items() if key in assigned and key[0] != alerts for model in models}
+        kept.update(model for state in self.engine.partitions.values() for model in (*state.monitors, *state.labels))
+        gone = {model for key, models in released.items() if key not in assigned or key[0] == alerts
+                for model in models} - kept  # fmt: skip
         if gone:
             removed = self.metrics.forget_models(gone)
             log.info("removed %d metric series of %d model(s) now owned elsewhere", removed, len(gone))

@@ -35,7 +35,7 @@ from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labe
 from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
 from streams.labels import ModelLabels, WaitingLabel
 from streams.metrics import Metrics, observe_many
-from streams.retrain import alert_model, read_alert
+from streams.retrain import read_alert
 from streams.retrain import to_wire as retrain_wire
 from streams.settings import Settings
 from streams.state import (
@@ -258,6 +258,15 @@ class Engine:
         self.partitions[key] = state
         self.metrics.models_tracked.set(self.model_count)
         return state
+
+    def start_at_end(self, topic: str, partition: int, end: int) -> None:
+        """A partition that has neither state nor a committed offset starts at its log's ``end``: the
+        records before it are read and skipped (the retrain policy's alert topic, first read: an
+        upgrade must not request retraining for the alerts of the past)."""
+        state = self.partitions[(topic, partition)]
+        if state.offset < 0 < end:
+            state.offset, state.offset_timestamp, state.offset_dirty = end - 1, None, True
+            log.info("%s[%d] read for the first time: starting at its end, offset %d", topic, partition, end)
 
     def restart_offsets(self, topic: str, partition: int, evidence: str) -> None:
         """The partition's log started over: keep the detectors, apply the new log from its start."""
@@ -762,15 +771,16 @@ class Engine:
                     groups: dict[tuple[str, int, str], list[SeenAlert]], out: Outputs) -> None:  # fmt: skip
         """One message of the alert topic, for its model's retrain policy (a bad one goes to the DLQ)."""
         try:
-            alert = read_alert(record.value)
-            model = alert_model(record.value) or ""
+            model, alert = read_alert(record.value)
         except Invalid as exc:
             self._reject(record, Rejection(exc.reason, exc.detail), out)
             return
         key = (record.topic, record.partition, model)
         if model not in state.policies and key not in groups:
-            new = sum(1 for t, p, m in groups if (t, p) == key[:2] and m not in state.policies)
-            if len(state.policies) + new >= self.settings.max_models:
+            # Retrain policies are bounded apart from the models monitored: at most max_models on a worker.
+            held = sum(len(s.policies) for s in self.partitions.values())
+            new = sum(1 for t, p, m in groups if m not in self.partitions[(t, p)].policies)
+            if held + new >= self.settings.max_models:
                 detail = f"model {model[:100]!r} would exceed max_models={self.settings.max_models} retrain policies"
                 self._reject(record, Rejection("too_many_models", detail), out)
                 return
@@ -801,7 +811,7 @@ class Engine:
         """A new model gets a monitor only while the worker tracks fewer than max_models."""
         if event.model in admitted:
             return True
-        known = {model for state in self.partitions.values() for model in state.models}
+        known = {model for state in self.partitions.values() for model in (*state.monitors, *state.labels)}
         if event.model in known:
             return True
         if len(known) + len(admitted) >= self.settings.max_models:

@@ -111,18 +111,29 @@ def offsets_since(settings: Settings, topics: list[str], seconds: float) -> dict
     try:
         found: dict[str, dict[str, int]] = {}
         for topic in topics:
-            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            metadata = consumer.list_topics(topic, timeout=5).topics[topic]
             if metadata.error is not None:
                 raise DriftstreamError(f"cannot read the partitions of {topic}: {metadata.error}")
             wanted = [TopicPartition(topic, p, round(seconds * 1000)) for p in sorted(metadata.partitions)]
             offsets = {}
-            for tp in consumer.offsets_for_times(wanted, timeout=10):
+            for tp in consumer.offsets_for_times(wanted, timeout=5):
+                if tp.error is not None:
+                    raise DriftstreamError(f"cannot look up {topic}[{tp.partition}] by time: {tp.error}")
                 offset = tp.offset
                 if offset < 0:  # nothing at or after that time: where the next record will be
-                    offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+                    offset = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)[1]
                 offsets[str(tp.partition)] = offset
             found[topic] = offsets
         return found
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Each partition's end: the offset its next record will have. Blocking."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": settings.app_id, "enable.auto.commit": False})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
     finally:
         consumer.close()
 

@@ -15,9 +15,13 @@ from detectors.retrain import RetrainRequest, SeenAlert
 from streams.alerts import rfc3339
 from streams.decode import Invalid, parse_timestamp
 
+MAX_ID_LENGTH = 200  # an alert id (driftstream's are 32 characters), a model or detector name
+MAX_MESSAGE_LENGTH = 2000
 
-def read_alert(value: bytes | None) -> SeenAlert:
-    """An alert message of the alert topic; ``Invalid`` (reason ``invalid_alert``) names what is wrong."""
+
+def read_alert(value: bytes | None) -> tuple[str, SeenAlert]:
+    """The model an alert message of the alert topic names, and what the policy reads of it; ``Invalid``
+    (reason ``invalid_alert``) names what is wrong."""
     try:
         alert = orjson.loads(value or b"")
     except orjson.JSONDecodeError as exc:
@@ -34,30 +38,28 @@ def read_alert(value: bytes | None) -> SeenAlert:
     except Invalid as exc:
         raise Invalid("invalid_alert", exc.detail) from exc
     for name, text in texts.items():
-        if not isinstance(text, str) or not text:
-            raise Invalid("invalid_alert", f"{name} must be a non-empty string, got {text!r}")
-    version, feature = alert.get("model_version"), alert.get("feature")
+        if not isinstance(text, str) or not 0 < len(text) <= MAX_ID_LENGTH:
+            raise Invalid("invalid_alert", f"{name} must be a string of 1 to {MAX_ID_LENGTH} characters")
+    if texts["status"] not in ("firing", "resolved") or texts["severity"] not in ("warning", "critical"):
+        raise Invalid("invalid_alert", "status must be firing or resolved, severity warning or critical")
+    version, feature, detectors = alert.get("model_version"), alert.get("feature"), alert.get("detectors")
     if not isinstance(version, (str, type(None))) or not isinstance(feature, (str, type(None))):
         raise Invalid("invalid_alert", "model_version and feature must be strings or null")
     if start is None or detected_at is None:
         raise Invalid("invalid_alert", "window.start and detected_at must be RFC 3339 times")
     if segment is not None and not (isinstance(segment, dict) and all(isinstance(v, str) for v in segment.values())):
         raise Invalid("invalid_alert", "segment must be an object of strings or null")
-    message = alert.get("message")
-    message = message.removeprefix(f"{texts['model']}: ") if isinstance(message, str) else ""  # named already
-    return SeenAlert(
+    if detectors is None:
+        detectors = [texts["detector"]]  # from before incidents
+    if not isinstance(detectors, list) or not all(isinstance(d, str) and len(d) <= MAX_ID_LENGTH for d in detectors):
+        raise Invalid("invalid_alert", "detectors must be a list of names")
+    model, message = texts["model"], alert.get("message")
+    # The model is named apart already; the sentence is what follows its "model: ".
+    message = message.removeprefix(f"{model}: ")[:MAX_MESSAGE_LENGTH] if isinstance(message, str) else ""
+    return model, SeenAlert(
         texts["alert_id"], texts["type"], texts["status"], texts["severity"], version, feature,
-        segment_key(segment or {}), texts["detector"], start, detected_at, message,
+        segment_key(segment or {}), texts["detector"], start, detected_at, message, tuple(detectors[:100]),
     )  # fmt: skip
-
-
-def alert_model(value: bytes | None) -> str | None:
-    """The model an alert message names, or None (a malformed message is rejected by ``read_alert``)."""
-    try:
-        model = orjson.loads(value or b"").get("model")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return model if isinstance(model, str) and model else None
 
 
 def to_wire(request: RetrainRequest, created_at: float, cooldown: float) -> dict[str, Any]:

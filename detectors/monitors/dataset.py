@@ -24,7 +24,6 @@ from detectors.monitors.base import Alert
 
 DETECTOR = "dataset"
 _NAMED = 20  # drifting features an alert names at most
-_ANY = "*"  # the key of a feature's one drift incident (alerts per incident, the default)
 
 
 class DatasetDrift:
@@ -32,15 +31,20 @@ class DatasetDrift:
 
     ``features``: how many must be critical at once (0: off); ``events``: for how many events
     the last of them must have been critical before the alert fires.
+
+    A feature is critical while a detector's critical alert of it stands: a firing critical alert
+    adds its detector, a warning one takes it away, a resolved one takes away every detector it
+    names (an incident's names all that fired during it). So it reads alerts per incident and
+    per detector alike, and across a switch between the two.
     """
 
-    def __init__(self, features: int, events: int, per_detector: bool = False) -> None:
+    def __init__(self, features: int, events: int) -> None:
         if features < 0:
             raise ValueError(f"features must be >= 0, got {features!r}")
         if events < 0:
             raise ValueError(f"events must be >= 0, got {events!r}")
-        self.features, self.events, self.per_detector = features, events, per_detector
-        # feature -> the key of each critical alert of it (its detector, or _ANY) -> (event index, event time)
+        self.features, self.events = features, events
+        # feature -> each detector with a critical alert of it standing -> (event index, window start)
         self.drifting: dict[str, dict[str, tuple[int, float]]] = {}
         self.firing: tuple[int, float] | None = None  # where the model-level alert fired
 
@@ -56,11 +60,14 @@ class DatasetDrift:
                 continue
             self._mature(alert.event_index - 1, first, times, out)
             keys = self.drifting.setdefault(alert.feature, {})
-            key = alert.detector if self.per_detector else _ANY
             if alert.status == "firing" and alert.severity == "critical":
-                keys.setdefault(key, (alert.event_index, alert.window_end))
+                # From the start of the data that showed it: a retrain wants all of the change.
+                keys.setdefault(alert.detector, (alert.event_index, alert.window_start))
+            elif alert.status == "firing":
+                keys.pop(alert.detector, None)
             else:
-                keys.pop(key, None)
+                for detector in {alert.detector, *alert.detectors}:
+                    keys.pop(detector, None)
             if not keys:
                 del self.drifting[alert.feature]
             if self.firing is not None and len(self.drifting) < self.features:
@@ -69,7 +76,8 @@ class DatasetDrift:
         return out
 
     def _since(self) -> list[tuple[int, float, str]]:
-        """Each drifting feature with the event it turned critical at (its earliest critical alert)."""
+        """Each drifting feature with the event it turned critical at and the start of the data that showed
+        it (its earliest critical alert standing)."""
         return sorted((*min(keys.values()), feature) for feature, keys in self.drifting.items())
 
     def _mature(self, upto: int, first: int, times: np.ndarray, out: list[Alert]) -> None:
@@ -85,7 +93,7 @@ class DatasetDrift:
         self.firing = (at, when)
         names = [feature for _, _, feature in since]
         shown = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
-        start = since[0][1]
+        start = min(at for _, at, _ in since)  # a feature that turned critical later may have the older data
         message = (f"{len(names)} input features in critical data drift, {self.features} or more for at least "
                    f"{self.events} events: {shown} (dataset drift, critical)")  # fmt: skip
         out.append(Alert(

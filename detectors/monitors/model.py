@@ -175,8 +175,7 @@ class ModelMonitor:
         self.events_seen = 0
         self.other_events = 0  # events of segment values beyond max_segments
         self.versions_retired = 0
-        self.dataset = DatasetDrift(config.dataset_drift_features, config.dataset_drift_events,
-                                    config.alert_per_detector)
+        self.dataset = DatasetDrift(config.dataset_drift_features, config.dataset_drift_events)
 
     @property
     def scopes(self) -> list[Scope]:

@@ -48,10 +48,11 @@ def dataset_alerts(alerts: list[Alert]) -> list[Alert]:
 
 def test_two_features_critical_for_1000_events_fire_one_model_alert_which_resolves_with_them() -> None:
     alerts = run(ModelMonitor("m", CONFIG), batches(features(), 250))
-    critical = {}
+    critical, starts = {}, {}
     for alert in alerts:
         if alert.feature and alert.status == "firing" and alert.severity == "critical":
             critical.setdefault(alert.feature, alert.event_index)
+            starts.setdefault(alert.feature, alert.window_start)
     assert set(critical) == {"a", "b"}, critical  # c and d never drift
     fired, resolved = dataset_alerts(alerts)
     # Fires exactly `events` after the second feature turned critical, whatever the batches.
@@ -59,7 +60,7 @@ def test_two_features_critical_for_1000_events_fire_one_model_alert_which_resolv
     assert fired.event_index == max(critical.values()) + 1000
     assert fired.statistic == 2.0 and fired.threshold == 2.0
     assert fired.current["drifting_features"] == ["a", "b"]
-    assert fired.window_start == 1.8e9 + min(critical.values())  # from where the first of them turned critical
+    assert fired.window_start == min(starts.values())  # from the start of the data that showed them critical
     assert "2 input features in critical data drift" in fired.message and "a, b" in fired.message
     # Resolved when the first of the two resolves (a's drift ends at 10000; its alert resolves after).
     first_resolve = min(a.event_index for a in alerts if a.feature and a.status == "resolved")
@@ -114,11 +115,29 @@ def test_a_snapshot_from_before_dataset_drift_restores_with_nothing_drifting() -
 
 def test_malformed_state_is_refused() -> None:
     with pytest.raises(SnapshotError, match="dataset drift"):
-        DatasetDrift(2, 10).restore({"drifting": [["a", "*", "x", 1.0]], "firing": None})
+        DatasetDrift(2, 10).restore({"drifting": [["a", "ks", "x", 1.0]], "firing": None})
     with pytest.raises(ValueError, match="features must be >= 0"):
         DatasetDrift(-1, 10)
     with pytest.raises(ValueError, match="dataset_drift_events must be >= 0"):
         MonitorConfig(dataset_drift_events=-1)
+
+
+def test_it_reads_alerts_per_incident_and_per_detector_alike() -> None:
+    def alert(status: str, severity: str, detector: str, detectors: tuple[str, ...] = ()) -> Alert:
+        return Alert("data_drift", status, severity, "a", detector, 1.0, 0.5, None, 10, 100, 5.0, 9.0, {}, {}, "",
+                     detectors=detectors or (detector,))  # fmt: skip
+
+    index, times = np.arange(10, 20), np.arange(10, 20, dtype=float)
+    per_detector = DatasetDrift(1, 0)
+    per_detector.observe([alert("firing", "critical", "ks"), alert("firing", "critical", "psi")], index, times)
+    per_detector.observe([alert("resolved", "critical", "ks")], index, times)
+    assert per_detector.drifting == {"a": {"psi": (10, 5.0)}} and per_detector.firing is not None
+    incident = DatasetDrift(1, 0)
+    incident.observe([alert("firing", "warning", "adwin"), alert("firing", "critical", "ks", ("adwin", "ks"))],
+                     index, times)  # fmt: skip
+    assert incident.drifting == {"a": {"ks": (10, 5.0)}}
+    (resolved,) = incident.observe([alert("resolved", "critical", "adwin", ("adwin", "ks"))], index, times)
+    assert resolved.status == "resolved" and incident.drifting == {}
 
 
 def test_segment_and_quality_alerts_do_not_count() -> None:

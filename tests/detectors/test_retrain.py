@@ -6,15 +6,16 @@ import msgpack
 import pytest
 
 from detectors import SnapshotError
-from detectors.retrain import RetrainConfig, RetrainPolicy, SeenAlert
+from detectors.retrain import MAX_FIRING, SEEN_IDS, RetrainConfig, RetrainPolicy, SeenAlert
 
 T0 = 1.8e9
 
 
 def alert(alert_id: str, kind: str = "concept_drift", status: str = "firing", severity: str = "critical",
           feature: str | None = None, at: float = T0, start: float = T0 - 600, version: str | None = "v2",
-          segment: str = "") -> SeenAlert:  # fmt: skip
-    return SeenAlert(alert_id, kind, status, severity, version, feature, segment, "ddm", start, at, "it changed")
+          segment: str = "", detector: str = "ddm", detectors: tuple[str, ...] = ()) -> SeenAlert:  # fmt: skip
+    return SeenAlert(alert_id, kind, status, severity, version, feature, segment, detector, start, at, "it changed",
+                     detectors or (detector,))  # fmt: skip
 
 
 def test_a_critical_concept_drift_requests_a_retraining_naming_what_fires_with_it() -> None:
@@ -91,6 +92,40 @@ def test_memory_is_bounded_whatever_the_alerts() -> None:
     policy = RetrainPolicy("m", RetrainConfig())
     for i in range(3000):
         policy.observe(alert(f"x{i}", "data_drift", feature=f"f{i}"))
-    assert len(policy.seen) == 256 and len(policy.firing) == 500
+    assert len(policy.seen) == SEEN_IDS and len(policy.firing) == MAX_FIRING
     decision = policy.observe(alert("cd"))
     assert decision is not None and len(decision[1].alert_ids) == 50
+
+
+def test_a_trigger_held_back_by_the_cooldown_is_requested_once_it_is_over_if_it_still_fires() -> None:
+    policy = RetrainPolicy("churn", RetrainConfig(cooldown=3600))
+    assert policy.observe(alert("a", at=T0)) is not None
+    held = policy.observe(alert("p", "performance", detector="accuracy_test", at=T0 + 60))
+    assert held is not None and held[0] == "suppressed"
+    assert policy.observe(alert("f1", "data_drift", feature="f1", at=T0 + 3000)) is None  # within the cooldown
+    later = policy.observe(alert("f2", "data_drift", feature="f2", at=T0 + 3700))  # any alert after it
+    assert later is not None and later[0] == "published" and policy.pending is None
+    assert later[1].request_id == held[1].request_id and later[1].trigger == held[1].trigger
+    assert later[1].alert_ids == ("p", "a", "f1", "f2")  # what stands when it is requested
+    assert policy.last_request == (held[1].request_id, T0 + 3700)
+    # Resolved while held back: never requested.
+    quiet = RetrainPolicy("churn", RetrainConfig(cooldown=3600))
+    quiet.observe(alert("a", at=T0))
+    quiet.observe(alert("p", "performance", detector="accuracy_test", at=T0 + 60))
+    quiet.observe(alert("p-end", "performance", "resolved", detector="accuracy_test", at=T0 + 120))
+    assert quiet.pending is None and quiet.observe(alert("f2", "data_drift", feature="f2", at=T0 + 3700)) is None
+
+
+def test_standing_alerts_are_tracked_per_detector_and_input_drift_whatever_the_version() -> None:
+    policy = RetrainPolicy("churn", RetrainConfig())
+    policy.observe(alert("ks", "data_drift", feature="f2", detector="ks", version="1"))
+    policy.observe(alert("psi", "data_drift", feature="f2", detector="psi", version="1"))
+    policy.observe(alert("ks-end", "data_drift", "resolved", feature="f2", detector="ks", version="2"))
+    assert [alert_id for alert_id, _ in policy.firing.values()] == ["psi"]  # psi still stands, on any version
+    # An incident's resolve names every detector that fired during it: all go.
+    policy.observe(alert("inc", "data_drift", feature="c0", detector="ks", detectors=("adwin", "ks")))
+    policy.observe(alert("inc-end", "data_drift", "resolved", feature="c0", detector="adwin",
+                         detectors=("adwin", "ks")))  # fmt: skip
+    policy.observe(alert("w", "data_drift", "firing", "warning", feature="f2", detector="psi"))  # de-escalated
+    decision = policy.observe(alert("cd"))
+    assert decision is not None and decision[1].alert_ids == ("cd",)

@@ -138,3 +138,14 @@ def test_the_prefect_example_starts_one_run_per_request_keyed_by_its_id(unique: 
     assert call["name"] == "train/churn" and call["idempotency_key"] == request["request_id"]
     assert call["parameters"]["since"] == request["since"] and call["parameters"]["model_version"] == "v1"
     assert call["timeout"] == 0 and call["flow_run_name"] == f"retrain-churn-{request['request_id'][:8]}"
+
+
+def test_retrain_policies_do_not_take_the_monitored_models_places(unique: str, store_factory) -> None:
+    config = settings(unique, max_models=2)
+    worker = engine(config, store_factory(config))
+    policies = [wire("concept_drift", None, 10, T0, model=f"m{i}") for i in range(2)]
+    events = [Record("events", 0, i, T0, b"x", orjson.dumps({"model": f"e{i}", "features": {"x": 1.0}}))
+              for i in range(2)]  # fmt: skip
+    out = asyncio.run(worker.process([*records(policies), *events]))
+    assert not out.dlq and len(out.requests) == 2
+    assert {model for state in worker.partitions.values() for model in state.monitors} == {"e0", "e1"}
