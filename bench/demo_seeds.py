@@ -9,8 +9,10 @@ Each run is the real demo (embedded broker, Redis, a worker, the simulator) with
 seed replaced; nothing else changes (the lines come from the default false-alarm budget, not from
 any seed). A run passes when the firing alerts name exactly the drifted places: every drift's
 (model, feature), and for a drift confined to a segment value of a model sliced by that key, also
-(model, segment, feature). The prediction depends on an undrifted feature, so no prediction alert
-is expected.
+(model, segment, feature); a model with ``DATASET_DRIFT_FEATURES`` or more drifted features (not
+counting missing values) also alerts on its inputs (dataset drift), and a model whose labels'
+concept drifts on its quality. The prediction depends on an undrifted feature, so no prediction
+alert is expected. Retraining requests are not places: they are left out.
 """
 
 from __future__ import annotations
@@ -20,17 +22,24 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from streams.demo import DEMO_TRAFFIC, SLICED_KEYS, run_demo, where
+from detectors.config import MonitorConfig
+from streams.demo import DEMO_LABELS, DEMO_TRAFFIC, SLICED_KEYS, run_demo, where
 
 
 def expected_places() -> set[str]:
     places = set()
+    drifted: dict[str, int] = {}
     for drift in DEMO_TRAFFIC.drifts:
         model = drift.model or DEMO_TRAFFIC.models[0]
+        if drift.kind != "null_rate":  # missing values are data quality, not drift
+            drifted[model] = drifted.get(model, 0) + 1
         places.add(f"{model}/{drift.feature}")
         if drift.segment and set(drift.segment) <= set(SLICED_KEYS.get(model, ())):
             label = ",".join(f"{key}={value}" for key, value in drift.segment.items())
             places.add(f"{model}[{label}]/{drift.feature}")
+    places.update(f"{model}/inputs" for model, count in drifted.items()
+                  if count >= MonitorConfig().dataset_drift_features)  # fmt: skip
+    places.update(f"{drift.model or DEMO_TRAFFIC.models[0]}/quality v1" for drift in DEMO_LABELS.concept_drifts)
     return places
 
 
@@ -38,7 +47,7 @@ def summary(alerts: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     """Each alerted place and the detectors its firing alerts named, in order of first alert."""
     places: dict[str, list[str]] = {}
     for alert in alerts:
-        if alert["status"] != "firing":
+        if alert.get("status") != "firing":  # a retraining request has none
             continue
         named = places.setdefault(where(alert), [])
         for detector in alert.get("detectors") or [alert["detector"]]:
