@@ -870,7 +870,7 @@ class Engine:
                 "at": now,
                 "statistics": [
                     {"version": version, "segment": segment or None, "feature": feature, "detector": detector,
-                     "value": value}
+                     "value": value, "line": observation.lines.get((version, segment, feature, detector))}
                     for (version, segment, feature, detector), value in observation.statistics.items()
                 ],
             }  # fmt: skip

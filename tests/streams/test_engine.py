@@ -620,3 +620,22 @@ def test_a_retired_versions_metric_series_go_with_it(unique: str) -> None:
                 if s.name == "driftstream_drift_statistic"}  # fmt: skip
     assert versions == {"", "v2", "v3"}
     assert engine.metrics.registry.get_sample_value("driftstream_versions_retired_total", {"model": "fraud"}) == 2
+
+
+def test_drift_metrics_snapshots_carry_each_statistics_line(unique: str) -> None:
+    """The line beside each statistic (as driftstream_drift_threshold): what the report plots a window against."""
+    engine = make_engine(settings(unique), MemoryStateStore())
+
+    async def run() -> list[dict]:
+        out = await engine.process(records(TRAFFIC, 1600))
+        return [orjson.loads(value) for _, value in out.metrics]
+
+    snapshots = asyncio.run(run())
+    entries = [entry for snapshot in snapshots for entry in snapshot["statistics"]]
+    ks = [entry for entry in entries if entry["detector"] == "ks" and entry["feature"] == "f1"]
+    assert ks and all(0 < entry["line"] < 1 for entry in ks)
+    gauge = engine.metrics.registry.get_sample_value(
+        "driftstream_drift_threshold", {"model": "fraud", "version": "", "segment": "", "feature": "f1",
+                                        "detector": "ks"})  # fmt: skip
+    assert gauge == ks[-1]["line"]
+    assert {entry["line"] is not None for entry in entries} == {True}
