@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from detectors.config import MonitorConfig
-from streams.demo import DEMO_LABELS, DEMO_TRAFFIC, SLICED_KEYS, run_demo, where
+from streams.console import where
+from streams.demo import DEMO_LABELS, DEMO_TRAFFIC, SLICED_KEYS, run_demo
 
 
 def expected_places() -> set[str]:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from streams.demo import DEMO_CONFIG, DEMO_TRAFFIC, format_alert, format_request, run_demo, where
+from streams.console import format_alert, format_request, where
+from streams.demo import DEMO_CONFIG, DEMO_TRAFFIC, run_demo
 from streams.settings import CONFIG_ENV, Settings
 from streams.simulate import model_events
 
