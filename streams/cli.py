@@ -176,6 +176,36 @@ def simulate(
 
 
 @app.command()
+def alerts(
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="only this model (repeatable)"),
+    type_: list[str] | None = typer.Option(
+        None, "--type", "-t", help="only this alert type (repeatable): data_drift, prediction_drift, data_quality, "
+        "performance, concept_drift"),
+    severity: str = typer.Option("warning", help="the lowest severity shown: warning (all) or critical"),
+    firing: bool = typer.Option(False, "--firing", help="only firing alerts, not resolved ones"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="start at the topic's first alert, "
+                                        "not at its end"),
+    json_output: bool = typer.Option(False, "--json", help="one alert a line, as JSON (for scripts)"),
+    count: int = typer.Option(0, help="stop after this many alerts; 0 = follow until Ctrl-C"),
+) -> None:
+    """Follow the alert topic: print alerts as they come (as the demo does), filtered."""
+    from streams.follow import AlertFilter, follow
+
+    config = _settings()
+    try:
+        wanted = AlertFilter(frozenset(model or ()), frozenset(type_ or ()), severity, firing)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        follow(config, wanted, from_beginning, json_output, count)
+    except DriftstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def demo(
     duration: float = typer.Option(0.0, help="stop after this many seconds; 0 = until Ctrl-C"),
     rate: float = typer.Option(2000.0, help="simulated events/s"),
