@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -101,3 +102,21 @@ def test_a_closed_port_or_a_missing_topic_is_one_line(kafka_bootstrap: str, redi
     done, _ = run(missing, "--count", "1")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "'no-such-alerts' (DRIFTSTREAM_TOPIC_ALERTS) does not exist" in done.stderr
+
+
+def test_the_readme_s_five_line_consumer_prints_alerts(kafka_bootstrap: str, redis_url: str) -> None:
+    """The README's consumer, as written there (only its broker and topic pointed at the test's)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("A consumer of your own, five lines:\n\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) == 5
+    settings = isolated_settings(kafka_bootstrap, redis_url, "alerts-readme", topic_partitions=1)
+    send(settings, STREAM[:2])
+    code = block.replace("localhost:9092", kafka_bootstrap).replace('"drift-alerts"', repr(settings.topic_alerts))
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]  # after the group's join
+    finally:
+        process.kill()
+        process.wait(10)
+    assert [line.strip() for line in lines] == [STREAM[0]["message"], STREAM[1]["message"]]
