@@ -122,6 +122,11 @@ class WindowedDetector:
         return self._last[0].p_value if self._last else None
 
     @property
+    def verdicts(self) -> list[Verdict]:
+        """Every test's verdict on the last judged window (empty before the first): what status shows."""
+        return list(self._last)
+
+    @property
     def fill(self) -> int:
         return self._fill
 

@@ -331,5 +331,41 @@ def _quality_line(quality: QualityReference) -> str:
     return f"{quality.task}, {quality.count} labeled row(s)" + (f", {metrics}" if metrics else "")
 
 
+@app.command()
+def status(
+    model: str | None = typer.Argument(None, help="only this model (default: every model)"),
+    width: int | None = typer.Option(None, help="table width in characters (default: the terminal's)"),
+) -> None:
+    """Each model's features with their detectors' latest statistics against their lines, and the alerts
+    firing now: from the state in Redis, so every worker's partitions."""
+    from streams.status import status as print_status
+
+    config = _settings()
+    try:
+        print_status(config, model, width=width)
+    except DriftstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def report(
+    model: str = typer.Argument(..., help="the model to report on"),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="the HTML file to write"),
+    hours: float = typer.Option(0.0, help="statistics and alerts of the last HOURS only; 0 = all the topics hold"),
+) -> None:
+    """Write one self-contained HTML file of a model: per feature its reference against the current window,
+    each statistic over recent windows with its line, and the alert timeline."""
+    from streams.report import write_report
+
+    config = _settings()
+    try:
+        written = write_report(config, model, out, hours=hours)
+    except DriftstreamError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(written)
+
+
 def main() -> None:
     app()

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Debian packages the tests run for real: Prometheus and Alertmanager (tests/integration/
-# test_prometheus.py) and kubectl, whose built-in kustomize renders k8s/ (tests/test_deployment.py).
+# test_prometheus.py), kubectl, whose built-in kustomize renders k8s/ (tests/test_deployment.py), and chromium,
+# which renders the HTML of driftstream report (tests/streams/test_report.py).
 # Installed when missing; a machine that cannot install them fails here, in one line, not in a test.
 set -euo pipefail
 declare -A needs=([prometheus]=prometheus [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
-                  [kubectl]=kubernetes-client)
+                  [kubectl]=kubernetes-client [chromium]=chromium)
 missing=()
 for command in "${!needs[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${needs[$command]}")
