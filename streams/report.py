@@ -60,6 +60,25 @@ def _kafka_error(settings: Settings, exc: KafkaException) -> DriftstreamError:
                             f"(DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS): {text}")  # fmt: skip
 
 
+def check_topics(settings: Settings, topics: Sequence[tuple[str, str]]) -> None:
+    """``DriftstreamError`` (one line) unless Kafka answers and has each (topic, its setting)."""
+    consumer = Consumer({**settings.confluent_config(), "group.id": "driftstream-report", "log_level": 0})
+    try:
+        try:
+            metadata = consumer.list_topics(timeout=5)
+        except KafkaException as exc:
+            raise _kafka_error(settings, exc) from exc
+        for topic, setting in topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                raise DriftstreamError(
+                    f"the topic {topic!r} ({setting}) does not exist on Kafka at {settings.kafka_bootstrap_servers}: "
+                    "start a worker first, or name the topic"
+                )
+    finally:
+        consumer.close()
+
+
 def read_model_entries(
     settings: Settings,
     topic: str,
@@ -483,11 +502,13 @@ def write_report(settings: Settings, model: str, out: Path, hours: float = 0.0,
                                f"at Redis; models there: {known}")  # fmt: skip
     since = time.time() - hours * 3600 if hours > 0 else None
     console = console or Console(stderr=True)
+    topics = [(settings.topic_metrics, "DRIFTSTREAM_TOPIC_METRICS"),
+              (settings.topic_alerts, "DRIFTSTREAM_TOPIC_ALERTS")]  # fmt: skip
+    check_topics(settings, topics)  # before the progress bars: a closed port is one line, not a bar and a line
     reads: dict[str, TopicRead] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:  # fmt: skip
-        for topic, setting in ((settings.topic_metrics, "DRIFTSTREAM_TOPIC_METRICS"),
-                               (settings.topic_alerts, "DRIFTSTREAM_TOPIC_ALERTS")):  # fmt: skip
+        for topic, setting in topics:
             task = progress.add_task(f"reading {topic}", total=None)
 
             def advance(done: int, total: int, task: Any = task) -> None:
