@@ -70,6 +70,7 @@ def test_status_and_report_of_a_drifting_model(kafka_bootstrap: str, redis_url: 
     done, took = driftstream(settings, "report", "fraud", "--out", str(page))
     print(f"report in {took:.1f}s: {done.stdout.strip()}")
     assert done.returncode == 0, done.stderr
+    done_all = done.stdout
     assert done.stdout.startswith(f"wrote {page}") and "reading " + settings.topic_metrics in done.stderr
     widths = rendered_image_widths(page)
     print(f"chromium drew {len(widths)} images, natural widths {widths}")
@@ -77,6 +78,11 @@ def test_status_and_report_of_a_drifting_model(kafka_bootstrap: str, redis_url: 
     html = page.read_text()
     assert "<h3 id='f1'>f1 <span class=\"critical\">FIRING critical</span>" in html
     assert "<h3 id='f0'>f0 <span class=\"ok\">ok</span>" in html
+
+    done, _ = driftstream(settings, "report", "fraud", "--out", str(tmp_path / "recent.html"), "--hours", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(": ", 1)[1] == done_all.split(": ", 1)[1]  # the same snapshots and alerts: all are recent
+    assert "statistics and alerts of the last 1 hour(s)" in (tmp_path / "recent.html").read_text()
 
     done, took = driftstream(settings, "report", "nope", "--out", str(tmp_path / "nope.html"))
     print(f"unknown model: {took:.1f}s {done.stderr.strip()!r}")
