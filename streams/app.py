@@ -37,10 +37,12 @@ from streams.kafka import (
     offsets_since,
 )
 from streams.metrics import Metrics
+from streams.redis_client import access_denied, redis_problem
 from streams.settings import Settings
 from streams.state import StateStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: the worker stopped on a setting only a person can fix
 
 
 class Worker:
@@ -438,6 +440,12 @@ class Worker:
         self.metrics.partitions_assigned.set(sum(1 for tp in assigned if tp.topic == self.settings.topic_events))
 
     def _store_failed(self, exc: Exception) -> None:
+        if access_denied(exc):
+            # Wrong credentials or a missing ACL permission: no wait mends them. Memory holds
+            # nothing Redis and Kafka lack (offsets are committed only after a checkpoint).
+            log.critical("%s", redis_problem(self.settings, exc))
+            logging.shutdown()
+            os._exit(EXIT_CONFIG)
         self.metrics.checkpoint_failures.inc()
         self.metrics.ready.set(0)
         if self._store_ok:  # log the change, not every retry

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,20 @@ def _parquet_file(path: Path) -> Any:
     except ImportError as exc:
         raise DriftstreamError("reading Parquet needs pyarrow: pip install 'driftstream[parquet]'") from exc
     return pq.ParquetFile(path)
+
+
+def file_rows(path: Path) -> int | None:
+    """The rows of a Parquet file (from its footer); None for a CSV file (unknown before it is read)."""
+    return int(_parquet_file(path).metadata.num_rows) if _is_parquet(path) and path.is_file() else None
+
+
+def counted(chunks: Iterable[dict[str, list[Any]]], advance: Callable[[int], None]) -> Iterator[dict[str, list[Any]]]:
+    """``chunks`` as they are, calling ``advance`` with the rows read so far after each."""
+    done = 0
+    for chunk in chunks:
+        done += len(next(iter(chunk.values()), ()))
+        advance(done)
+        yield chunk
 
 
 def file_columns(path: Path) -> list[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from streams import DriftstreamError
-from streams.settings import Settings, describe_settings
+from streams.settings import Settings, describe_settings, settings_error, show_settings
 
 if TYPE_CHECKING:
     from detectors.monitors.quality import QualityReference
@@ -27,33 +27,48 @@ app = typer.Typer(
 
 
 def _settings() -> Settings:
+    """The settings in force; an invalid one ends the command with one line naming it."""
     try:
         return Settings()
     except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        _fail(f"settings: {settings_error(exc)}", exc)
+
+
+def _fail(message: str, exc: BaseException | None = None) -> NoReturn:
+    """End the command with ``error: message`` (one line, on stderr) and exit code 2."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(2) from exc
 
 
 @app.command()
 def settings() -> None:
-    """List every setting: environment variable, default and meaning."""
-    typer.echo(describe_settings())
+    """Print the settings in force (environment over DRIFTSTREAM_CONFIG's file over defaults) as
+    VARIABLE=value lines with their meaning, after checking them: an invalid one is one error line."""
+    typer.echo(show_settings(_settings()))
 
 
 @app.command()
 def worker() -> None:
     """Run one Faust worker (any number share the work by consumer group)."""
     from streams.app import Worker
-    from streams.kafka import ensure_topics
-    from streams.state import open_store
+    from streams.kafka import check_kafka, ensure_topics
+    from streams.redis_client import access_denied, redis_problem
+    from streams.state import StoreUnavailable, check_store, open_store
 
     config = _settings()
     logging.basicConfig(level=config.log_level)
     try:
+        check_kafka(config)
         if config.create_topics:
             ensure_topics(config)
+        asyncio.run(check_store(config))
+    except StoreUnavailable as exc:
+        if access_denied(exc):  # wrong credentials or ACL: permanent, fail now
+            _fail(redis_problem(config, exc), exc)
+        # Redis down: the worker waits for it (not ready until it answers), as after any outage.
+        logging.getLogger("streams").warning("%s; waiting for it", redis_problem(config, exc))
     except DriftstreamError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(str(exc), exc)
     Worker(config, open_store(config)).run()
 
 
@@ -167,11 +182,25 @@ def simulate(
             plan.check(traffic)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    from streams.kafka import check_kafka, unreachable_message
+    from streams.progress import progress
+
+    config = _settings()
     try:
-        sent = send(_settings(), traffic, count, rate, batch_size, labels=plan if labels else None,
-                    label_batch=label_batch)  # fmt: skip
+        check_kafka(config)
+    except DriftstreamError as exc:
+        _fail(str(exc), exc)
+    total = count * len(traffic.models) if count else None
+    try:
+        with progress("simulate: events sent", total) as advance:
+            sent = send(config, traffic, count, rate, batch_size, labels=plan if labels else None,
+                        label_batch=label_batch, progress=advance)  # fmt: skip
     except KeyboardInterrupt:
         return
+    if sent.undelivered:
+        what = f"{sent.events - (sent.delivered_events or 0)} of {sent.events} events" + (
+            f" and {sent.labels - (sent.delivered_labels or 0)} of {sent.labels} labels" if labels else "")
+        _fail(f"{what} were not delivered: " + unreachable_message(config, sent.error or "no delivery report"))
     typer.echo(f"sent {sent.events} events" + (f" and {sent.labels} labels" if labels else ""))
 
 
@@ -214,7 +243,10 @@ def demo(
     """Start a broker, Redis, a worker and drifting traffic; print alerts as they fire."""
     from streams.demo import run_demo
 
-    run_demo(duration, rate, seed=seed)
+    try:
+        run_demo(duration, rate, seed=seed)
+    except DriftstreamError as exc:
+        _fail(str(exc), exc)
 
 
 def _names(option: str, text: str | None) -> list[str] | None:
@@ -267,14 +299,18 @@ def baseline(
         LabeledRowsReader,
         baseline_blob,
         build_references,
+        counted,
         file_columns,
+        file_rows,
         find_probability_columns,
         quality_columns,
         read_chunks,
         reference_quality,
         select_columns,
     )
-    from streams.state import open_store
+    from streams.progress import progress
+    from streams.redis_client import redis_problem
+    from streams.state import StoreUnavailable, check_store, open_store
 
     config = _settings()
     if version is not None and not version.strip():
@@ -283,19 +319,27 @@ def baseline(
         raise typer.BadParameter("--label-column must not be empty")
     if probability_columns is not None and label_column is None:
         raise typer.BadParameter("--probability-columns needs --label-column")
+    try:  # before reading a file that may be large: the store must take the result
+        asyncio.run(check_store(config))
+    except StoreUnavailable as exc:
+        _fail(redis_problem(config, exc), exc)
+    except DriftstreamError as exc:
+        _fail(str(exc), exc)
     quality = None
     try:
         available = file_columns(path)
         probabilities = find_probability_columns(available, probability_columns) if probability_columns else {}
         selected = select_columns(available, _names("--columns", columns), _names("--exclude", exclude) or (),
                                   prediction_column, label_column, list(probabilities))  # fmt: skip
-        if label_column is None:
-            chunks = read_chunks(path, columns=selected)
-        else:
-            wanted = quality_columns(selected, label_column, probabilities)
-            reader = LabeledRowsReader(wanted, version)
-            chunks = reader.strip(read_chunks(path, columns={**selected, **wanted.renames}, exact=wanted.exact))
-        references = build_references(chunks, config.monitor_config(), config.feature_kinds(model))
+        with progress(f"baseline: rows of {path.name} read", file_rows(path)) as advance:
+            if label_column is None:
+                chunks = counted(read_chunks(path, columns=selected), advance)
+            else:
+                wanted = quality_columns(selected, label_column, probabilities)
+                reader = LabeledRowsReader(wanted, version)
+                chunks = reader.strip(counted(read_chunks(path, columns={**selected, **wanted.renames},
+                                                          exact=wanted.exact), advance))  # fmt: skip
+            references = build_references(chunks, config.monitor_config(), config.feature_kinds(model))
         if label_column is not None:
             quality = reference_quality(reader, config.quality_spec(model), config.monitor_config(model))
     except (DriftstreamError, ValueError) as exc:
@@ -310,7 +354,10 @@ def baseline(
         finally:
             await store.close()
 
-    asyncio.run(save())
+    try:
+        asyncio.run(save())
+    except StoreUnavailable as exc:
+        _fail(redis_problem(config, exc), exc)
     features = [name for name in references if name != PREDICTION]
     prediction = next((name for name, stored in selected.items() if stored == PREDICTION), None)
     empty = [name for name, stored in selected.items() if stored not in references]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from typing import Any
 
 import faust
 from aiokafka.client import ConnectionGroup
 from aiokafka.helpers import create_ssl_context
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams import DriftstreamError
@@ -62,6 +63,61 @@ def broker_connected(app: faust.App) -> bool:
         return False
     connection = consumer._client._conns.get((node, ConnectionGroup.COORDINATION))
     return connection is not None and connection.connected()
+
+
+# librdkafka errors after which waiting longer for the brokers is pointless: every bootstrap
+# broker refused the connection, a name does not resolve, TLS or SASL failed.
+_UNREACHABLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._AUTHENTICATION, KafkaError._SSL,
+                KafkaError.SASL_AUTHENTICATION_FAILED)  # fmt: skip
+_CAUSES = (KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._AUTHENTICATION, KafkaError._SSL,
+           KafkaError.SASL_AUTHENTICATION_FAILED)  # fmt: skip
+
+
+class KafkaUnreachable(DriftstreamError):
+    """No Kafka broker answered at the configured address."""
+
+
+def check_kafka(settings: Settings, timeout: float = 10.0) -> None:
+    """Raise :class:`KafkaUnreachable`, in one line naming the setting and what to do, unless a
+    broker answers a metadata request within ``timeout`` seconds. Returns as soon as one does,
+    and fails as soon as librdkafka reports every bootstrap broker down (a closed port: at once)."""
+    errors: list[KafkaError] = []
+    config: dict[str, Any] = {**settings.confluent_config(), "error_cb": errors.append}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        try:
+            admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            last = exc
+        admin.poll(0)  # serves error_cb
+        if any(error.code() in _UNREACHABLE for error in errors) or time.monotonic() >= deadline:
+            break
+    cause = next((error for error in errors if error.code() in _CAUSES), None)
+    if cause is not None:
+        reason = cause.str()
+    elif isinstance(last, KafkaException) and last.args and isinstance(last.args[0], KafkaError):
+        reason = last.args[0].str()
+    else:
+        reason = f"no answer within {timeout:g} s"
+    raise KafkaUnreachable(unreachable_message(settings, reason))
+
+
+def unreachable_message(settings: Settings, reason: str) -> str:
+    """``cannot reach Kafka at HOST (DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS): REASON; what to do``."""
+    # librdkafka says "127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused (after 0ms
+    # in state CONNECT)": keep what failed and why.
+    reason = reason.split("/bootstrap: ", 1)[-1].split(" (after ", 1)[0]
+    advice = "start the broker there or point DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS at a running one"
+    lowered = reason.lower()
+    if "ssl" in lowered or "certificate" in lowered:
+        advice = "check DRIFTSTREAM_KAFKA_SECURITY_PROTOCOL and DRIFTSTREAM_KAFKA_SSL_* against the broker's listener"
+    elif "sasl" in lowered or "authentication" in lowered:
+        advice = "check DRIFTSTREAM_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD"
+    return (f"cannot reach Kafka at {settings.kafka_bootstrap_servers} (DRIFTSTREAM_KAFKA_BOOTSTRAP_SERVERS): "
+            f"{reason}; {advice}")  # fmt: skip
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:

@@ -25,7 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException, RedisError
 
 from streams import DriftstreamError
 from streams.settings import Settings
@@ -168,3 +168,41 @@ def _sentinel_master(settings: Settings, url: dict[str, Any], options: dict[str,
         sentinel_options["password"] = settings.redis_sentinel_password
     manager = Sentinel(sentinels, sentinel_kwargs=sentinel_options, **options)
     return manager.master_for(settings.redis_sentinel_master, redis_class=SentinelMaster)
+
+
+# Replies no retry can change: wrong credentials, a user without the right to a command or key.
+_DENIED = ("WRONGPASS", "NOPERM", "NOAUTH", "invalid username-password pair", "Authentication required")
+
+
+def access_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is Redis refusing the credentials or a
+    permission: permanent, unlike a Redis that is down, so a worker fails rather than waits."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (AuthenticationError, NoPermissionError)):
+            return True
+        if isinstance(current, RedisError) and any(mark in str(current) for mark in _DENIED):
+            return True  # e.g. a Sentinel's "No master found ... AuthenticationError(...)"
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def redis_problem(settings: Settings, exc: BaseException) -> str:
+    """One line: which Redis, which setting, what went wrong and what to do."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    reason = " ".join(str(root).split()).rstrip(".") or type(root).__name__
+    if settings.redis_mode == "sentinel":
+        where, setting = f"the sentinels {settings.redis_sentinels}", "DRIFTSTREAM_REDIS_SENTINELS"
+    else:
+        where, setting = _safe(settings), "DRIFTSTREAM_REDIS_URL"
+    if access_denied(exc):
+        if "NOPERM" in reason or isinstance(root, NoPermissionError):
+            return (f"Redis at {where} denied a command or key to its user ({reason}); grant that ACL user "
+                    f"the commands and the {settings.state_prefix}:* keys driftstream needs (docs/redis.md)")
+        return (f"Redis at {where} refused the credentials ({reason}); set the right DRIFTSTREAM_REDIS_PASSWORD "
+                f"(and DRIFTSTREAM_REDIS_USERNAME for an ACL user), or put them in {setting}")
+    return f"cannot reach Redis at {where} ({setting}): {reason}; start Redis there or point {setting} at a running one"

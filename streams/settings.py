@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
+import shlex
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +28,12 @@ from detectors.monitors.quality import QualitySpec
 from detectors.retrain import RetrainConfig
 
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
+ENV_PREFIX = "DRIFTSTREAM_"
+# DRIFTSTREAM_* variables that name no setting but are not typos either: the config file's name,
+# and the test suite's own (tests/conftest.py).
+OTHER_VARIABLES = (CONFIG_ENV, "DRIFTSTREAM_TEST_")
+SECRETS = frozenset({"kafka_sasl_password", "redis_password", "redis_sentinel_password"})
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _D = MonitorConfig()  # the detection defaults live in one place
 
 
@@ -64,23 +75,35 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port]")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN",
+        description="PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)",
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (SASL_* protocols)")
+    kafka_sasl_password: str | None = Field(None, description="SASL password (SASL_* protocols)")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers (SSL, SASL_SSL)")
+    kafka_ssl_certfile: str | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: str | None = Field(None, description="client key (mutual TLS)")
     app_id: str = Field("driftstream", description="Faust app id = Kafka consumer group")
-    topic_events: str = "inference-events"
-    topic_labels: str = "inference-labels"
-    topic_alerts: str = "drift-alerts"
-    topic_metrics: str = "drift-metrics"
-    topic_dlq: str = "inference-events-dlq"
-    topic_retrain: str = "retrain-requests"
+    topic_events: str = Field("inference-events", description="topic of the inference events the worker reads")
+    topic_labels: str = Field(
+        "inference-labels",
+        description="topic of the late labels, joined to their events by event_id",
+    )
+    topic_alerts: str = Field("drift-alerts", description="topic the alerts go to")
+    topic_metrics: str = Field("drift-metrics", description="topic of the per-window drift statistics")
+    topic_dlq: str = Field(
+        "inference-events-dlq",
+        description="dead-letter topic of messages that could not be decoded",
+    )
+    topic_retrain: str = Field("retrain-requests", description="topic of the retraining requests")
     create_topics: bool = Field(True, description="create missing topics at start-up")
     topic_partitions: int = Field(4, ge=1, description="partitions of topics this app creates")
-    topic_replication: int = Field(1, ge=1)
+    topic_replication: int = Field(1, ge=1, description="replication factor of topics this app creates")
     broker_session_timeout: float = Field(10.0, gt=0, description="seconds")
     broker_rebalance_timeout: float = Field(10.0, gt=0, description="seconds")
     broker_heartbeat_interval: float = Field(1.0, gt=0, description="seconds")
@@ -89,7 +112,7 @@ class Settings(BaseSettings):
     redis_mode: Literal["standalone", "sentinel", "cluster"] = Field(
         "standalone", description="standalone and cluster connect to redis_url; sentinel asks redis_sentinels"
     )
-    redis_url: str = Field("redis://localhost:6379/0", description="redis:// or rediss:// (TLS)")
+    redis_url: str = Field("redis://localhost:6379/0", description="redis://HOST:PORT/DB, rediss:// (TLS) or unix://PATH")
     redis_username: str | None = Field(None, description="ACL user (Redis 6+) when not in the URL")
     redis_password: str | None = Field(None, description="AUTH password when not in the URL")
     redis_ssl_ca_certs: str | None = Field(None, description="CA bundle to verify the server (TLS)")
@@ -109,7 +132,7 @@ class Settings(BaseSettings):
     )
 
     # Worker
-    web_host: str = "0.0.0.0"
+    web_host: str = Field("0.0.0.0", description="address the worker's web server (/metrics, /healthz) listens on")
     web_port: int = Field(6066, ge=1, le=65535, description="serves /metrics and /healthz")
     data_dir: str = Field("", description="Faust data dir (default: a temp dir)")
     batch_max: int = Field(
@@ -118,14 +141,23 @@ class Settings(BaseSettings):
         "batch envelopes lower it (16 for 1000-event envelopes)"
     )
     batch_within: float = Field(0.2, gt=0, description="seconds to wait to fill a batch")
-    log_level: str = "INFO"
+    log_level: str = Field(
+        "INFO",
+        description="DEBUG | INFO | WARNING | ERROR (DEBUG also shows the Kafka client's own log)",
+    )
 
     # Input bounds
-    max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_events_per_message: int = Field(10_000, ge=1)
+    max_message_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024,
+        description="largest input message accepted; larger ones go to the DLQ",
+    )
+    max_events_per_message: int = Field(10_000, ge=1, description="events of one batch envelope; more are rejected")
     max_models: int = Field(100, ge=1, description="models tracked per worker; more are rejected")
-    max_name_length: int = Field(200, ge=1)
-    max_string_length: int = Field(1024, ge=1)
+    max_name_length: int = Field(
+        200, ge=1,
+        description="characters of a model, feature or version name; longer is rejected",
+    )
+    max_string_length: int = Field(1024, ge=1, description="characters of a categorical value; longer is rejected")
     max_segment_keys: int = Field(8, ge=1, description="keys of an event's segment object; more is rejected")
     max_segment_length: int = Field(64, ge=1, description="characters of a segment key or value; longer is rejected")
     # Labels (issue 13): the join of late labels to their predictions
@@ -150,44 +182,122 @@ class Settings(BaseSettings):
 
     # Detection: every field of detectors.config.MonitorConfig, same names and defaults
     # (lists as JSON in the environment, e.g. DRIFTSTREAM_NUMERIC_TESTS='["psi","ks"]').
-    reference_size: int = _D.reference_size
-    window_size: int = _D.window_size
+    reference_size: int = Field(
+        _D.reference_size,
+        description="rows of the stream taken as reference when no baseline is loaded",
+    )
+    window_size: int = Field(_D.window_size, description="rows per window of the windowed tests")
     window_step: int = Field(_D.window_step, description="0 = tumbling windows")
-    numeric_tests: tuple[str, ...] = _D.numeric_tests
-    categorical_tests: tuple[str, ...] = _D.categorical_tests
-    change_detectors: tuple[str, ...] = _D.change_detectors
-    multiple_testing: Literal["none", "bonferroni", "benjamini_hochberg"] = "none"
-    psi_bins: int = _D.psi_bins
-    psi_warning: float = _D.psi_warning
-    psi_critical: float = _D.psi_critical
-    ks_alpha: float = _D.ks_alpha
-    ks_critical_effect: float = _D.ks_critical_effect
-    chi_square_alpha: float = _D.chi_square_alpha
-    chi_square_critical_effect: float = _D.chi_square_critical_effect
-    wasserstein_warning: float = _D.wasserstein_warning
-    wasserstein_critical: float = _D.wasserstein_critical
-    jensen_shannon_warning: float = _D.jensen_shannon_warning
-    jensen_shannon_critical: float = _D.jensen_shannon_critical
-    unseen_rate_warning: float = _D.unseen_rate_warning
-    unseen_rate_critical: float = _D.unseen_rate_critical
-    null_rate_warning: float = _D.null_rate_warning
-    null_rate_critical: float = _D.null_rate_critical
+    numeric_tests: tuple[str, ...] = Field(
+        _D.numeric_tests,
+        description="numeric tests (JSON list): psi, ks, wasserstein, jensen_shannon, null_rate",
+    )
+    categorical_tests: tuple[str, ...] = Field(
+        _D.categorical_tests,
+        description="categorical tests (JSON list): psi, chi_square, jensen_shannon, unseen_rate, null_rate",
+    )
+    change_detectors: tuple[str, ...] = Field(
+        _D.change_detectors,
+        description="change-point detectors on numeric features (JSON list): adwin, page_hinkley",
+    )
+    multiple_testing: Literal["none", "bonferroni", "benjamini_hochberg"] = Field(
+        "none",
+        description="correction over a model's features: none | bonferroni | benjamini_hochberg",
+    )
+    psi_bins: int = Field(_D.psi_bins, description="bins of the PSI histogram")
+    psi_warning: float = Field(_D.psi_warning, description="PSI from which a window warns")
+    psi_critical: float = Field(_D.psi_critical, description="PSI from which a window is critical")
+    ks_alpha: float = Field(_D.ks_alpha, description="per-window significance level of the KS test")
+    ks_critical_effect: float = Field(
+        _D.ks_critical_effect,
+        description="KS D from which a significant window is critical",
+    )
+    chi_square_alpha: float = Field(
+        _D.chi_square_alpha,
+        description="per-window significance level of the chi-square test",
+    )
+    chi_square_critical_effect: float = Field(
+        _D.chi_square_critical_effect,
+        description="Cramer's V from which a significant window is critical",
+    )
+    wasserstein_warning: float = Field(
+        _D.wasserstein_warning,
+        description="Wasserstein distance (in reference standard deviations) from which a window warns",
+    )
+    wasserstein_critical: float = Field(
+        _D.wasserstein_critical,
+        description="Wasserstein distance (in reference standard deviations) from which it is critical",
+    )
+    jensen_shannon_warning: float = Field(
+        _D.jensen_shannon_warning,
+        description="Jensen-Shannon distance from which a window warns",
+    )
+    jensen_shannon_critical: float = Field(
+        _D.jensen_shannon_critical,
+        description="Jensen-Shannon distance from which a window is critical",
+    )
+    unseen_rate_warning: float = Field(
+        _D.unseen_rate_warning,
+        description="share of categories never seen in the reference from which a window warns",
+    )
+    unseen_rate_critical: float = Field(
+        _D.unseen_rate_critical,
+        description="share of unseen categories from which a window is critical",
+    )
+    null_rate_warning: float = Field(
+        _D.null_rate_warning,
+        description="rise of the missing share over the reference's from which a window warns",
+    )
+    null_rate_critical: float = Field(
+        _D.null_rate_critical,
+        description="rise of the missing share from which a window is critical",
+    )
     psi_alpha: float = Field(_D.psi_alpha, description="per-window alpha of PSI's null line (0: off; the budget "
                              "sets it, as for JENSEN_SHANNON_ALPHA, UNSEEN_RATE_ALPHA, NULL_RATE_ALPHA)")  # fmt: skip
-    jensen_shannon_alpha: float = _D.jensen_shannon_alpha
-    unseen_rate_alpha: float = _D.unseen_rate_alpha
-    null_rate_alpha: float = _D.null_rate_alpha
-    max_categories: int = _D.max_categories
-    reference_points: int = _D.reference_points
-    category_map_size: int = _D.category_map_size
-    adwin_delta: float = _D.adwin_delta
-    ph_delta: float = _D.ph_delta
-    ph_threshold: float = _D.ph_threshold
-    ph_alpha: float = _D.ph_alpha
-    ph_min_instances: int = _D.ph_min_instances
-    change_critical_sigma: float = _D.change_critical_sigma
-    resolve_after: int = _D.resolve_after
-    max_features: int = _D.max_features
+    jensen_shannon_alpha: float = Field(
+        _D.jensen_shannon_alpha,
+        description="per-window alpha of the Jensen-Shannon null line (0: off; the budget may set it)",
+    )
+    unseen_rate_alpha: float = Field(
+        _D.unseen_rate_alpha,
+        description="per-window alpha of the unseen-rate null line (0: off; the budget may set it)",
+    )
+    null_rate_alpha: float = Field(
+        _D.null_rate_alpha,
+        description="per-window alpha of the null-rate null line (0: off; the budget may set it)",
+    )
+    max_categories: int = Field(
+        _D.max_categories,
+        description="reference categories kept per feature; the rest share one bucket",
+    )
+    reference_points: int = Field(
+        _D.reference_points,
+        description="points of a numeric reference summary (rank error <= 1/points)",
+    )
+    category_map_size: int = Field(
+        _D.category_map_size,
+        description="log2 slots of the categorical reference's frequent-items sketch (3-16)",
+    )
+    adwin_delta: float = Field(
+        _D.adwin_delta,
+        description="ADWIN's confidence parameter (smaller: fewer, surer change points)",
+    )
+    ph_delta: float = Field(_D.ph_delta, description="Page-Hinkley's tolerated drift magnitude")
+    ph_threshold: float = Field(_D.ph_threshold, description="Page-Hinkley's detection threshold")
+    ph_alpha: float = Field(_D.ph_alpha, description="Page-Hinkley's forgetting factor (1 under a false-alarm budget)")
+    ph_min_instances: int = Field(_D.ph_min_instances, description="rows Page-Hinkley sees before it may detect")
+    change_critical_sigma: float = Field(
+        _D.change_critical_sigma,
+        description="change-point shift (in reference standard deviations) from which it is critical",
+    )
+    resolve_after: int = Field(
+        _D.resolve_after,
+        description="rows without a new change point before its alert resolves",
+    )
+    max_features: int = Field(
+        _D.max_features,
+        description="features tracked per model; further ones are ignored and counted",
+    )
     max_versions: int = Field(_D.max_versions, description="live model versions per model; the least recently seen "
                               "is retired")  # fmt: skip
     max_segments: int = Field(_D.max_segments, description="segment values tracked per model (first seen first); "
@@ -212,34 +322,55 @@ class Settings(BaseSettings):
                                           "closes once its predictions span this many seconds")  # fmt: skip
     quality_reference_windows: int = Field(_D.quality_reference_windows, description="first windows of a version "
                                            "that make its reference quality when no baseline or config gives one")
-    max_classes: int = _D.max_classes
+    max_classes: int = Field(
+        _D.max_classes,
+        description="classes tracked per model version (first seen first); the rest count as 'other'",
+    )
     performance_alpha: float = Field(_D.performance_alpha, description="per-window alpha of the performance test "
                                      "(the budget's share when stricter)")  # fmt: skip
-    performance_critical_drop: float = _D.performance_critical_drop
-    performance_critical_rise: float = _D.performance_critical_rise
+    performance_critical_drop: float = Field(
+        _D.performance_critical_drop,
+        description="accuracy drop (absolute) from which a performance alert is critical",
+    )
+    performance_critical_rise: float = Field(
+        _D.performance_critical_rise,
+        description="MAE rise (relative to the reference's) from which a performance alert is critical",
+    )
     error_detector: Literal["ddm", "hddm_w", "hddm_a", "adwin"] = Field(
         "ddm", description="concept drift on a classifier's 0/1 errors")
     regression_detector: Literal["page_hinkley", "adwin"] = Field(
         "page_hinkley", description="concept drift on a regressor's absolute errors")
-    ddm_warm_start: int = _D.ddm_warm_start
-    ddm_warning_threshold: float = _D.ddm_warning_threshold
-    ddm_drift_threshold: float = _D.ddm_drift_threshold
-    hddm_w_drift_confidence: float = _D.hddm_w_drift_confidence
-    hddm_w_warning_confidence: float = _D.hddm_w_warning_confidence
-    hddm_w_lambda: float = _D.hddm_w_lambda
-    hddm_a_drift_confidence: float = _D.hddm_a_drift_confidence
-    hddm_a_warning_confidence: float = _D.hddm_a_warning_confidence
+    ddm_warm_start: int = Field(_D.ddm_warm_start, description="errors DDM sees before it may detect")
+    ddm_warning_threshold: float = Field(
+        _D.ddm_warning_threshold,
+        description="DDM's warning level (standard deviations)",
+    )
+    ddm_drift_threshold: float = Field(_D.ddm_drift_threshold, description="DDM's drift level (standard deviations)")
+    hddm_w_drift_confidence: float = Field(_D.hddm_w_drift_confidence, description="HDDM_W's drift confidence")
+    hddm_w_warning_confidence: float = Field(_D.hddm_w_warning_confidence, description="HDDM_W's warning confidence")
+    hddm_w_lambda: float = Field(_D.hddm_w_lambda, description="HDDM_W's weight of recent errors")
+    hddm_a_drift_confidence: float = Field(_D.hddm_a_drift_confidence, description="HDDM_A's drift confidence")
+    hddm_a_warning_confidence: float = Field(_D.hddm_a_warning_confidence, description="HDDM_A's warning confidence")
     label_lag_max: float = Field(_D.label_lag_max, description="seconds; a quality window whose median label lag "
                                  "exceeds it raises a data_quality alert (0 = off)")  # fmt: skip
     label_coverage_min: float = Field(_D.label_coverage_min, description="share of stored predictions labeled; "
                                       "below it a data_quality alert (0 = off)")  # fmt: skip
 
-    models: dict[str, ModelSettings] = Field(default_factory=dict, description="TOML only")
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description="per-model config: the config file's [models.NAME] tables (README: Settings)"
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _strip_scheme(cls, value: str) -> str:
         return ",".join(s.strip().removeprefix("kafka://") for s in value.split(",") if s.strip())
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://, e.g. redis://localhost:6379/0")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -251,6 +382,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        unknown = unknown_variables()
+        if unknown:
+            raise ValueError("; ".join(f"{name} names no setting" + _suggest(name.removeprefix(ENV_PREFIX).lower(),
+                                                                          ENV_PREFIX) for name in unknown))
         config_file = os.environ.get(CONFIG_ENV)
         if config_file:
             if not Path(config_file).is_file():
@@ -306,6 +441,9 @@ class Settings(BaseSettings):
         config: dict[str, Any] = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
+            # librdkafka logs every failed connection attempt to stderr: hundreds of lines while a
+            # broker is away, which the errors raised already say in one. DEBUG shows them.
+            "logger": librdkafka_logger(self.log_level),
         }
         if self.kafka_security_protocol.startswith("SASL"):
             config.update(
@@ -338,7 +476,114 @@ def describe_settings() -> str:
     for name, info in Settings.model_fields.items():
         if name == "models":
             continue
-        default = info.default if info.default not in (None, "") else "-"
+        default = _env_text(info.default) or "-"
         note = f"  {info.description}" if info.description else ""
         lines.append(f"DRIFTSTREAM_{name.upper()}={default}{note}")
+    return "\n".join(lines)
+
+
+def librdkafka_logger(level: str) -> logging.Logger:
+    """Where the librdkafka clients log (``logger`` of their config): silent but for DEBUG."""
+    logger = logging.getLogger("streams.librdkafka")
+    logger.setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.CRITICAL)
+    return logger
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """The DRIFTSTREAM_* environment variables that name no setting (typos), sorted."""
+    environ = dict(os.environ) if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(name for name in environ if name.upper().startswith(ENV_PREFIX)
+                  and name.upper() not in known and not name.upper().startswith(OTHER_VARIABLES))  # fmt: skip
+
+
+def _suggest(name: str, prefix: str = "", within: type[BaseSettings] | None = None) -> str:
+    close = difflib.get_close_matches(name, list((within or Settings).model_fields), n=1, cutoff=0.75)
+    return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
+
+
+def settings_error(exc: Exception) -> str:
+    """One line saying which settings are wrong and why, for an error raised by ``Settings()``."""
+    if not isinstance(exc, ValidationError):
+        return str(exc).replace("\n", " ")
+    problems = []
+    config_file = os.environ.get(CONFIG_ENV)
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not loc:
+            problems.append(message)
+            continue
+        name = loc[0]
+        variable = ENV_PREFIX + name.upper()
+        if error["type"] == "extra_forbidden":
+            where = f"{CONFIG_ENV}={config_file}: " if config_file else ""
+            nested = len(loc) == 3 and name == "models"  # [models.NAME] key
+            problems.append(f"{where}{'.'.join(loc)} names no setting"
+                            + _suggest(loc[-1], within=ModelSettings if nested else None))  # fmt: skip
+        elif any(key.upper() == variable for key in os.environ) and len(loc) == 1:
+            value = "***" if name in SECRETS else _mask_url(str(error.get("input", "")))
+            problems.append(f"{variable}={value}: {message}")
+        elif config_file:
+            problems.append(f"{CONFIG_ENV}={config_file}: {'.'.join(loc)}: {message}")
+        else:
+            problems.append(f"{'.'.join(loc)}: {message}")
+    return "; ".join(problems)
+
+
+def _mask_url(value: str) -> str:
+    """A URL with any password in it replaced by ***."""
+    scheme, slashes, rest = value.partition("//")
+    if not slashes:
+        return value
+    hostpart, slash, path = rest.partition("/")
+    userinfo, at, host = hostpart.rpartition("@")
+    if not at:
+        return value
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}//{user}:***@{host}{slash}{path}"
+
+
+def _env_text(value: Any) -> str:
+    """A value as the environment gives it: JSON for lists and tables, true/false, '' for none."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list, dict)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """Per setting, in declaration order: its variable, the value in force (as the environment
+    takes it, secrets masked), where it came from (env, file or default) and its meaning."""
+    environ = {key.upper() for key in os.environ}
+    in_file: set[str] = set()
+    config_file = os.environ.get(CONFIG_ENV)
+    if config_file:
+        with open(config_file, "rb") as handle:
+            in_file = set(tomllib.load(handle))
+    rows = []
+    for name, info in Settings.model_fields.items():
+        variable = ENV_PREFIX + name.upper()
+        value = getattr(settings, name)
+        if name == "models":
+            value = {model: own.model_dump(exclude_defaults=True) for model, own in value.items()}
+        text = _env_text(value)
+        if name in SECRETS and value:
+            text = "***"
+        elif name == "redis_url":
+            text = _mask_url(text)
+        source = "env" if variable in environ else "file" if name in in_file else "default"
+        rows.append((variable, text, source, info.description or ""))
+    return rows
+
+
+def show_settings(settings: Settings) -> str:
+    """``effective_settings`` as shell lines: VARIABLE=value  # meaning [env|file]."""
+    lines = []
+    for variable, text, source, description in effective_settings(settings):
+        where = "" if source == "default" else f" [{source}]"
+        lines.append(f"{variable}={shlex.quote(text) if text else ''}  # {description}{where}")
     return "\n".join(lines)

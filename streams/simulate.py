@@ -633,8 +633,20 @@ def messages(
 
 @dataclass(frozen=True)
 class Sent:
+    """What ``send`` produced, and (when it flushed its own producer) how much the broker took."""
+
     events: int
     labels: int
+    delivered_events: int | None = None  # None: the caller's producer, not flushed here
+    delivered_labels: int | None = None
+    error: str | None = None  # the first delivery error, if any
+
+    @property
+    def undelivered(self) -> int:
+        """Events and labels produced but not acknowledged by the broker (0 when unknown)."""
+        if self.delivered_events is None or self.delivered_labels is None:
+            return 0
+        return self.events - self.delivered_events + self.labels - self.delivered_labels
 
 
 def produce(
@@ -668,9 +680,13 @@ def send(
     labels: LabelPlan | None = None,
     label_batch: int = 1,
     clock: Callable[[], float] = time.time,
+    progress: Callable[[int], None] | None = None,
+    flush_timeout: float = 30.0,
 ) -> Sent:
-    """``produce``, saying how many events and labels went out. Messages are keyed by model name;
-    one event or label is sent as an object, more as a JSON array; ``rate`` paces the events only."""
+    """``produce``, saying how many events and labels went out and, with its own producer (flushed
+    for up to ``flush_timeout`` seconds), how many the broker acknowledged. Messages are keyed by
+    model name; one event or label is sent as an object, more as a JSON array; ``rate`` paces the
+    events only. ``progress`` is called with the events sent so far after each events message."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if labels is not None:
@@ -680,6 +696,24 @@ def send(
                                      "message.max.bytes": settings.max_message_bytes})  # fmt: skip
     topics = {"events": topic or settings.topic_events, "labels": settings.topic_labels}
     sent = {"events": 0, "labels": 0}
+    delivered = {"events": 0, "labels": 0}
+    errors: list[str] = []
+
+    reporters: dict[tuple[str, int], Callable[[Any, Any], None]] = {}
+
+    def on_delivery(kind: str, count: int) -> Callable[[Any, Any], None]:
+        """The delivery report callback of a message of ``count`` items (one per kind and count)."""
+        if (kind, count) not in reporters:
+
+            def report(error: Any, _message: Any) -> None:
+                if error is None:
+                    delivered[kind] += count
+                elif not errors:
+                    errors.append(error.str())
+
+            reporters[kind, count] = report
+        return reporters[kind, count]
+
     started = time.monotonic()
     for message in messages(traffic, count, batch_size, labels, label_batch, clock):
         if should_stop and should_stop():
@@ -689,16 +723,21 @@ def send(
         payload = orjson.dumps(values[0] if single else values)
         while True:
             try:
-                producer.produce(topics[message.topic], key=message.model.encode(), value=payload)
+                producer.produce(topics[message.topic], key=message.model.encode(), value=payload,
+                                 on_delivery=on_delivery(message.topic, len(values)))  # fmt: skip
                 break
             except BufferError:
                 producer.poll(0.05)
         sent[message.topic] += len(values)
         producer.poll(0)
+        if progress is not None and message.topic == "events":
+            progress(sent["events"])
         if rate > 0 and message.topic == "events":
             ahead = sent["events"] / rate - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
-    if own:
-        producer.flush(30)
-    return Sent(sent["events"], sent["labels"])
+    if not own:
+        return Sent(sent["events"], sent["labels"])
+    producer.flush(flush_timeout)
+    return Sent(sent["events"], sent["labels"], delivered["events"], delivered["labels"],
+                errors[0] if errors else None)  # fmt: skip

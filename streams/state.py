@@ -201,8 +201,11 @@ class RedisStateStore:
 
     async def save_baseline(self, model: str, blob: bytes, version: str | None = None) -> None:
         # Two calls, not a transaction: on Redis Cluster the keys may live on different nodes.
-        await self._redis.set(self.baseline_key(model, version), blob)
-        await self._redis.incr(self.generation_key())
+        try:
+            await self._redis.set(self.baseline_key(model, version), blob)
+            await self._redis.incr(self.generation_key())
+        except (aioredis.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"saving the baseline of {model!r}: {exc}") from exc
 
     async def baseline_generation(self) -> int:
         try:
@@ -286,3 +289,15 @@ def open_store(settings: Settings) -> StateStore:
     if settings.state_backend == "memory":
         return MemoryStateStore()
     return RedisStateStore.from_settings(settings)
+
+
+async def check_store(settings: Settings) -> None:
+    """Raise :class:`StoreUnavailable` (from the Redis error) unless the state store answers a
+    read of a key under ``state_prefix``; a memory store always does."""
+    if settings.state_backend != "redis":
+        return
+    store = RedisStateStore.from_settings(settings)
+    try:
+        await store.baseline_generation()
+    finally:
+        await store.close()
