@@ -201,8 +201,9 @@ def redis_problem(settings: Settings, exc: BaseException) -> str:
         where, setting = _safe(settings), "DRIFTSTREAM_REDIS_URL"
     if access_denied(exc):
         if "NOPERM" in reason or isinstance(root, NoPermissionError):
-            return (f"Redis at {where} denied a command or key to its user ({reason}); grant that ACL user "
-                    f"the commands and the {settings.state_prefix}:* keys driftstream needs (docs/redis.md)")
+            user = settings.redis_username or _parse(settings.redis_url).get("username") or "default"
+            return (f"Redis at {where} denied ACL user {user!r} a command or key (NOPERM: {reason}); grant "
+                    f"it the commands and the {settings.state_prefix}:* keys driftstream needs (docs/redis.md)")
         return (f"Redis at {where} refused the credentials ({reason}); set the right DRIFTSTREAM_REDIS_PASSWORD "
                 f"(and DRIFTSTREAM_REDIS_USERNAME for an ACL user), or put them in {setting}")
     return f"cannot reach Redis at {where} ({setting}): {reason}; start Redis there or point {setting} at a running one"

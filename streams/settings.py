@@ -6,6 +6,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import shlex
 import tomllib
 from dataclasses import fields
@@ -505,7 +506,14 @@ def _suggest(name: str, prefix: str = "", within: type[BaseSettings] | None = No
 def settings_error(exc: Exception) -> str:
     """One line saying which settings are wrong and why, for an error raised by ``Settings()``."""
     if not isinstance(exc, ValidationError):
-        return str(exc).replace("\n", " ")
+        # pydantic-settings: 'error parsing value for field "numeric_tests" from source "EnvSettingsSource"'
+        found = re.search(r'error parsing value for field "(\w+)" from source "EnvSettingsSource"', str(exc))
+        if found:
+            variable = ENV_PREFIX + found.group(1).upper()
+            value = next((v for k, v in os.environ.items() if k.upper() == variable), "")
+            return (f"{variable}={value}: not JSON; lists and tables are JSON in the environment, e.g. "
+                    f"""{ENV_PREFIX}NUMERIC_TESTS='["psi","ks"]'""")
+        return " ".join(str(exc).split())
     problems = []
     config_file = os.environ.get(CONFIG_ENV)
     for error in exc.errors():

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 import redis.asyncio as aioredis
 import trustme
+from pydantic import ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -372,7 +373,6 @@ def test_cluster_over_tls(pki: Pki) -> None:
         ({"redis_ssl_ca_certs": "/ca.pem"}, "redis_ssl_ca_certs set but redis_url is not rediss://"),
         ({"redis_url": "rediss://h:1/0", "redis_ssl_keyfile": "/k.pem"}, "needs redis_ssl_certfile"),
         ({"redis_mode": "cluster", "redis_url": "redis://h:1/3"}, "db"),
-        ({"redis_url": "http://h:1/0"}, "redis_url"),
     ],
 )
 def test_settings_that_cannot_work_raise_a_driftstream_error(redis: dict[str, str], message: str) -> None:
@@ -380,3 +380,9 @@ def test_settings_that_cannot_work_raise_a_driftstream_error(redis: dict[str, st
     with pytest.raises(DriftstreamError, match=message) as raised:
         connect(settings_for(redis.pop("redis_url"), **redis))
     assert "pw" not in str(raised.value).replace("password", "")
+
+
+@pytest.mark.parametrize("url", ["http://h:1/0", "localhost:6379", "127.0.0.1:6379/0"])
+def test_a_redis_url_of_another_scheme_is_refused_by_the_settings(url: str) -> None:
+    with pytest.raises(ValidationError, match="redis_url"):
+        settings_for(url)
