@@ -200,7 +200,8 @@ def simulate(
     if sent.undelivered:
         what = f"{sent.events - (sent.delivered_events or 0)} of {sent.events} events" + (
             f" and {sent.labels - (sent.delivered_labels or 0)} of {sent.labels} labels" if labels else "")
-        _fail(f"{what} were not delivered: " + unreachable_message(config, sent.error or "not acknowledged by the broker in time"))
+        reason = sent.error or "not acknowledged by the broker in time"
+        _fail(f"{what} were not delivered: " + unreachable_message(config, reason))
     typer.echo(f"sent {sent.events} events" + (f" and {sent.labels} labels" if labels else ""))
 
 
