@@ -348,7 +348,11 @@ class Worker:
         saved), the broker is connected (offsets can be committed), no partition is blocked (a
         newer release wrote its state). Keeps the ready and partitions_blocked gauges current."""
         rebalancing = bool(self.app.rebalancing)
-        store = await self.store.ping()
+        try:
+            store = await self.store.ping()
+        except StoreUnavailable as exc:
+            self._store_failed(exc)  # refused credentials: the worker stops there
+            store = False
         broker = broker_connected(self.app)
         if self._broker_ok is not None and broker != self._broker_ok:  # log the change, not every check
             if broker:

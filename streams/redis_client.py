@@ -174,6 +174,11 @@ def _sentinel_master(settings: Settings, url: dict[str, Any], options: dict[str,
 _DENIED = ("WRONGPASS", "NOPERM", "NOAUTH", "invalid username-password pair", "Authentication required")
 
 
+# What a Redis call raises when the server is down, refuses or errs: RedisClusterException (no
+# cluster node answers) is not a RedisError.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
 def access_denied(exc: BaseException) -> bool:
     """Whether ``exc`` (or an error it was raised from) is Redis refusing the credentials or a
     permission: permanent, unlike a Redis that is down, so a worker fails rather than waits."""

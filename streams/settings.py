@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,8 +38,11 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _D = MonitorConfig()  # the detection defaults live in one place
 
 
-class ModelSettings(BaseSettings):
-    """Per-model monitoring config (from the TOML file's [models.NAME] tables)."""
+class ModelSettings(BaseModel):
+    """Per-model monitoring config (from the TOML file's [models.NAME] tables; a model, not settings:
+    plain environment variables such as TASK or EVENT_RATE must not leak into every model)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     features: dict[str, FeatureKind] = Field(default_factory=dict)
     # Segment keys to slice by: a key ("region") or a combination (["region", "device"]).
@@ -361,6 +364,17 @@ class Settings(BaseSettings):
         default_factory=dict, description="per-model config: the config file's [models.NAME] tables (README: Settings)"
     )
 
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+        "redis_username", "redis_password", "redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile",
+        "redis_sentinel_password", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``VAR=`` (as `driftstream settings` prints an unset one, and as manifests often set one) is unset:
+        an empty certificate path would otherwise be opened."""
+        return None if value == "" else value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _strip_scheme(cls, value: str) -> str:
@@ -498,7 +512,7 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
                   and name.upper() not in known and not name.upper().startswith(OTHER_VARIABLES))  # fmt: skip
 
 
-def _suggest(name: str, prefix: str = "", within: type[BaseSettings] | None = None) -> str:
+def _suggest(name: str, prefix: str = "", within: type[BaseModel] | None = None) -> str:
     close = difflib.get_close_matches(name, list((within or Settings).model_fields), n=1, cutoff=0.75)
     return f" (did you mean {prefix}{close[0].upper() if prefix else close[0]}?)" if close else ""
 

@@ -27,10 +27,9 @@ from enum import Enum
 from typing import Any, Protocol
 
 import msgpack
-import redis.asyncio as aioredis
 
 from streams import DriftstreamError
-from streams.redis_client import connect, eval_per_key
+from streams.redis_client import REDIS_ERRORS, access_denied, connect, eval_per_key
 from streams.settings import Settings
 
 STATE_VERSION = 2  # 2: model snapshots keyed by segment and version (version 3); layout 1 is migrated
@@ -156,7 +155,7 @@ class RedisStateStore:
     async def load(self, topic: str, partition: int) -> Checkpoint | None:
         try:
             stored = await self._redis.hgetall(self.partition_key(topic, partition))
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"loading {topic}[{partition}]: {exc}") from exc
         if not stored:
             return None
@@ -180,7 +179,7 @@ class RedisStateStore:
         ]  # fmt: skip
         try:
             replies = await eval_per_key(self._redis, self._save_partition, calls)
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"checkpoint of {len(checkpoints)} partition(s): {exc}") from exc
         for checkpoint, reply in zip(checkpoints, replies, strict=True):
             if isinstance(reply, list):
@@ -195,7 +194,7 @@ class RedisStateStore:
     async def load_baseline(self, model: str, version: str | None = None) -> bytes | None:
         try:
             blob: bytes | None = await self._redis.get(self.baseline_key(model, version))
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"loading the baseline of {model!r}: {exc}") from exc
         return blob
 
@@ -204,20 +203,24 @@ class RedisStateStore:
         try:
             await self._redis.set(self.baseline_key(model, version), blob)
             await self._redis.incr(self.generation_key())
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"saving the baseline of {model!r}: {exc}") from exc
 
     async def baseline_generation(self) -> int:
         try:
             raw = await self._redis.get(self.generation_key())
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading the baseline generation: {exc}") from exc
         return int(raw or 0)
 
     async def ping(self) -> bool:
+        """Whether Redis answers; raises ``StoreUnavailable`` when it refuses the credentials or a
+        permission (permanent: an idle worker whose password was rotated must learn it too)."""
         try:
             return bool(await self._redis.ping())
-        except (aioredis.RedisError, OSError):
+        except REDIS_ERRORS as exc:
+            if access_denied(exc):
+                raise StoreUnavailable(str(exc)) from exc
             return False
 
     async def close(self) -> None:

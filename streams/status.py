@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,6 +24,7 @@ from detectors import SnapshotError
 from detectors.inspection import ColumnReading, ModelReading, read_models
 from detectors.monitors.model import ModelMonitor, upgrade_snapshot
 from streams import DriftstreamError
+from streams.redis_client import REDIS_ERRORS
 from streams.settings import Settings
 from streams.state import LAYOUTS_READ, STATE_VERSION, Checkpoint, RedisStateStore, StoreUnavailable, decode
 
@@ -69,14 +69,14 @@ async def _checkpoints(settings: Settings) -> list[Checkpoint]:
             if suffix.isdigit():
                 partitions.add(int(suffix))
         return [c for p in sorted(partitions) if (c := await store.load(topic, p)) is not None]
-    except (aioredis.RedisError, OSError, StoreUnavailable) as exc:
+    except REDIS_ERRORS + (StoreUnavailable,) as exc:
         reason = str(exc.__cause__ or exc) if isinstance(exc, StoreUnavailable) else str(exc)
         raise DriftstreamError(f"cannot read the state at Redis {redis_location(settings)} (DRIFTSTREAM_REDIS_URL): "
                                f"{reason or type(exc).__name__}") from exc  # fmt: skip
     finally:
         try:
             await store.close()
-        except (aioredis.RedisError, OSError):
+        except REDIS_ERRORS:
             pass
 
 

@@ -65,7 +65,7 @@ def test_what_settings_prints_reads_back_as_the_same_settings(monkeypatch: pytes
     environment = {}
     for name, rest in shown.items():
         value = rest.split("  # ")[0]
-        if value and name != "DRIFTSTREAM_MODELS":
+        if name != "DRIFTSTREAM_MODELS":  # unset ones too: VAR= reads back as unset
             environment[name] = subprocess.run(["sh", "-c", f"printf %s {value}"], capture_output=True, text=True,
                                                check=True).stdout  # fmt: skip
     for name, value in environment.items():
@@ -188,3 +188,14 @@ def test_baseline_shows_progress_on_a_terminal(tmp_path: Path, redis_url: str) -
     code, stdout, terminal = on_a_terminal(["baseline", "fraud", str(path)], env)
     assert code == 0 and "2 feature(s)" in stdout, (stdout, terminal)
     assert "baseline: rows of train.csv read" in terminal and "120,000" in terminal, terminal
+
+
+def test_plain_environment_variables_do_not_leak_into_a_model_s_table(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path) -> None:  # fmt: skip
+    config = tmp_path / "driftstream.toml"
+    config.write_text('[models.fraud]\nsegments = ["region"]\n')
+    monkeypatch.setenv("DRIFTSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("TASK", "regression")  # a variable of something else on the same machine
+    monkeypatch.setenv("EVENT_RATE", "not a number")
+    model = Settings().models["fraud"]
+    assert model.task == "auto" and model.event_rate is None and model.segments == ["region"]
