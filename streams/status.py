@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +23,7 @@ from rich.table import Table
 from detectors import SnapshotError
 from detectors.inspection import ColumnReading, ModelReading, read_models
 from detectors.monitors.model import ModelMonitor, upgrade_snapshot
+from detectors.monitors.quality import QualityMonitor
 from streams import DriftstreamError
 from streams.redis_client import REDIS_ERRORS
 from streams.settings import Settings
@@ -37,6 +38,9 @@ class LiveState:
     partitions: list[int] = field(default_factory=list)  # partitions with a checkpoint
     problems: list[str] = field(default_factory=list)  # one line per partition or model not read
     names: set[str] = field(default_factory=set)  # every model a checkpoint holds, read or not
+    # per model, what its quality monitors (labels partitions) fire now: (version, scope key, type, severity,
+    # detectors)
+    quality: dict[str, list[tuple[str | None, str, str, str, tuple[str, ...]]]] = field(default_factory=dict)
 
 
 def redis_location(settings: Settings) -> str:
@@ -60,15 +64,18 @@ async def _checkpoints(settings: Settings) -> list[Checkpoint]:
         store = RedisStateStore.from_settings(settings)
     except ValueError as exc:  # a URL redis-py cannot parse
         raise DriftstreamError(f"DRIFTSTREAM_REDIS_URL {redis_location(settings)!r} is not a Redis URL: {exc}") from exc
-    topic = settings.topic_events
-    prefix = store.partition_key(topic, 0)[: -len("0")]
+    found: list[Checkpoint] = []
     try:
-        partitions = set()
-        async for key in store.client.scan_iter(match=_glob_escaped(prefix) + "*", count=1000):
-            suffix = (key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :]
-            if suffix.isdigit():
-                partitions.add(int(suffix))
-        return [c for p in sorted(partitions) if (c := await store.load(topic, p)) is not None]
+        # The events partitions (features, predictions) and the labels partitions (model quality).
+        for topic in (settings.topic_events, settings.topic_labels):
+            prefix = store.partition_key(topic, 0)[: -len("0")]
+            partitions = set()
+            async for key in store.client.scan_iter(match=_glob_escaped(prefix) + "*", count=1000):
+                suffix = (key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :]
+                if suffix.isdigit():
+                    partitions.add(int(suffix))
+            found += [c for p in sorted(partitions) if (c := await store.load(topic, p)) is not None]
+        return found
     except REDIS_ERRORS + (StoreUnavailable,) as exc:
         reason = str(exc.__cause__ or exc) if isinstance(exc, StoreUnavailable) else str(exc)
         raise DriftstreamError(f"cannot read the state at Redis {redis_location(settings)} (DRIFTSTREAM_REDIS_URL): "
@@ -90,6 +97,9 @@ def restore_state(settings: Settings, checkpoints: Sequence[Checkpoint], model: 
             state.problems.append(f"{where}: layout {checkpoint.version} " + (
                 "is newer than this release reads (upgrade driftstream)" if newer else "is unknown"))  # fmt: skip
             continue
+        if checkpoint.topic == settings.topic_labels:
+            _restore_quality(settings, checkpoint, model, state)
+            continue
         state.partitions.append(checkpoint.partition)
         state.names.update(checkpoint.models)
         for name, blob in sorted(checkpoint.models.items()):
@@ -105,6 +115,23 @@ def restore_state(settings: Settings, checkpoints: Sequence[Checkpoint], model: 
                 continue
             state.monitors.append((checkpoint.partition, monitor))
     return state
+
+
+def _restore_quality(settings: Settings, checkpoint: Checkpoint, model: str | None, state: LiveState) -> None:
+    """What the quality monitors of one labels partition fire now, as the worker would restore them."""
+    where = f"{checkpoint.topic}[{checkpoint.partition}]"
+    for name, blob in sorted(checkpoint.models.items()):
+        if model is not None and name != model:
+            continue
+        key = name if name in settings.models else None
+        try:
+            data = decode(blob)
+            quality = QualityMonitor.restore(data["quality"], settings.monitor_config(key),
+                                             settings.quality_spec(name), segments=settings.segment_specs(name))
+        except (SnapshotError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            state.problems.append(f"{where}: quality of model {name!r} not readable ({exc})")
+            continue
+        state.quality.setdefault(name, []).extend(quality.firing())
 
 
 def read_state(settings: Settings, model: str | None = None) -> LiveState:
@@ -156,18 +183,24 @@ def _column_rows(column: ColumnReading, show_scope: bool, show_partition: bool) 
     return rows if show_scope else [row[1:] for row in rows]
 
 
-def print_status(models: Sequence[ModelReading], out: TextIO | None = None, width: int | None = None) -> None:
-    """One table per model: every column's detectors, statistic against line, state; then what fires now."""
+def print_status(models: Sequence[ModelReading], out: TextIO | None = None, width: int | None = None,
+                 quality: Mapping[str, Sequence[tuple[str | None, str, str, str, tuple[str, ...]]]] | None = None,
+                 ) -> None:  # fmt: skip
+    """One table per model: every column's detectors, statistic against line, state; then what fires now
+    (``quality``: per model, what its quality monitors fire: version, scope, type, severity, detectors)."""
     console = Console(file=out, highlight=False, width=width, soft_wrap=False)
+    quality = quality or {}
     for model in models:
         spans = len(model.partitions) > 1
         segmented = any(column.scope for column in model.columns)
         versions = ", ".join("-" if v is None else v for v in model.versions) or "-"
         firing = model.firing
+        labels = quality.get(model.model, [])
         title = (
             f"[bold]{escape(model.model)}[/]: {model.events_seen:,} events, partition(s) "
             f"{', '.join(map(str, model.partitions))}, version(s) {escape(versions)}, "
-            + (f"[bold red]{len(firing)} alert(s) firing[/]" if firing else "[green]nothing firing[/]")
+            + (f"[bold red]{len(firing) + len(labels)} alert(s) firing[/]" if firing or labels
+               else "[green]nothing firing[/]")
         )
         console.print(title)
         table = Table(show_lines=False, pad_edge=False)
@@ -188,7 +221,7 @@ def print_status(models: Sequence[ModelReading], out: TextIO | None = None, widt
             for row in _column_rows(column, segmented, spans):
                 table.add_row(*row)
         console.print(table)
-        if firing or model.dataset_firing:
+        if firing or model.dataset_firing or labels:
             console.print("[bold]firing now[/]")
             for column, alert in firing:
                 where = (f"{model.model}[{column.scope}]" if column.scope else model.model) + f"/{column.subject}"
@@ -196,6 +229,11 @@ def print_status(models: Sequence[ModelReading], out: TextIO | None = None, widt
                               f"{escape(where):<24} {escape(', '.join(alert.detectors))}")  # fmt: skip
             if model.dataset_firing:
                 console.print(f"  [bold red]critical[/] data_drift       {escape(model.model + '/inputs'):<24} dataset")
+            for version, scope, kind, severity, detectors in labels:  # from the labels partitions
+                where = (f"{model.model}[{scope}]" if scope else model.model) + "/quality" + (
+                    f" v{version}" if version is not None else "")
+                console.print(f"  [{_COLOUR[severity]}]{severity:<8}[/] {kind:<16} {escape(where):<24} "
+                              f"{escape(', '.join(detectors))}")  # fmt: skip
         console.print()
 
 
@@ -212,4 +250,4 @@ def status(settings: Settings, model: str | None = None, out: TextIO | None = No
             known = ", ".join(sorted(state.names)) or "none"
             raise DriftstreamError(f"no state of model {model!r} for {where}; models there: {known}")
         raise DriftstreamError(f"no state for {where}: no worker has checkpointed yet, or another app id is meant")
-    print_status(read_models(state.monitors), out, width)
+    print_status(read_models(state.monitors), out, width, state.quality)

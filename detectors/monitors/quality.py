@@ -1391,6 +1391,19 @@ class QualityMonitor:
     def scopes(self) -> list[_Scope]:
         return [self.whole, *self.tracked.values()]
 
+    def firing(self) -> list[tuple[str | None, str, str, str, tuple[str, ...]]]:
+        """What fires now, per (version, scope key, alert type): the highest severity and the detectors
+        firing (from the alert policy's states, so alike with incidents or alerts per detector)."""
+        found = []
+        for scope in self.scopes:
+            for version, track in scope.tracks.items():
+                for kind, policy in track.policies.items():
+                    standing = {name: state.severity for name, state in policy.states.items() if state.severity}
+                    if standing:
+                        severity = "critical" if "critical" in standing.values() else "warning"
+                        found.append((version, scope.key, kind, severity, tuple(sorted(standing))))
+        return found
+
     def baseline_of(self, version: str | None) -> QualityReference | None:
         return self.references.get(version, self.references.get(None))
 

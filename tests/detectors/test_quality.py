@@ -606,3 +606,12 @@ def test_a_performance_alert_at_the_line_stands_until_the_model_is_clearly_back(
     # 1e-3): it stands; back at 10%: resolved.
     assert [[(a.type, a.status) for a in found] for found in alerts] == [
         [], [("performance", "firing")], [], [("performance", "resolved")]]
+
+
+def test_firing_says_what_fires_now_per_version_and_type() -> None:
+    monitor = QualityMonitor("fraud", DEFAULT)
+    assert monitor.firing() == []
+    run(monitor, classifier(25_000, lambda i: np.where(i < 20_000, 0.1, 0.3), seed=3), 5000)
+    found = {(version, key, kind): (severity, detectors) for version, key, kind, severity, detectors in monitor.firing()}
+    assert found[("1", "", "performance")] == ("critical", ("accuracy_test",))
+    assert found[("1", "", "concept_drift")][1] == ("ddm",)

@@ -203,3 +203,30 @@ def test_the_report_draws_every_plot_in_headless_chromium(tmp_path: Path) -> Non
     text = page.read_text()
     assert "<h3 id='f1'>f1 <span class=\"critical\">FIRING critical</span>" in text
     assert "<h3 id='f0'>f0 <span class=\"ok\">ok</span>" in text
+
+
+def test_status_lists_what_the_quality_monitors_of_the_labels_partitions_fire() -> None:
+    """Performance and concept drift live in the labels partitions' checkpoints: status reads them too."""
+    from detectors.monitors.quality import LabeledRows, QualityMonitor
+
+    monitor, _ = drifted_monitor()
+    quality = QualityMonitor("fraud", SETTINGS.monitor_config())
+    n = 25_000
+    errors = np.random.default_rng(3).random(n) < np.where(np.arange(n) < 20_000, 0.1, 0.3)
+    for start in range(0, n, 5000):
+        part = slice(start, start + 5000)
+        labels = np.ones(n, dtype=int)[part]
+        predictions = np.where(errors[part], 0, 1)
+        times = np.arange(start, min(start + 5000, n), dtype=float) + START
+        quality.observe(LabeledRows(versions=["1"] * len(labels), segments=[None] * len(labels),
+                                    predictions=predictions.tolist(), probabilities=[None] * len(labels),
+                                    labels=labels.tolist(), event_times=times, label_times=times + 60))  # fmt: skip
+    checkpoints = [Checkpoint("inference-events", 0, 100, {"fraud": encode(monitor.snapshot())}),
+                   Checkpoint("inference-labels", 0, 50, {"fraud": encode({"quality": quality.snapshot()})})]
+    state = restore_state(SETTINGS, checkpoints)
+    assert state.partitions == [0]  # the labels partition is no events partition
+    out = io.StringIO()
+    print_status(read_models(state.monitors), out, width=140, quality=state.quality)
+    text = out.getvalue()
+    assert re.search(r"critical\s+performance\s+fraud/quality v1\s+accuracy_test", text), text
+    assert re.search(r"concept_drift\s+fraud/quality v1\s+ddm", text), text
