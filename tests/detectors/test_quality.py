@@ -612,6 +612,6 @@ def test_firing_says_what_fires_now_per_version_and_type() -> None:
     monitor = QualityMonitor("fraud", DEFAULT)
     assert monitor.firing() == []
     run(monitor, classifier(25_000, lambda i: np.where(i < 20_000, 0.1, 0.3), seed=3), 5000)
-    found = {(version, key, kind): (severity, detectors) for version, key, kind, severity, detectors in monitor.firing()}
+    found = {(version, key, kind): (severity, names) for version, key, kind, severity, names in monitor.firing()}
     assert found[("1", "", "performance")] == ("critical", ("accuracy_test",))
     assert found[("1", "", "concept_drift")][1] == ("ddm",)
