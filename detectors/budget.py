@@ -4,13 +4,18 @@
 at ``EVENT_RATE`` events per second. It is split evenly over the model's family of
 detectors, as a false-alarm probability per value a detector judges:
 
-    rate = budget / (event_rate x 1 week x (columns x tests + quality) x (1 + slices))
+    rate = budget / (event_rate x 1 week x ((columns x tests + quality) x (1 + slices) + model))
 
 * ``columns`` is ``max_features + 1`` (the features a model may ever have, and its
   prediction): the configured bound, so a feature that appears later never moves the
   line of a running detector, and the budget holds however many appear.
 * ``tests`` is the most detectors one column runs (numeric: its window tests and
-  change detectors; categorical: its window tests).
+  change detectors; categorical: its window tests), plus, with ``schema_checks``, the two
+  schema checks every column gets (missing_feature, kind_change: ``SCHEMA_TESTS``).
+* ``model`` counts the whole model's own tests (``model_tests``): new_feature,
+  pca_reconstruction and outliers, each judging at most one window of ``window_size``
+  events per ``window_size`` events. They run on the whole model only, so slices do not
+  multiply them. A config's explicit constraints are assertions, not tests: no share.
 * Model quality from late labels adds ``QUALITY_TESTS`` (2) detectors per slice share:
   the performance test of each quality window and the concept-drift detector of the
   error stream. Labels come at most one per prediction, so each judges at most
@@ -60,7 +65,7 @@ from detectors import calibration
 from detectors.config import MonitorConfig, named
 
 SECONDS_PER_WEEK = 7 * 24 * 3600
-_NULL_ALPHAS = ("psi_alpha", "jensen_shannon_alpha", "unseen_rate_alpha", "null_rate_alpha")
+_NULL_ALPHAS = ("psi_alpha", "jensen_shannon_alpha", "unseen_rate_alpha", "null_rate_alpha", "out_of_range_alpha")
 _SMALLER_IS_STRICTER = frozenset({"ks_alpha", "chi_square_alpha", "adwin_delta", *_NULL_ALPHAS})
 
 
@@ -68,11 +73,19 @@ QUALITY_TESTS = 2  # per slice share: the performance test and the concept-drift
 ERROR_WARNING_SHARE = 0.9  # of the concept-drift share, for its warning zone; the rest for its drift line
 
 
+SCHEMA_TESTS = 2  # per column, with schema_checks: missing_feature and kind_change
+
+
+def model_tests(config: MonitorConfig) -> int:
+    """The whole model's own tests (not per slice): new_feature, pca_reconstruction and outliers."""
+    return int(config.schema_checks) + int(config.pca_variance > 0) + int(config.outlier_sigma > 0)
+
+
 def family_size(config: MonitorConfig, slices: int) -> int:
     """How many shares the model's budget is split into."""
     numeric = len(config.numeric_tests) + len(config.change_detectors)
-    tests = max(numeric, len(config.categorical_tests), 1)
-    return ((config.max_features + 1) * tests + QUALITY_TESTS) * (1 + slices)
+    tests = max(numeric, len(config.categorical_tests), 1) + (SCHEMA_TESTS if config.schema_checks else 0)
+    return ((config.max_features + 1) * tests + QUALITY_TESTS) * (1 + slices) + model_tests(config)
 
 
 def rate_per_value(config: MonitorConfig, slices: int) -> float | None:
@@ -81,6 +94,13 @@ def rate_per_value(config: MonitorConfig, slices: int) -> float | None:
         return None
     events = config.event_rate * SECONDS_PER_WEEK
     return config.false_alarm_budget / (events * family_size(config, slices))
+
+
+def window_alpha(config: MonitorConfig, slices: int) -> float | None:
+    """Per-window alpha of a test judged every ``window_size`` events at the budget's rate (None: the
+    budget is off): the schema checks' and the multivariate tests' share, as a window test's."""
+    rate = rate_per_value(config, slices)
+    return None if rate is None else min(rate * config.window_size, 0.5)
 
 
 @functools.lru_cache(maxsize=256)  # one per model config, slices and kind: every model monitor asks

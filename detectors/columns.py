@@ -7,7 +7,9 @@ schema break upstream) and treated as missing, never silently coerced.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Literal
 
 import numpy as np
@@ -17,6 +19,13 @@ FEATURE_KINDS: tuple[FeatureKind, ...] = ("numeric", "categorical", "boolean")
 
 _NUMERIC_TYPES = frozenset({int, float, type(None)})
 _TEXT_TYPES = frozenset({str, type(None)})
+_BOOLEAN_TYPES = frozenset({bool, type(None)})
+
+#: What ``Column.json_types`` codes each row as (by index): null/absent/NaN, number, string, boolean,
+#: anything else (a list or an object). A boolean is not a number here, as in ``to_numeric``.
+JSON_TYPES = ("missing", "number", "string", "bool", "other")
+_JSON_CODES: dict[type, int] = {type(None): 0, int: 1, float: 1, str: 2, bool: 3}
+_OTHER = 4
 
 
 def infer_kind(values: Sequence[object]) -> FeatureKind | None:
@@ -163,6 +172,48 @@ class Column:
     def _count_invalid_numeric(self, rows: np.ndarray) -> int:
         assert self._raw is not None
         return sum(1 for i in rows.tolist() if self._raw[i] is not None and type(self._raw[i]) not in (int, float))
+
+    def json_types(self) -> np.ndarray:
+        """The JSON type of each row, as int8 codes into ``JSON_TYPES`` (0 missing: null, absent or NaN).
+
+        A column of one kind (the common case) takes one numpy call, reusing the typed view its
+        feature monitor built already where there is one; only a column mixing kinds is looked up
+        row by row, and that in C (map over a dict), never in a Python loop.
+        """
+        if self._raw is None:
+            return self._typed_json_types()
+        raw, size = self._raw, self._size
+        seen = set(map(type, raw))
+        none = type(None) in seen
+        if seen <= _NUMERIC_TYPES:
+            if float not in seen and not none:  # ints only: nothing missing, no NaN
+                return np.ones(size, np.int8)
+            return (~np.isnan(self.numeric()[0])).view(np.int8)
+        if seen <= _TEXT_TYPES or seen <= _BOOLEAN_TYPES:
+            kind: FeatureKind = "categorical" if str in seen else "boolean"
+            code = np.int8(2 if kind == "categorical" else 3)
+            if not none:
+                return np.full(size, code, np.int8)
+            view = self._coded.get(kind)
+            present = (view[0] >= 0 if view is not None
+                       else np.fromiter(map(operator.is_not, raw, repeat(None)), np.bool_, size))  # fmt: skip
+            return present.view(np.int8) * code
+        types = np.fromiter(map(_JSON_CODES.get, map(type, raw), repeat(_OTHER)), np.int8, size)
+        if float in seen:  # NaN is missing, as in every typed view
+            types[(types == 1) & np.isnan(self.numeric()[0])] = 0
+        return types
+
+    def _typed_json_types(self) -> np.ndarray:
+        """Types without raw values: the first typed view that met no value of another type says what each
+        present row is (numbers from ``from_numbers``, booleans, else strings as from ``from_codes``)."""
+        if self._numeric is not None and not self._numeric[1]:
+            return (~np.isnan(self._numeric[0])).view(np.int8)
+        views: tuple[tuple[FeatureKind, int], ...] = (("boolean", 3), ("categorical", 2))
+        for kind, code in views:
+            view = self._coded.get(kind)
+            if view is not None and (kind == "categorical" or not view[2]):
+                return (view[0] >= 0).view(np.int8) * np.int8(code)
+        return np.zeros(self._size, np.int8)
 
     def numeric(self) -> tuple[np.ndarray, int]:
         """Float64 values (NaN for missing) and how many values were of another type."""

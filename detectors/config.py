@@ -34,7 +34,7 @@ class MonitorConfig:
     reference_size: int = 5000  # rows of the stream taken as reference when no baseline exists
     window_size: int = 1000  # rows per window of the windowed tests
     window_step: int = 0  # rows between evaluations; 0 = window_size (tumbling windows)
-    numeric_tests: tuple[str, ...] = ("psi", "ks", "null_rate")
+    numeric_tests: tuple[str, ...] = ("psi", "ks", "null_rate", "out_of_range")
     categorical_tests: tuple[str, ...] = ("psi", "chi_square", "unseen_rate", "null_rate")
     change_detectors: tuple[str, ...] = CHANGE_DETECTORS  # on numeric features, over z-scores
     multiple_testing: str = "none"  # over a model's features: none | bonferroni | benjamini_hochberg
@@ -100,6 +100,27 @@ class MonitorConfig:
     # -- dataset drift (detectors/monitors/dataset.py): a model-level data_drift alert --
     dataset_drift_features: int = 2  # input features in critical data drift at once; 0: off
     dataset_drift_events: int = 1000  # events they must have been so before it fires
+    # -- the inputs' schema (detectors/monitors/schema.py): per model, tumbling windows of window_size events --
+    schema_checks: bool = True  # missing_feature, new_feature, kind_change and the config's constraints
+    missing_feature_share: float = 0.5  # rise of a reference feature's absent-or-null share over the reference's
+    new_feature_share: float = 0.5  # share of a window's events carrying a feature the reference never had
+    kind_change_share: float = 0.05  # share of a feature's present values of another kind than the reference's
+    # -- out_of_range (a numeric window test): values outside the reference's range --
+    out_of_range_quantile: float = 0.001  # the range: the reference's quantiles at this level and at 1 - it
+    out_of_range_margin: float = 0.1  # ... widened on each side by this share of the span between them
+    out_of_range_warning: float = 0.01  # share of a window's values outside the range from which it warns
+    out_of_range_critical: float = 0.1
+    out_of_range_alpha: float = 0.0  # per-window alpha of its null line (0: off; the budget sets it)
+    # -- multivariate (detectors/monitors/multivariate.py): over a model's numeric features, whole model only --
+    pca_variance: float = 0.65  # share of variance the kept components explain (NannyML's default); 0: off
+    pca_alpha: float = 1e-4  # per window, two-sided; the budget's share per window if stricter
+    pca_critical_change: float = 0.25  # relative change of the mean reconstruction error from which it is critical
+    outlier_sigma: float = 6.0  # an event is an outlier when a numeric feature lies this many reference std out; 0: off
+    outlier_warning: float = 0.01  # share of a window's events that are outliers from which it warns
+    outlier_critical: float = 0.1
+    outlier_alpha: float = 1e-4  # per window, against the outlier share the reference itself showed
+    # -- freshness (detectors/monitors/freshness.py) --
+    stale_after: float = 600.0  # seconds without an event of a model that has been sending: data_quality; 0: off
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -125,7 +146,8 @@ class MonitorConfig:
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
         for name in ("max_segments", "false_alarm_budget", "quality_window_seconds", "label_lag_max",
-                     "dataset_drift_features", "dataset_drift_events"):
+                     "dataset_drift_features", "dataset_drift_events", "pca_variance", "outlier_sigma",
+                     "stale_after", "out_of_range_margin"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in positive:
@@ -141,6 +163,22 @@ class MonitorConfig:
             raise ValueError(f"category_map_size must be in [3, 16], got {self.category_map_size!r}")
         if not 0 <= self.window_step <= self.window_size:
             raise ValueError(f"window_step must be in [0, window_size], got {self.window_step!r}")
+        for name in ("missing_feature_share", "new_feature_share", "kind_change_share", "outlier_warning",
+                     "outlier_critical"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.outlier_critical < self.outlier_warning:
+            raise ValueError(f"outlier_critical must be >= outlier_warning ({self.outlier_warning}), "
+                             f"got {self.outlier_critical!r}")
+        if not 0 <= self.out_of_range_quantile < 0.5:
+            raise ValueError(f"out_of_range_quantile must be in [0, 0.5), got {self.out_of_range_quantile!r}")
+        if self.pca_variance > 1:
+            raise ValueError(f"pca_variance must be in [0, 1], got {self.pca_variance!r}")
+        for name in ("pca_alpha", "outlier_alpha"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
+        if self.pca_critical_change <= 0:
+            raise ValueError(f"pca_critical_change must be > 0, got {self.pca_critical_change!r}")
         if self.psi_bins < 2:
             raise ValueError(f"psi_bins must be >= 2, got {self.psi_bins!r}")
         if self.multiple_testing not in MULTIPLE_TESTING:

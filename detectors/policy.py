@@ -31,11 +31,12 @@ Status = Literal["firing", "resolved"]
 _SEVERITIES = (None, "warning", "critical")
 QUALITY = "data_quality"
 DRIFT = "drift"
+QUALITY_DETECTORS = frozenset({"null_rate", "out_of_range"})  # a column's data quality, not drift
 
 
 def incident_of(detector: str) -> str:
     """The incident a detector's alerts belong to: missing values are data quality, not drift."""
-    return QUALITY if detector == "null_rate" else DRIFT
+    return QUALITY if detector in QUALITY_DETECTORS else DRIFT
 
 
 @dataclass

@@ -286,6 +286,17 @@ class NumericReference:
             summary=summary,
         )
 
+    def value_range(self, quantile: float, margin: float) -> tuple[float, float, int]:
+        """The range ``out_of_range`` judges by: the quantiles at ``quantile`` and ``1 - quantile``
+        widened on each side by ``margin`` times the span between them, and how many reference
+        values lie beyond those quantiles (what the null line rests on: the widened range holds
+        at least as many)."""
+        low, high = _weighted_quantiles(self.items, self.weights, (quantile, 1.0 - quantile))
+        span = float(high - low)
+        below, at_or_below = _share_below(self.items, self.weights, np.array([low, np.nextafter(high, np.inf)]))
+        beyond = round((below + 1.0 - at_or_below) * self.count)
+        return float(low) - margin * span, float(high) + margin * span, int(beyond)
+
     @cached_property
     def _mid_ranks(self) -> np.ndarray:
         """The reference's CDF at each point, halfway through the values it stands for."""

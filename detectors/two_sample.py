@@ -332,7 +332,49 @@ class NullRateTest(NullLineTest):
                      floor=floor)  # fmt: skip
 
 
+class OutOfRangeTest(NullLineTest):
+    """Share of a window's values outside the reference's range.
+
+    The range is the reference's quantiles at ``quantile`` and ``1 - quantile``, widened on
+    each side by ``margin`` times the span between them (``NumericReference.value_range``):
+    a unit change, a sentinel such as -999 or a wave of garbage lands outside it while the
+    distribution tests may still call the bulk of the window stable. Under a budget its null
+    line is the share a stable window reaches with probability ``alpha`` given how many
+    reference values lie beyond the quantiles (``nulls.share_rise_line``); the margin only
+    makes a stable window's share smaller, so the line is conservative.
+    """
+
+    name = "out_of_range"
+    kinds = frozenset({"numeric"})
+
+    def __init__(self, warning: float = 0.01, critical: float = 0.1, alpha: float = 0.0, quantile: float = 0.001,
+                 margin: float = 0.1) -> None:  # fmt: skip
+        super().__init__(warning, critical, alpha)
+        for name, value in (("quantile", quantile), ("margin", margin)):
+            require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "a number")
+        require(0 <= quantile < 0.5, "quantile", quantile, "in [0, 0.5)")
+        require(margin >= 0, "margin", margin, ">= 0")
+        self.quantile, self.margin = float(quantile), float(margin)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**super().params, "quantile": self.quantile, "margin": self.margin}
+
+    def score(self, reference: Reference, window: Window) -> Score:
+        assert isinstance(reference, NumericReference) and isinstance(window, NumericWindow)
+        values = window.values
+        if not values.size:
+            return Score(0.0)
+        low, high, beyond = reference.value_range(self.quantile, self.margin)
+        outside = int(np.searchsorted(values, low, side="left") + values.size - np.searchsorted(values, high, "right"))
+        floor = 0.0
+        if self.alpha:
+            floor = beyond / reference.count + nulls.share_rise_line(self.alpha, beyond, reference.count, values.size)
+        return Score(outside / values.size, floor=floor)
+
+
 TESTS: dict[str, type[WindowTest]] = {
     test.name: test
-    for test in (PSITest, KSTest, WassersteinTest, JensenShannonTest, ChiSquareTest, UnseenRateTest, NullRateTest)
-}
+    for test in (PSITest, KSTest, WassersteinTest, JensenShannonTest, ChiSquareTest, UnseenRateTest, NullRateTest,
+                 OutOfRangeTest)
+}  # fmt: skip

@@ -135,6 +135,7 @@ class Worker:
         async def checkpoint_when_idle() -> None:
             async with self._lock:
                 await self._retry_waiting(publish)
+                await self._check_freshness(publish)
                 await self._checkpoint()
             await self.is_ready()  # keeps the readiness gauge current between scrapes of /healthz
             self._measure_lag()
@@ -219,6 +220,18 @@ class Worker:
             self._sent += await publish(out)
         except BaseException as exc:
             self._die("publishing the outputs of waiting labels failed", exc)
+
+    async def _check_freshness(self, publish: Any) -> None:
+        """Publish the freshness alerts of models gone silent (callers hold the lock)."""
+        if not self._settled.is_set():
+            return
+        out = self.engine.check_freshness()
+        if not out.alerts:
+            return
+        try:
+            self._sent += await publish(out)
+        except BaseException as exc:
+            self._die("publishing freshness alerts failed", exc)
 
     async def _load_assigned(self, topic: str, partitions: list[int]) -> None:
         """Load the state of newly assigned partitions, and find logs that restarted.

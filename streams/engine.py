@@ -26,6 +26,7 @@ from detectors.columns import Column
 from detectors.config import MonitorConfig
 from detectors.monitors import PREDICTION, Alert, ModelBatch, ModelMonitor
 from detectors.monitors.dataset import DETECTOR as DATASET
+from detectors.monitors.freshness import DETECTOR as FRESHNESS
 from detectors.monitors.model import upgrade_snapshot
 from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityReference
 from detectors.reference import Reference, reference_from_plain
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
 BASELINE_POLL_SECONDS = 2.0  # how often a worker asks whether a baseline was loaded
+# The whole model's own detectors (no feature): their alerts name the latest version seen, as input features' do.
+_MODEL_DETECTORS = frozenset({DATASET, FRESHNESS, "pca_reconstruction", "outliers"})
 BASELINE_CACHE_ENTRIES = 4096  # baselines kept read; past it the cache starts over
 MAX_CLOCK_SKEW = 86400.0  # seconds a label record's timestamp may run ahead of this worker's clock
 
@@ -97,6 +100,7 @@ class PartitionState:
     labels: dict[str, ModelLabels] = field(default_factory=dict)  # a labels partition's models
     retried: float = -math.inf  # monotonic time its waiting labels were last looked up
     policies: dict[str, RetrainPolicy] = field(default_factory=dict)  # an alert partition's models
+    loaded_at: float = -math.inf  # the engine clock's time this state was loaded (freshness counts from it)
 
     @property
     def models(self) -> set[str]:
@@ -195,7 +199,7 @@ class Engine:
 
     async def load(self, topic: str, partition: int) -> PartitionState:
         """(Re)load a partition's state from the store, replacing what memory held."""
-        state = PartitionState()
+        state = PartitionState(loaded_at=self.clock())
         key = (topic, partition)
         checkpoint = await self.store.load(topic, partition)
         if checkpoint is not None and isinstance(checkpoint.version, int) and checkpoint.version > STATE_VERSION:
@@ -242,6 +246,7 @@ class Engine:
                     state.monitors[model] = ModelMonitor.restore(
                         data, self.config(model), self.settings.feature_kinds(model), references,
                         segments=self.settings.segment_specs(model), version_baselines=by_version,
+                        constraints=self.settings.constraints(model),
                     )
                 except (SnapshotError, ValueError, TypeError, OverflowError, AttributeError, KeyError) as exc:
                     # An unreadable snapshot costs that model its history, never the worker.
@@ -836,12 +841,15 @@ class Engine:
         monitor = state.monitors.get(model)
         if monitor is None:
             monitor = ModelMonitor(model, self.config(model), self.settings.feature_kinds(model), baselines.get(model),
-                                   segments=self.settings.segment_specs(model))  # fmt: skip
+                                   segments=self.settings.segment_specs(model),
+                                   constraints=self.settings.constraints(model))  # fmt: skip
             state.monitors[model] = monitor
             self.metrics.models_tracked.set(self.model_count)
         monitor.version_baselines.update(version_baselines)
         batch = _columns([event for event, _ in rows], np.fromiter((ts for _, ts in rows), float, len(rows)))
-        observation = monitor.observe(batch)
+        now = self.clock()
+        self._event_times(model, batch.timestamps, now)
+        observation = monitor.observe(batch, arrived_at=now)
         state.dirty.add(model)
         self.metrics.events_consumed.labels(model).inc(len(rows))
         if observation.invalid_values:
@@ -858,7 +866,6 @@ class Engine:
             self.metrics.threshold.labels(model, version or "", segment, feature or PREDICTION, detector).set(line)
         for retired in observation.retired_versions:  # the label stays bounded by max_versions
             self.metrics.forget_version(model, retired or "")
-        now = self.clock()
         key = model.encode()
         self._publish(model, topic, partition, observation.alerts, monitor.model_version, out)
         if observation.windows_judged:
@@ -876,6 +883,30 @@ class Engine:
             }  # fmt: skip
             out.metrics.append((key, orjson.dumps(snapshot)))
 
+    def _event_times(self, model: str, times: np.ndarray, now: float) -> None:
+        """The lag of each event behind the worker's clock, and those stamped too far from it."""
+        lag = now - times
+        observe_many(self.metrics.event_lag.labels(model), lag)
+        future = int((lag < -self.settings.event_time_future).sum())
+        past = int((lag > self.settings.event_time_past).sum())
+        if future:
+            self.metrics.events_out_of_time.labels(model, "future").inc(future)
+        if past:
+            self.metrics.events_out_of_time.labels(model, "past").inc(past)
+
+    def check_freshness(self) -> Outputs:
+        """Freshness alerts of the models silent for their STALE_AFTER (counted from no earlier than
+        their partition's load: a worker catching up has not heard from them yet)."""
+        out = Outputs()
+        now = self.clock()
+        for (topic, partition), state in self.partitions.items():
+            for model, monitor in state.monitors.items():
+                alerts = monitor.check_freshness(now, state.loaded_at)
+                if alerts:
+                    state.dirty.add(model)
+                    self._publish(model, topic, partition, alerts, monitor.model_version, out)
+        return out
+
     def _publish(self, model: str, topic: str, partition: int, alerts: list[Alert], latest: str | None,
                  out: Outputs) -> None:  # fmt: skip
         """Alerts to the wire; those of input features name ``latest``, the model's latest version."""
@@ -884,7 +915,7 @@ class Engine:
         for alert in alerts:
             # Input features do not depend on the version: their alerts (and dataset drift's, which
             # counts theirs) name the latest one seen.
-            version = latest if alert.feature is not None or alert.detector == DATASET else alert.version
+            version = latest if alert.feature is not None or alert.detector in _MODEL_DETECTORS else alert.version
             wire = to_wire(alert, model, version, topic, partition, now)
             out.alerts.append((key, orjson.dumps(wire)))
             out.alert_objects.append(wire)

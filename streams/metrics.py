@@ -141,6 +141,17 @@ class Metrics:
             ["model"], buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400,
                                 30 * 86400), registry=registry,
         )  # fmt: skip
+        self.event_lag = Histogram(
+            "driftstream_event_lag_seconds", "Processing time minus event time, per event (negative: stamped "
+            "ahead of the worker's clock, counted in the lowest bucket)",
+            ["model"], buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
+            registry=registry,
+        )  # fmt: skip
+        self.events_out_of_time = Counter(
+            "driftstream_events_out_of_time_total", "Events stamped further ahead of the worker's clock than "
+            "EVENT_TIME_FUTURE (direction future) or behind it than EVENT_TIME_PAST (past)",
+            ["model", "direction"], registry=registry,
+        )  # fmt: skip
         self.quality = Gauge(
             "driftstream_quality",
             "Model quality over the latest window of labeled events, per model, version, segment (\"\" = whole "

@@ -23,9 +23,10 @@ from pydantic_settings import (
 )
 
 from detectors.budget import budgeted
-from detectors.columns import FeatureKind
+from detectors.columns import FeatureKind, category_text
 from detectors.config import MonitorConfig
 from detectors.monitors.quality import QualitySpec
+from detectors.monitors.schema import Constraint
 from detectors.retrain import RetrainConfig
 
 CONFIG_ENV = "DRIFTSTREAM_CONFIG"
@@ -36,6 +37,28 @@ OTHER_VARIABLES = (CONFIG_ENV, "DRIFTSTREAM_TEST_")
 SECRETS = frozenset({"kafka_sasl_password", "redis_password", "redis_sentinel_password"})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _D = MonitorConfig()  # the detection defaults live in one place
+
+
+_CONSTRAINT_RULES = ("min", "max", "allowed", "not_null", "max_share", "critical_share")
+
+
+def constraint_of(feature: str, rules: Any) -> Constraint:
+    """A feature's [models.NAME.constraints.FEATURE] table as a Constraint; a ValueError names the feature and rule."""
+    if not isinstance(rules, dict):
+        raise ValueError(f"constraints.{feature} must be a table of rules ({', '.join(_CONSTRAINT_RULES)})")
+    unknown = sorted(set(rules) - set(_CONSTRAINT_RULES))
+    if unknown:
+        raise ValueError(f"constraints.{feature}: unknown rule {unknown[0]!r}; the rules are "
+                         f"{', '.join(_CONSTRAINT_RULES)}")  # fmt: skip
+    values = dict(rules)
+    if "allowed" in values:
+        if not isinstance(values["allowed"], list):
+            raise ValueError(f"constraints.{feature}.allowed must be a list of values")
+        values["allowed"] = tuple(category_text(value) for value in values["allowed"])
+    try:
+        return Constraint(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"constraints.{feature}: {exc}") from None
 
 
 class ModelSettings(BaseModel):
@@ -57,6 +80,21 @@ class ModelSettings(BaseModel):
     score_threshold: float = Field(0.5, gt=0, lt=1)
     quality_expected: dict[str, float] = Field(default_factory=dict)
     quality_floors: dict[str, float] = Field(default_factory=dict)
+    # Seconds of silence before a freshness alert (default: the global STALE_AFTER).
+    stale_after: float | None = Field(None, ge=0)
+    # Explicit per-feature constraints, [models.NAME.constraints.FEATURE]: min, max, allowed, not_null,
+    # max_share, critical_share (docs/data-quality.md).
+    constraints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for feature, rules in value.items():
+            constraint_of(feature, rules)  # a ValueError names the feature and the rule
+        return value
+
+    def constraint_objects(self) -> dict[str, Constraint]:
+        return {feature: constraint_of(feature, rules) for feature, rules in self.constraints.items()}
 
     @field_validator("segments")
     @classmethod
@@ -194,7 +232,7 @@ class Settings(BaseSettings):
     window_step: int = Field(_D.window_step, description="0 = tumbling windows")
     numeric_tests: tuple[str, ...] = Field(
         _D.numeric_tests,
-        description="numeric tests (JSON list): psi, ks, wasserstein, jensen_shannon, null_rate",
+        description="numeric tests (JSON list): psi, ks, wasserstein, jensen_shannon, null_rate, out_of_range",
     )
     categorical_tests: tuple[str, ...] = Field(
         _D.categorical_tests,
@@ -319,6 +357,45 @@ class Settings(BaseSettings):
                                         "(dataset drift); 0 = off")  # fmt: skip
     dataset_drift_events: int = Field(_D.dataset_drift_events, description="events that many must have been in "
                                       "critical drift before it fires")  # fmt: skip
+    # The inputs' schema, ranges, outliers, joint drift and freshness (docs/data-quality.md)
+    schema_checks: bool = Field(_D.schema_checks, description="missing_feature, new_feature and kind_change "
+                                "checks per model window (and the config file's constraints)")  # fmt: skip
+    missing_feature_share: float = Field(_D.missing_feature_share, description="rise of a reference feature's "
+                                         "absent-or-null share from which missing_feature alerts")  # fmt: skip
+    new_feature_share: float = Field(_D.new_feature_share, description="share of a window's events carrying a "
+                                     "feature the reference never had from which new_feature alerts")  # fmt: skip
+    kind_change_share: float = Field(_D.kind_change_share, description="rise of the share of a feature's values "
+                                     "of another kind (strings in a numeric one, ...) from which kind_change "
+                                     "alerts")  # fmt: skip
+    out_of_range_quantile: float = Field(_D.out_of_range_quantile, description="out_of_range: the reference's "
+                                         "quantiles at this level and 1 - it bound the range")  # fmt: skip
+    out_of_range_margin: float = Field(_D.out_of_range_margin, description="out_of_range: the range widened on "
+                                       "each side by this share of the span between those quantiles")  # fmt: skip
+    out_of_range_warning: float = Field(_D.out_of_range_warning, description="share of a window's values outside "
+                                        "the range from which out_of_range warns")  # fmt: skip
+    out_of_range_critical: float = Field(_D.out_of_range_critical, description="share from which it is critical")
+    out_of_range_alpha: float = Field(_D.out_of_range_alpha, description="per-window alpha of out_of_range's null "
+                                      "line (0: off; the budget sets it)")  # fmt: skip
+    pca_variance: float = Field(_D.pca_variance, description="pca_reconstruction: share of the variance of a "
+                                "model's standardised numeric features its kept components explain; 0 = off")
+    pca_alpha: float = Field(_D.pca_alpha, description="pca_reconstruction: per-window two-sided alpha (the "
+                             "budget's share when stricter)")  # fmt: skip
+    pca_critical_change: float = Field(_D.pca_critical_change, description="relative change of the mean "
+                                       "reconstruction error from which a pca_reconstruction alert is critical")
+    outlier_sigma: float = Field(_D.outlier_sigma, description="an event is an outlier when one of its numeric "
+                                 "features lies this many reference std from the reference mean; 0 = off")
+    outlier_warning: float = Field(_D.outlier_warning, description="share of a window's events that are outliers "
+                                   "from which outliers warns")  # fmt: skip
+    outlier_critical: float = Field(_D.outlier_critical, description="share from which outliers is critical")
+    outlier_alpha: float = Field(_D.outlier_alpha, description="outliers: per-window alpha of its line over the "
+                                 "share the reference showed (the budget's share when stricter)")  # fmt: skip
+    stale_after: float = Field(_D.stale_after, description="seconds without an event of a model that has been "
+                               "sending before a freshness data_quality alert (per model: [models.NAME] "
+                               "stale_after); 0 = off")  # fmt: skip
+    event_time_future: float = Field(300.0, ge=0, description="events stamped more than this many seconds ahead "
+                                     "of the worker's clock are counted (driftstream_events_out_of_time_total)")
+    event_time_past: float = Field(7 * 86400.0, ge=0, description="events stamped more than this many seconds "
+                                   "behind the worker's clock are counted")  # fmt: skip
     # Model quality from late labels (docs/labels.md)
     quality_window: int = Field(_D.quality_window, description="labeled events per quality window (per model "
                                 "version and segment)")  # fmt: skip
@@ -427,7 +504,7 @@ class Settings(BaseSettings):
         values = {field.name: getattr(self, field.name) for field in fields(MonitorConfig)}
         own = self.models.get(model) if model is not None else None
         if own is not None:
-            for name in ("false_alarm_budget", "event_rate"):
+            for name in ("false_alarm_budget", "event_rate", "stale_after"):
                 if getattr(own, name) is not None:
                     values[name] = getattr(own, name)
         return MonitorConfig(**values)
@@ -450,6 +527,10 @@ class Settings(BaseSettings):
     def segment_specs(self, model: str) -> tuple[tuple[str, ...], ...]:
         config = self.models.get(model)
         return config.segment_specs() if config else ()
+
+    def constraints(self, model: str) -> dict[str, Constraint]:
+        config = self.models.get(model)
+        return config.constraint_objects() if config else {}
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka client settings (producer, admin)."""

@@ -23,7 +23,7 @@ from detectors.base import Severity, Verdict
 from detectors.columns import Column, FeatureKind
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
-from detectors.policy import AlertPolicy, Status, incident_of
+from detectors.policy import QUALITY_DETECTORS, AlertPolicy, Status, incident_of
 from detectors.reference import (
     CategoricalReference,
     CategoricalReferenceBuilder,
@@ -48,6 +48,7 @@ _WHAT = {
     "jensen_shannon": "Jensen-Shannon distance",
     "unseen_rate": "unseen-category share rise",
     "null_rate": "missing-value rate rise",
+    "out_of_range": "share of values outside the reference's range",
 }
 
 Values = np.ndarray | Coded
@@ -378,7 +379,7 @@ class FeatureMonitor:
                p_value: float | None, index: int, at: float, message: str, current: dict[str, Any] | None,
                count: int, start: float) -> Alert:  # fmt: skip
         assert self.reference is not None
-        if detector == "null_rate":
+        if detector in QUALITY_DETECTORS:
             kind = "data_quality"
         else:
             kind = "prediction_drift" if self.subject is None else "data_drift"

@@ -23,17 +23,22 @@ from typing import Any
 import numpy as np
 
 from detectors import SnapshotError
-from detectors.budget import budgeted
+from detectors.budget import budgeted, window_alpha
 from detectors.columns import Column, FeatureKind, category_text
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
 from detectors.monitors.dataset import DatasetDrift
 from detectors.monitors.feature import FeatureMonitor
+from detectors.monitors.freshness import Freshness
+from detectors.monitors.multivariate import MultivariateMonitor
+from detectors.monitors.schema import Constraint, SchemaMonitor
 from detectors.reference import NumericReference, Reference
 from detectors.two_sample import TESTS
 
 SNAPSHOT_VERSION = 3  # 3: scopes (whole model and segments) and prediction monitors per version
 OTHER_SEGMENT = "other"
+#: The feature of the statistics of the whole model's inputs together (schema aside): pca_reconstruction, outliers.
+INPUTS = "__inputs__"
 
 SegmentValue = str | int | float | bool
 SliceSpec = tuple[str, ...]
@@ -160,6 +165,7 @@ class ModelMonitor:
         *,
         segments: Sequence[SliceSpec] = (),
         version_baselines: dict[str, Reference] | None = None,
+        constraints: dict[str, Constraint] | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -176,6 +182,13 @@ class ModelMonitor:
         self.other_events = 0  # events of segment values beyond max_segments
         self.versions_retired = 0
         self.dataset = DatasetDrift(config.dataset_drift_features, config.dataset_drift_events)
+        # The whole model's own checks: its inputs' schema and constraints, their joint distribution
+        # and outliers (on the whole model: a slice's breakage or joint drift is its model's too).
+        alpha = window_alpha(config, len(self.slices))
+        self.constraints = dict(constraints or {})
+        self.schema = SchemaMonitor(config, self.kinds, self._input_baseline(), self.constraints, alpha)
+        self.multivariate = MultivariateMonitor(config, self.kinds, alpha)
+        self.freshness = Freshness(config.stale_after)
 
     @property
     def scopes(self) -> list[Scope]:
@@ -188,7 +201,9 @@ class ModelMonitor:
 
     # -- the stream --------------------------------------------------------
 
-    def observe(self, batch: ModelBatch) -> Observation:
+    def observe(self, batch: ModelBatch, arrived_at: float | None = None) -> Observation:
+        """Apply one batch of the model's events; ``arrived_at``: the processing time they were
+        applied at (for freshness; None: not tracked)."""
         out = Observation()
         n = len(batch)
         if n == 0:
@@ -199,9 +214,12 @@ class ModelMonitor:
             if cut is not None:
                 # A version retired by this batch comes back in it: it must meet a fresh monitor, as
                 # it would one event at a time, so the rows before it go first.
-                first = self.observe(batch.rows(0, cut))
-                return first.merge(self.observe(batch.rows(cut, n)))
+                first = self.observe(batch.rows(0, cut), arrived_at)
+                return first.merge(self.observe(batch.rows(cut, n), arrived_at))
         event_index = np.arange(self.events_seen, self.events_seen + n)
+        if arrived_at is not None:
+            out.alerts += self.freshness.arrived(arrived_at, self.events_seen, self.events_seen + n - 1,
+                                                 float(batch.timestamps[0]), float(batch.timestamps[-1]))
         rows = Rows(batch.features, batch.prediction, event_index, batch.timestamps)
         retired = self._see_versions(versions, event_index)
         out.retired_versions = [version for version, _ in retired]
@@ -231,12 +249,33 @@ class ModelMonitor:
             return (a.event_index, rank.get(segment_key(a.segment) if a.segment else "", 0), a.feature is not None,
                     a.feature or "", a.version or "")  # fmt: skip
 
+        out.alerts += self.schema.observe(batch.features, event_index, batch.timestamps)
+        out.alerts += self.multivariate.observe(batch.features, event_index, batch.timestamps)
+        self._model_statistics(out)
         out.alerts.sort(key=order)
         dataset = self.dataset.observe(out.alerts, event_index, batch.timestamps)
         if dataset:
             out.alerts = sorted(out.alerts + dataset, key=order)
         self.events_seen += n
         return out
+
+    def _model_statistics(self, out: Observation) -> None:
+        """The latest statistics and lines of the whole model's own checks."""
+        for (feature, check), (value, line) in self.schema.statistics().items():
+            out.statistics[(None, "", feature, check)] = value
+            out.lines[(None, "", feature, check)] = line
+        for detector, (value, line) in self.multivariate.statistics().items():
+            out.statistics[(None, "", INPUTS, detector)] = value
+            out.lines[(None, "", INPUTS, detector)] = line
+
+    def _input_baseline(self) -> dict[str, Reference] | None:
+        """The baseline's input features (its prediction aside): the schema they describe."""
+        inputs = {name: reference for name, reference in self.baseline.items() if name != PREDICTION}
+        return inputs or None
+
+    def check_freshness(self, now: float, not_before: float = -float("inf")) -> list[Alert]:
+        """The freshness alert if the model has been silent for ``stale_after`` at ``now`` (processing time)."""
+        return self.freshness.check(now, not_before)
 
     def _version_cut(self, versions: list[str | None]) -> int | None:
         """The first row whose version this batch retired at an earlier row, or None."""
@@ -441,6 +480,9 @@ class ModelMonitor:
             "other_events": self.other_events,
             "scopes": [[scope.key, scope.snapshot()] for scope in self.scopes],
             "dataset": self.dataset.snapshot(),
+            "schema": self.schema.snapshot(),
+            "multivariate": self.multivariate.snapshot(),
+            "freshness": self.freshness.snapshot(),
         }
 
     @classmethod
@@ -453,16 +495,25 @@ class ModelMonitor:
         *,
         segments: Sequence[SliceSpec] = (),
         version_baselines: dict[str, Reference] | None = None,
+        constraints: dict[str, Constraint] | None = None,
     ) -> ModelMonitor:
         data = upgrade_snapshot(data)
         try:
             monitor = cls(str(data["model"]), config, kinds, baseline, segments=segments,
-                          version_baselines=version_baselines)  # fmt: skip
+                          version_baselines=version_baselines, constraints=constraints)  # fmt: skip
             monitor.events_seen = int(data["events_seen"])
             monitor.versions = {version: int(last) for version, last in data["versions"]}
             monitor.versions_retired = int(data["versions_retired"])
             monitor.other_events = int(data["other_events"])
             monitor.dataset.restore(data.get("dataset"))
+            # Absent in snapshots from before these checks: they start afresh.
+            alpha = window_alpha(config, len(monitor.slices))
+            if data.get("schema") is not None:
+                monitor.schema = SchemaMonitor.restore(data["schema"], config, monitor.kinds,
+                                                       monitor._input_baseline(), monitor.constraints, alpha)
+            if data.get("multivariate") is not None:
+                monitor.multivariate = MultivariateMonitor.restore(data["multivariate"], config, monitor.kinds, alpha)
+            monitor.freshness.restore(data.get("freshness"))
             for key, scope in data["scopes"]:
                 restored = Scope.restore(str(key), scope, monitor.lines)
                 if key == "":

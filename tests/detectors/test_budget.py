@@ -21,18 +21,23 @@ DEFAULT = MonitorConfig()
 
 
 def test_the_budget_is_split_evenly_over_the_configured_family() -> None:
-    # 201 columns (200 features + the prediction) x 5 detectors (psi, ks, null_rate, adwin, page_hinkley),
-    # plus the 2 quality tests of late labels (the performance test and the error stream's detector)
-    assert family_size(DEFAULT, 0) == 201 * 5 + 2
-    assert family_size(DEFAULT, 2) == (201 * 5 + 2) * 3  # each slice's values split the same events once more
+    # 201 columns (200 features + the prediction) x 8 detectors (psi, ks, null_rate, out_of_range, adwin,
+    # page_hinkley and the schema checks missing_feature, kind_change), plus the 2 quality tests of late
+    # labels (the performance test and the error stream's detector), plus the whole model's own 3 tests
+    # (new_feature, pca_reconstruction, outliers), which slices do not multiply
+    assert family_size(DEFAULT, 0) == 201 * 8 + 2 + 3
+    assert family_size(DEFAULT, 2) == (201 * 8 + 2) * 3 + 3  # each slice's values split the same events once more
     rate = rate_per_value(DEFAULT, 0)
-    assert rate == pytest.approx(1.0 / (1000 * SECONDS_PER_WEEK * (201 * 5 + 2)))
+    assert rate == pytest.approx(1.0 / (1000 * SECONDS_PER_WEEK * (201 * 8 + 2 + 3)))
     # The whole family at its share, each judging every event of a week, spends exactly the budget.
     assert rate * 1000 * SECONDS_PER_WEEK * family_size(DEFAULT, 0) == pytest.approx(DEFAULT.false_alarm_budget)
     doubled = dataclasses.replace(DEFAULT, false_alarm_budget=2.0, event_rate=2000.0)
     assert rate_per_value(doubled, 0) == pytest.approx(rate)
     fewer = dataclasses.replace(DEFAULT, max_features=20, categorical_tests=("psi",))
-    assert family_size(fewer, 0) == 21 * 5 + 2
+    assert family_size(fewer, 0) == 21 * 8 + 2 + 3
+    alone = dataclasses.replace(fewer, schema_checks=False, pca_variance=0.0, outlier_sigma=0.0,
+                                numeric_tests=("psi", "ks", "null_rate"))
+    assert family_size(alone, 0) == 21 * 5 + 2
     assert rate_per_value(dataclasses.replace(DEFAULT, false_alarm_budget=0.0), 0) is None
 
 

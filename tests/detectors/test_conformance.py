@@ -55,7 +55,14 @@ def stream(kind: str, windowed: bool) -> np.ndarray:
     return np.concatenate([before, after])
 
 
+#: Parameters a detector is built with here unless a test names others: out_of_range judges a range,
+#: so the stream's mean shift must move values past it (its 5% quantiles, no margin).
+CASE_PARAMS: dict[str, dict[str, Any]] = {"out_of_range": {"quantile": 0.05, "margin": 0.0, "warning": 0.25,
+                                                           "critical": 0.4}}
+
+
 def build(spec: DetectorSpec, kind: str, **params: Any) -> Any:
+    params = {**CASE_PARAMS.get(spec.name, {}), **params}
     if spec.windowed:
         reference = NUMERIC_REFERENCE if kind == "numeric" else CATEGORICAL_REFERENCE
         return spec.build(reference=reference, **{"size": SIZE, "step": STEP, **params})
@@ -162,14 +169,18 @@ _BOOL = [0, 1, "true", None]
 DOMAINS = {"count": _COUNT, "probability": _PROBABILITY, "positive": _POSITIVE, "bool": _BOOL,
            "non_negative": [-0.1, -1, float("nan"), "0.1", None, True],
            "unit_interval_closed": [0, 0.0, -0.5, 1.5, 2.0, float("nan"), "1", None, True],
-           "unit_interval_open_above": [-0.1, 1, 1.5, float("nan"), "0.1", None, True]}  # fmt: skip
+           "unit_interval_open_above": [-0.1, 1, 1.5, float("nan"), "0.1", None, True],
+           "below_half": [-0.1, 0.5, 0.7, float("nan"), "0.1", None, True]}  # fmt: skip
 #: Parameter kinds by (detector, parameter), then by parameter name alone.
 PARAMETER_DOMAINS = {
     ("page_hinkley", "delta"): "non_negative",  # 0 is a valid tolerance
     ("page_hinkley", "alpha"): "unit_interval_closed",  # 1 means no forgetting
     ("page_hinkley", "threshold"): "positive",
     # the null line's alpha of the distance tests: 0 turns it off
-    **{(test, "alpha"): "unit_interval_open_above" for test in ("psi", "jensen_shannon", "unseen_rate", "null_rate")},
+    **{(test, "alpha"): "unit_interval_open_above" for test in ("psi", "jensen_shannon", "unseen_rate", "null_rate",
+                                                                "out_of_range")},
+    ("out_of_range", "quantile"): "below_half",
+    ("out_of_range", "margin"): "non_negative",
     "delta": "probability",
     "alpha": "probability",
     "beta": "probability",

@@ -11,7 +11,8 @@ from detectors.columns import Column
 from detectors.config import MonitorConfig
 from detectors.monitors import PREDICTION, ModelBatch, ModelMonitor
 
-CONFIG = MonitorConfig(reference_size=2000, window_size=500)
+# The per-column monitors; the whole model's joint tests have their own (tests/detectors/test_multivariate.py).
+CONFIG = MonitorConfig(reference_size=2000, window_size=500, pca_variance=0.0, outlier_sigma=0.0)
 PER_DETECTOR = dataclasses.replace(CONFIG, alert_per_detector=True)  # each detector's own alerts
 
 
@@ -110,7 +111,10 @@ def test_prediction_drift_has_its_own_type_and_no_feature() -> None:
     scores = np.concatenate([rng.random(3000) * 0.5, 0.5 + rng.random(1000) * 0.5])
     alerts = run(monitor, [batch_of({PREDICTION: scores[s : s + 500].tolist()}, np.zeros(500))
                            for s in range(0, 4000, 500)])  # fmt: skip
-    assert alerts and all(a.type == "prediction_drift" and a.feature is None for a in alerts)
+    assert alerts and all(a.feature is None for a in alerts)
+    # Scores past the reference's range are data quality too (out_of_range); every other alert is drift.
+    assert {a.type for a in alerts if a.detector != "out_of_range"} == {"prediction_drift"}
+    assert {a.type for a in alerts if a.detector == "out_of_range"} == {"data_quality"}
 
 
 def test_features_per_model_are_bounded() -> None:
@@ -233,7 +237,8 @@ def test_restore_under_a_new_config_keeps_the_window_and_uses_the_new_tests() ->
     items = list(batches())
     first = ModelMonitor("m", CONFIG)
     run(first, items[:20])  # references built, a window half full
-    wider = MonitorConfig(reference_size=2000, window_size=500, numeric_tests=("wasserstein",), change_detectors=())
+    wider = MonitorConfig(reference_size=2000, window_size=500, numeric_tests=("wasserstein",), change_detectors=(),
+                          pca_variance=0.0, outlier_sigma=0.0)  # fmt: skip
     second = ModelMonitor.restore(msgpack.unpackb(msgpack.packb(first.snapshot())), wider)
     feature = second.whole.features["x1"]
     assert [t.name for t in feature.window.tests] == ["wasserstein"] and feature.changes == {}

@@ -103,7 +103,8 @@ def test_batch_envelopes_give_the_same_alerts_as_single_events(unique: str, drif
         return await feed(make_engine(config, MemoryStateStore()), records(traffic, 6000, per_message), batch)
 
     singles = asyncio.run(scenario(1, 20))
-    assert {a["feature"] for a in singles if a["status"] == "firing"} == {drift.feature}
+    # The drifting feature's alerts, and perhaps the whole model's (pca_reconstruction): batched alike.
+    assert {a["feature"] for a in singles if a["status"] == "firing"} - {None} == {drift.feature}
     for per_message, batch in ((100, 3), (1000, 1)):
         envelopes = asyncio.run(scenario(per_message, batch))
         assert [a["alert_id"] for a in envelopes] == [a["alert_id"] for a in singles], per_message

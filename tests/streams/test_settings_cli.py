@@ -133,7 +133,7 @@ def test_unknown_variables_spare_the_config_file_and_the_test_suite() -> None:
 
 def test_help_lists_defaults_with_lists_as_json() -> None:
     text = describe_settings()
-    assert 'DRIFTSTREAM_NUMERIC_TESTS=["psi","ks","null_rate"]' in text
+    assert 'DRIFTSTREAM_NUMERIC_TESTS=["psi","ks","null_rate","out_of_range"]' in text
     assert len(text.splitlines()) == len(Settings.model_fields) - 1  # all but models (TOML)
 
 
@@ -199,3 +199,35 @@ def test_plain_environment_variables_do_not_leak_into_a_model_s_table(monkeypatc
     monkeypatch.setenv("EVENT_RATE", "not a number")
     model = Settings().models["fraud"]
     assert model.task == "auto" and model.event_rate is None and model.segments == ["region"]
+
+
+def test_constraints_and_stale_after_come_from_the_config_file(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    config = tmp_path / "driftstream.toml"
+    config.write_text('[models.fraud]\nstale_after = 30\n[models.fraud.constraints.amount]\nmin = 0\nmax = 1e5\n'
+                      'not_null = true\n[models.fraud.constraints.country]\nallowed = ["DE", "FR", 7, true]\n'
+                      'max_share = 0.01\n')  # fmt: skip
+    monkeypatch.setenv("DRIFTSTREAM_CONFIG", str(config))
+    settings = Settings()
+    constraints = settings.constraints("fraud")
+    assert (constraints["amount"].min, constraints["amount"].max, constraints["amount"].not_null) == (0.0, 1e5, True)
+    assert constraints["country"].allowed == ("DE", "FR", "7", "true") and constraints["country"].max_share == 0.01
+    assert settings.constraints("other") == {}
+    assert settings.monitor_config("fraud").stale_after == 30.0 and settings.monitor_config().stale_after == 600.0
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("minn = 0", "constraints.amount: unknown rule 'minn'; the rules are min, max, allowed"),
+    ("min = 5\nmax = 1", "constraints.amount: min"),
+    ("allowed = \"DE\"", "constraints.amount.allowed must be a list"),
+    ("max_share = 2", "constraints.amount: max_share"),
+])  # fmt: skip
+def test_a_bad_constraint_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table: str,
+                                                expected: str) -> None:  # fmt: skip
+    config = tmp_path / "driftstream.toml"
+    config.write_text(f"[models.fraud.constraints.amount]\n{table}\n")
+    monkeypatch.setenv("DRIFTSTREAM_CONFIG", str(config))
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert expected in line, line
