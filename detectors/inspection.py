@@ -94,7 +94,9 @@ class ModelReading:
     events_seen: int
     versions: tuple[str | None, ...]
     columns: tuple[ColumnReading, ...]
-    dataset_firing: bool = False
+    # What the whole model's own checks fire now (dataset drift, schema, constraints, pca_reconstruction,
+    # outliers, freshness): (subject, alert type, severity, detectors), over its partitions.
+    model_firing: tuple[tuple[str, str, Severity, tuple[str, ...]], ...] = ()
 
     @property
     def firing(self) -> list[tuple[ColumnReading, Firing]]:
@@ -169,7 +171,7 @@ def read_models(monitors: Iterable[tuple[int, ModelMonitor]], segments: bool = T
         readings.append(ModelReading(
             model, tuple(p for p, _ in parts), sum(m.events_seen for _, m in parts),
             tuple(sorted(versions, key=versions.__getitem__)), tuple(columns),
-            any(m.dataset.firing is not None for _, m in parts)))  # fmt: skip
+            tuple(found for _, m in parts for found in m.model_firing())))  # fmt: skip
     return readings
 
 

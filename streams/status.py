@@ -196,10 +196,11 @@ def print_status(models: Sequence[ModelReading], out: TextIO | None = None, widt
         versions = ", ".join("-" if v is None else v for v in model.versions) or "-"
         firing = model.firing
         labels = quality.get(model.model, [])
+        own = model.model_firing
         title = (
             f"[bold]{escape(model.model)}[/]: {model.events_seen:,} events, partition(s) "
             f"{', '.join(map(str, model.partitions))}, version(s) {escape(versions)}, "
-            + (f"[bold red]{len(firing) + len(labels)} alert(s) firing[/]" if firing or labels
+            + (f"[bold red]{len(firing) + len(own) + len(labels)} alert(s) firing[/]" if firing or own or labels
                else "[green]nothing firing[/]")
         )
         console.print(title)
@@ -221,14 +222,15 @@ def print_status(models: Sequence[ModelReading], out: TextIO | None = None, widt
             for row in _column_rows(column, segmented, spans):
                 table.add_row(*row)
         console.print(table)
-        if firing or model.dataset_firing or labels:
+        if firing or own or labels:
             console.print("[bold]firing now[/]")
             for column, alert in firing:
                 where = (f"{model.model}[{column.scope}]" if column.scope else model.model) + f"/{column.subject}"
                 console.print(f"  [{_COLOUR[alert.severity]}]{alert.severity:<8}[/] {alert.type:<16} "
                               f"{escape(where):<24} {escape(', '.join(alert.detectors))}")  # fmt: skip
-            if model.dataset_firing:
-                console.print(f"  [bold red]critical[/] data_drift       {escape(model.model + '/inputs'):<24} dataset")
+            for subject, own_type, level, names in own:  # the whole model's own checks
+                console.print(f"  [{_COLOUR[level]}]{level:<8}[/] {own_type:<16} "
+                              f"{escape(model.model + '/' + subject):<24} {escape(', '.join(names))}")
             for version, scope, kind, severity, detectors in labels:  # from the labels partitions
                 where = (f"{model.model}[{scope}]" if scope else model.model) + "/quality" + (
                     f" v{version}" if version is not None else "")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from detectors import SnapshotError
+from detectors.base import Severity
 from detectors.budget import budgeted, window_alpha
 from detectors.columns import Column, FeatureKind, category_text
 from detectors.config import MonitorConfig
@@ -265,6 +266,11 @@ class ModelMonitor:
             out.statistics[(None, "", feature, check)] = value
             out.lines[(None, "", feature, check)] = line
         for detector, (value, line) in self.multivariate.statistics().items():
+            if detector == "pca_reconstruction":
+                # Two-sided: as a metric (crossed at or over its line, like every other), the distance of
+                # the window's mean error from the reference's and that of the line on the same side.
+                reference = self.multivariate.error_mean
+                value, line = abs(value - reference), abs(line - reference)
             out.statistics[(None, "", INPUTS, detector)] = value
             out.lines[(None, "", INPUTS, detector)] = line
 
@@ -272,6 +278,22 @@ class ModelMonitor:
         """The baseline's input features (its prediction aside): the schema they describe."""
         inputs = {name: reference for name, reference in self.baseline.items() if name != PREDICTION}
         return inputs or None
+
+    def model_firing(self) -> list[tuple[str, str, Severity, tuple[str, ...]]]:
+        """What the whole model's own checks fire now: (subject, alert type, severity, detectors); the
+        subject is a feature's name, ``inputs`` for the inputs together, ``events`` for freshness."""
+        found: list[tuple[str, str, Severity, tuple[str, ...]]] = []
+        if self.dataset.firing is not None:
+            found.append(("inputs", "data_drift", "critical", ("dataset",)))
+        for detector, severity in sorted(self.multivariate.firing.items()):
+            if severity is not None:
+                kind = "data_drift" if detector == "pca_reconstruction" else "data_quality"
+                found.append(("inputs", kind, severity, (detector,)))
+        for (feature, check), severity in sorted(self.schema.firing.items()):
+            found.append((feature, "data_quality", severity, (check,)))
+        if self.freshness.silent_since is not None:
+            found.append(("events", "data_quality", "critical", ("freshness",)))
+        return found
 
     def check_freshness(self, now: float, not_before: float = -float("inf")) -> list[Alert]:
         """The freshness alert if the model has been silent for ``stale_after`` at ``now`` (processing time)."""

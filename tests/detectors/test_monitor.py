@@ -332,3 +332,26 @@ def test_change_alerts_fire_and_resolve_in_event_order_whatever_the_batching(siz
     # fired on the way up, resolved in the quiet stretch, fired again on the way down
     assert [status for status, _ in page_hinkley][:3] == ["firing", "resolved", "firing"]
     assert 1500 <= page_hinkley[0][1] < 1600 and page_hinkley[1][1] < 2500 <= page_hinkley[2][1]
+
+
+def test_the_whole_models_statistics_read_crossed_at_or_over_their_line() -> None:
+    """pca_reconstruction is two-sided: its metric is the distance from the reference's mean error, so a
+    stable window reads under its line (a plain error under the lower line would read as over) and the
+    window that fires reads over it."""
+    config = MonitorConfig(reference_size=1000, window_size=500)
+    monitor = ModelMonitor("m", config)
+    rng = np.random.default_rng(5)
+    ratios, fired = [], []
+    for start in range(0, 12_000, 500):
+        x1 = rng.standard_normal(500)
+        rho = -0.9 if start >= 9000 else 0.9
+        columns = {"x1": x1, "x2": rho * x1 + np.sqrt(1 - rho**2) * rng.standard_normal(500),
+                   "x3": rng.standard_normal(500)}  # fmt: skip
+        observation = monitor.observe(batch_of({k: v.tolist() for k, v in columns.items()},
+                                               np.arange(start, start + 500, dtype=float)))  # fmt: skip
+        key = (None, "", "__inputs__", "pca_reconstruction")
+        if key in observation.statistics:
+            ratios.append((start, observation.statistics[key] / observation.lines[key]))
+        fired += [a for a in observation.alerts if a.detector == "pca_reconstruction"]
+    assert all(ratio < 1 for start, ratio in ratios if start < 9000) and len(ratios) > 10
+    assert fired and fired[0].event_index >= 9000 and max(ratio for _, ratio in ratios) >= 1

@@ -15,6 +15,7 @@ import pytest
 
 from streams.settings import Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, produce
+from streams.state import decode
 from tests.integration import harness
 from tests.integration.harness import (
     WorkerProcess,
@@ -76,6 +77,13 @@ def _shared(kafka_bootstrap: str, redis_url: str) -> Iterator[tuple[Settings, di
     segmented = [a for a in map(orjson.loads, (m.value() for m in read_topic(reference, reference.topic_alerts)))
                  if a["segment"] is not None]  # fmt: skip
     assert segmented, "the drift in region eu should fire segment alerts to compare"
+    # The whole model's own checks take part: the schema learnt, the PCA fitted, calibrated and judging.
+    snapshots = [decode(blob) for fields in state.values() for name, blob in fields.items()
+                 if name.startswith(b"model:")]  # fmt: skip
+    assert len(snapshots) == len(MODELS)
+    for snapshot in snapshots:
+        assert snapshot["schema"]["reference"] and snapshot["freshness"]["last_index"] == EVENTS // len(MODELS) - 1
+        assert snapshot["multivariate"]["calibration"]["done"] and snapshot["multivariate"]["latest"]
     yield base, state, alerts
 
 

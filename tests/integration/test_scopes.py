@@ -45,7 +45,9 @@ def test_a_drift_in_one_segment_alerts_with_that_segment_only(settings: Settings
     finally:
         worker.stop()
     segmented = [a for a in alerts if a["segment"] is not None]
-    assert {a["feature"] for a in alerts} == {"f2"}, alerts
+    assert {a["feature"] for a in alerts} - {None} == {"f2"}, alerts
+    # The whole model's joint test may see it too (eu is half the traffic), never a segment's.
+    assert all(a["segment"] is None and a["detector"] == "pca_reconstruction" for a in alerts if a["feature"] is None)
     assert segmented and {a["segment"]["region"] for a in segmented} == {"eu"}
     eu = next(a for a in segmented if a["status"] == "firing")
     assert eu["segment"] == {"region": "eu"} and "segment region=eu" in eu["message"]

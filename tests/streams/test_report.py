@@ -80,7 +80,8 @@ def test_status_names_the_drifted_features_as_firing_and_the_stable_ones_not() -
     monitor, _ = drifted_monitor()
     text = status_text(state_of((0, monitor)))
     print(text)
-    assert "fraud: 8,000 events, partition(s) 0" in text and "2 alert(s) firing" in text
+    # f1, c0, and the whole model's own: dataset drift (two inputs critical) and pca_reconstruction
+    assert "fraud: 8,000 events, partition(s) 0" in text and "4 alert(s) firing" in text
     for detector in ("psi", "ks", "adwin"):
         assert row(text, "f1", detector)[-1] == "FIRING critical"
     for feature in ("f0", "f2"):
@@ -91,6 +92,8 @@ def test_status_names_the_drifted_features_as_firing_and_the_stable_ones_not() -
     firing = text.split("firing now", 1)[1]
     assert re.search(r"critical data_drift +fraud/f1 +adwin, ks, page_hinkley, psi", firing)
     assert "fraud/c0" in firing and "fraud/f0" not in firing and "fraud/f2" not in firing
+    assert re.search(r"critical data_drift +fraud/inputs +dataset\n", firing)
+    assert re.search(r"critical data_drift +fraud/inputs +pca_reconstruction\n", firing)
 
 
 def test_status_merges_a_model_s_partitions_and_says_what_it_could_not_read() -> None:
