@@ -9,7 +9,9 @@ Run from the repository root::
     .venv/bin/python -m bench.detection --segments-only              # only the segmented model, about 10 min
     .venv/bin/python -m bench.detection --no-segments                # all but the segmented model
 
-Every run but ``--no-segments`` ends with the segmented model (below).
+Every run but ``--no-segments`` ends with the segmented model (below). The scenarios of broken
+pipelines and hidden drift (a column that disappears, a unit change, an outlier burst, a correlation
+flip, a silent model, ...) run through the model monitor in ``bench/breakage.py``.
 
 Protocol (what the production monitor does with one feature):
 

@@ -10,12 +10,13 @@ detectors, as a false-alarm probability per value a detector judges:
   prediction): the configured bound, so a feature that appears later never moves the
   line of a running detector, and the budget holds however many appear.
 * ``tests`` is the most detectors one column runs (numeric: its window tests and
-  change detectors; categorical: its window tests), plus, with ``schema_checks``, the two
-  schema checks every column gets (missing_feature, kind_change: ``SCHEMA_TESTS``).
-* ``model`` counts the whole model's own tests (``model_tests``): new_feature,
-  pca_reconstruction and outliers, each judging at most one window of ``window_size``
-  events per ``window_size`` events. They run on the whole model only, so slices do not
-  multiply them. A config's explicit constraints are assertions, not tests: no share.
+  change detectors; categorical: its window tests).
+* ``model`` counts the whole model's own tests (``model_tests``): with ``schema_checks``
+  the two schema checks of each input feature (missing_feature, kind_change:
+  ``SCHEMA_TESTS`` x ``max_features``) and new_feature, then pca_reconstruction and
+  outliers, each judging at most one window of ``window_size`` events per ``window_size``
+  events. They run on the whole model only, so slices do not multiply them. A config's
+  explicit constraints are assertions, not tests: no share.
 * Model quality from late labels adds ``QUALITY_TESTS`` (2) detectors per slice share:
   the performance test of each quality window and the concept-drift detector of the
   error stream. Labels come at most one per prediction, so each judges at most
@@ -73,18 +74,20 @@ QUALITY_TESTS = 2  # per slice share: the performance test and the concept-drift
 ERROR_WARNING_SHARE = 0.9  # of the concept-drift share, for its warning zone; the rest for its drift line
 
 
-SCHEMA_TESTS = 2  # per column, with schema_checks: missing_feature and kind_change
+SCHEMA_TESTS = 2  # per input feature, with schema_checks: missing_feature and kind_change
 
 
 def model_tests(config: MonitorConfig) -> int:
-    """The whole model's own tests (not per slice): new_feature, pca_reconstruction and outliers."""
-    return int(config.schema_checks) + int(config.pca_variance > 0) + int(config.outlier_sigma > 0)
+    """The whole model's own tests (not per slice): the schema checks of each input feature, new_feature,
+    pca_reconstruction and outliers."""
+    schema = SCHEMA_TESTS * config.max_features + 1 if config.schema_checks else 0
+    return schema + int(config.pca_variance > 0) + int(config.outlier_sigma > 0)
 
 
 def family_size(config: MonitorConfig, slices: int) -> int:
     """How many shares the model's budget is split into."""
     numeric = len(config.numeric_tests) + len(config.change_detectors)
-    tests = max(numeric, len(config.categorical_tests), 1) + (SCHEMA_TESTS if config.schema_checks else 0)
+    tests = max(numeric, len(config.categorical_tests), 1)
     return ((config.max_features + 1) * tests + QUALITY_TESTS) * (1 + slices) + model_tests(config)
 
 

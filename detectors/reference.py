@@ -289,21 +289,25 @@ class NumericReference:
     def value_range(self, quantile: float, margin: float) -> tuple[float, float, int]:
         """The range ``out_of_range`` judges by: the quantiles at ``quantile`` and ``1 - quantile``
         widened on each side by ``margin`` times the span between them, and how many reference
-        values may lie beyond those quantiles (what the null line rests on; the widened range
-        leaves out no more).
+        values may lie outside it (what the null line rests on).
 
-        The count takes the whole weight of the points at the quantiles: a compacted point stands
-        for a run of sorted values around it, so the values beyond it can be as many as its weight
-        (counting only the points strictly beyond counted none at 0.001 of 5000 values, where
-        about 9 are: bench/breakage.py's calibration check). Exact references count their ties.
+        An exact reference counts them. A compacted one holds each run of consecutive sorted
+        values as its middle value, so a run's values lie between its neighbours' points: the
+        count is the weight of every run that may reach outside (counting only the points outside
+        counted none at 0.001 of 5000 values, where about 9 are: bench/breakage.py's calibration
+        check). Ties at a quantile (a 0/1 flag, a count that is mostly 0) count only where they
+        may lie outside, so they never lift the line over every share.
         """
         low, high = _weighted_quantiles(self.items, self.weights, (quantile, 1.0 - quantile))
         span = float(high - low)
-        cumulative = np.concatenate(([0.0], np.cumsum(self.weights))) / self.weights.sum()
-        at_or_below = cumulative[np.searchsorted(self.items, low, side="right")]
-        at_or_above = 1.0 - cumulative[np.searchsorted(self.items, high, side="left")]
-        beyond = min(round((at_or_below + at_or_above) * self.count), self.count)
-        return float(low) - margin * span, float(high) + margin * span, int(beyond)
+        first, last = float(low) - margin * span, float(high) + margin * span
+        items = self.items
+        if self.rank_error == 0:
+            outside = (items < first) | (items > last)
+        else:  # the first and last runs may reach past any point: their ends are not kept
+            outside = np.concatenate(([True], items[:-1] < first)) | np.concatenate((items[1:] > last, [True]))
+        beyond = min(round(float(self.weights[outside].sum()) / float(self.weights.sum()) * self.count), self.count)
+        return first, last, int(beyond)
 
     @cached_property
     def _mid_ranks(self) -> np.ndarray:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from detectors import SnapshotError
+from detectors.monitors.dataset import DETECTOR as DATASET
 
 SNAPSHOT_VERSION = 1
 TRIGGER_TYPES = ("performance", "concept_drift", "data_drift", "prediction_drift")
@@ -147,8 +148,10 @@ class RetrainPolicy:
             return False
         if _SEVERITY.get(alert.severity, 0) < _SEVERITY[self.config.severity]:
             return False
-        # One input feature's drift is that feature's: only dataset drift (no feature) speaks for the model.
-        return not (alert.type == "data_drift" and alert.feature is not None)
+        # One input feature's drift is that feature's: only dataset drift speaks for the model. Not the
+        # inputs' joint drift (pca_reconstruction) either: a broken pipeline moves it too (missing values
+        # are imputed), and a retrain on broken data is what must not happen.
+        return alert.type != "data_drift" or alert.detector == DATASET
 
     def _request(self, trigger: SeenAlert) -> RetrainRequest:
         """The request ``trigger`` makes (its id from the model and the trigger's alert id alone)."""

@@ -222,10 +222,16 @@ class Worker:
             self._die("publishing the outputs of waiting labels failed", exc)
 
     async def _check_freshness(self, publish: Any) -> None:
-        """Publish the freshness alerts of models gone silent (callers hold the lock)."""
-        if not self._settled.is_set():
+        """Publish the freshness alerts of models gone silent (callers hold the lock).
+
+        Only what this worker has been able to apply counts as heard: while Redis fails or unsaved
+        state holds the batches back nothing is judged, and a partition with messages not applied yet
+        (a catch-up) is not either: its models may be sending.
+        """
+        if not self._settled.is_set() or not self._store_ok or self._unsaved_bytes >= self.settings.max_unsaved_bytes:
             return
-        out = self.engine.check_freshness()
+        waiting = {key for key, count in self._partition_lag().items() if count}
+        out = self.engine.check_freshness(skip=waiting)
         if not out.alerts:
             return
         try:
@@ -436,10 +442,10 @@ class Worker:
         self._unsaved_bytes = sum(len(event.message.value or b"") for event in events)
         self.metrics.unsaved_messages.set(self._unsaved_count)
 
-    def _measure_lag(self) -> None:
-        """Per topic, the messages of the assigned partitions not applied yet: the high watermark the
-        last fetch saw minus the next offset to apply (read-ahead buffers count as not applied)."""
-        lag: dict[str, int] = defaultdict(int)
+    def _partition_lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition, the messages not applied yet: the high watermark the last fetch saw
+        minus the next offset to apply (read-ahead buffers count as not applied); unknown ones left out."""
+        lags: dict[tuple[str, int], int] = {}
         for tp in self.app.consumer.assignment():
             try:
                 highwater = self.app.consumer.highwater(tp)
@@ -448,7 +454,14 @@ class Worker:
             state = self.engine.partitions.get((tp.topic, tp.partition))
             if highwater is None or state is None:
                 continue
-            lag[tp.topic] += max(0, highwater - (state.offset + 1))
+            lags[(tp.topic, tp.partition)] = max(0, highwater - (state.offset + 1))
+        return lags
+
+    def _measure_lag(self) -> None:
+        """Per topic, the messages of the assigned partitions not applied yet."""
+        lag: dict[str, int] = defaultdict(int)
+        for (topic, _), count in self._partition_lag().items():
+            lag[topic] += count
         for topic in (self.settings.topic_events, self.settings.topic_labels):
             self.metrics.consumer_lag.labels(topic).set(lag.get(topic, 0))
 

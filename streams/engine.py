@@ -894,12 +894,16 @@ class Engine:
         if past:
             self.metrics.events_out_of_time.labels(model, "past").inc(past)
 
-    def check_freshness(self) -> Outputs:
+    def check_freshness(self, skip: Iterable[tuple[str, int]] = ()) -> Outputs:
         """Freshness alerts of the models silent for their STALE_AFTER (counted from no earlier than
-        their partition's load: a worker catching up has not heard from them yet)."""
+        their partition's load: a worker catching up has not heard from them yet); ``skip``: partitions
+        with messages not applied yet, whose models may be sending."""
         out = Outputs()
         now = self.clock()
+        skipped = set(skip)
         for (topic, partition), state in self.partitions.items():
+            if (topic, partition) in skipped:
+                continue
             for model, monitor in state.monitors.items():
                 alerts = monitor.check_freshness(now, state.loaded_at)
                 if alerts:

@@ -109,7 +109,8 @@ def restore_state(settings: Settings, checkpoints: Sequence[Checkpoint], model: 
             try:
                 data = upgrade_snapshot(decode(blob))
                 monitor = ModelMonitor.restore(data, settings.monitor_config(key), settings.feature_kinds(name),
-                                               segments=settings.segment_specs(name))  # fmt: skip
+                                               segments=settings.segment_specs(name),
+                                               constraints=settings.constraints(name))  # fmt: skip
             except (SnapshotError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                 state.problems.append(f"{where}: model {name!r} not readable ({exc})")
                 continue

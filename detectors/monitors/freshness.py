@@ -44,19 +44,25 @@ class Freshness:
         self.heard_at = -math.inf  # processing time (Unix s) the model's last event was applied at; not saved
         self.last_index = -1  # the model's index of that event
         self.last_event_time = math.nan  # its event time
-        self.silent_since: float | None = None  # when the silence began, as the alert said; None: not firing
+        self.silent = False  # the alert is firing
+        self.silent_since = -math.inf  # when the silence began, as the alert said (in memory; -inf: unknown)
 
     def arrived(self, now: float, first_index: int, last_index: int, first_time: float, last_time: float
                 ) -> list[Alert]:  # fmt: skip
         """The model's events ``first_index`` to ``last_index`` were applied at ``now``: a firing alert
         resolves with the first of them."""
         out: list[Alert] = []
-        if self.silent_since is not None:
-            silence = max(0.0, now - self.silent_since)
-            message = (f"events are arriving again after {silence:.0f} s of silence (the last one before it, event "
-                       f"{self.last_index:,}, came at {_text(self.silent_since)})")  # fmt: skip
-            out.append(self._alert("resolved", silence, first_index, self.silent_since, now, first_time, message))
-            self.silent_since = None
+        if self.silent:
+            if math.isfinite(self.silent_since):
+                silence = max(0.0, now - self.silent_since)
+                message = (f"events are arriving again after {silence:.0f} s of silence (the last one before it, "
+                           f"event {self.last_index:,}, came at {_text(self.silent_since)})")  # fmt: skip
+                start = self.silent_since
+            else:  # the alert fired before this worker loaded the model: when the silence began is not saved
+                silence, start = 0.0, now
+                message = f"events are arriving again after a silence since event {self.last_index:,}"
+            out.append(self._alert("resolved", silence, first_index, start, now, first_time, message))
+            self.silent, self.silent_since = False, -math.inf
         self.heard_at, self.last_index, self.last_event_time = now, last_index, last_time
         return out
 
@@ -66,12 +72,12 @@ class Freshness:
         ``not_before``: silence is counted from no earlier than this (when the worker loaded the
         model's state: a worker catching up after an outage has not heard from it yet).
         """
-        if not self.stale_after or self.silent_since is not None or self.last_index < 0:
+        if not self.stale_after or self.silent or self.last_index < 0:
             return []
         since = max(self.heard_at, not_before)
         if not math.isfinite(since) or now - since < self.stale_after:
             return []
-        self.silent_since = since
+        self.silent, self.silent_since = True, since
         message = (f"no events for {now - since:.0f} s, since {_text(since)} (after event {self.last_index:,}); "
                    f"a model that has been sending stopped: is its serving job or pipeline down? "
                    f"(data_quality, critical)")  # fmt: skip
@@ -91,8 +97,7 @@ class Freshness:
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {"last_index": self.last_index, "last_event_time": self.last_event_time,
-                "silent_since": self.silent_since}  # fmt: skip
+        return {"last_index": self.last_index, "last_event_time": self.last_event_time, "silent": self.silent}
 
     def restore(self, data: dict[str, Any] | None) -> None:
         """Its state from ``snapshot()`` (None: a snapshot from before freshness)."""
@@ -101,7 +106,9 @@ class Freshness:
         try:
             self.last_index = int(data["last_index"])
             self.last_event_time = float(data["last_event_time"])
-            since = data["silent_since"]
-            self.silent_since = None if since is None else float(since)
+            silent = data["silent"]
+            if not isinstance(silent, bool):
+                raise TypeError(f"silent must be true or false, got {silent!r}")
+            self.silent = silent
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"malformed freshness state: {exc!r}") from exc

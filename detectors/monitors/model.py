@@ -291,7 +291,7 @@ class ModelMonitor:
                 found.append(("inputs", kind, severity, (detector,)))
         for (feature, check), severity in sorted(self.schema.firing.items()):
             found.append((feature, "data_quality", severity, (check,)))
-        if self.freshness.silent_since is not None:
+        if self.freshness.silent:
             found.append(("events", "data_quality", "critical", ("freshness",)))
         return found
 

@@ -21,20 +21,21 @@ DEFAULT = MonitorConfig()
 
 
 def test_the_budget_is_split_evenly_over_the_configured_family() -> None:
-    # 201 columns (200 features + the prediction) x 8 detectors (psi, ks, null_rate, out_of_range, adwin,
-    # page_hinkley and the schema checks missing_feature, kind_change), plus the 2 quality tests of late
-    # labels (the performance test and the error stream's detector), plus the whole model's own 3 tests
-    # (new_feature, pca_reconstruction, outliers), which slices do not multiply
-    assert family_size(DEFAULT, 0) == 201 * 8 + 2 + 3
-    assert family_size(DEFAULT, 2) == (201 * 8 + 2) * 3 + 3  # each slice's values split the same events once more
+    # 201 columns (200 features + the prediction) x 6 detectors (psi, ks, null_rate, out_of_range, adwin,
+    # page_hinkley), plus the 2 quality tests of late labels (the performance test and the error stream's
+    # detector), plus the whole model's own tests, which slices do not multiply: the 2 schema checks of each
+    # of the 200 features (missing_feature, kind_change), new_feature, pca_reconstruction and outliers
+    whole = 2 * 200 + 3
+    assert family_size(DEFAULT, 0) == 201 * 6 + 2 + whole
+    assert family_size(DEFAULT, 2) == (201 * 6 + 2) * 3 + whole  # each slice's values split the same events once more
     rate = rate_per_value(DEFAULT, 0)
-    assert rate == pytest.approx(1.0 / (1000 * SECONDS_PER_WEEK * (201 * 8 + 2 + 3)))
+    assert rate == pytest.approx(1.0 / (1000 * SECONDS_PER_WEEK * (201 * 6 + 2 + whole)))
     # The whole family at its share, each judging every event of a week, spends exactly the budget.
     assert rate * 1000 * SECONDS_PER_WEEK * family_size(DEFAULT, 0) == pytest.approx(DEFAULT.false_alarm_budget)
     doubled = dataclasses.replace(DEFAULT, false_alarm_budget=2.0, event_rate=2000.0)
     assert rate_per_value(doubled, 0) == pytest.approx(rate)
     fewer = dataclasses.replace(DEFAULT, max_features=20, categorical_tests=("psi",))
-    assert family_size(fewer, 0) == 21 * 8 + 2 + 3
+    assert family_size(fewer, 0) == 21 * 6 + 2 + 2 * 20 + 3
     alone = dataclasses.replace(fewer, schema_checks=False, pca_variance=0.0, outlier_sigma=0.0,
                                 numeric_tests=("psi", "ks", "null_rate"))
     assert family_size(alone, 0) == 21 * 5 + 2

@@ -52,6 +52,9 @@ def test_a_replay_from_the_snapshot_sends_the_same_alert_and_replayed_events_sav
     restored.restore(msgpack.unpackb(msgpack.packb(freshness.snapshot())))
     assert msgpack.packb(restored.snapshot()) == msgpack.packb(freshness.snapshot())
     assert restored.check(300.0) == []  # firing already
+    (resolved,) = restored.arrived(400.0, 42, 42, 399.0, 399.0)  # when the silence began was not saved
+    assert resolved.status == "resolved" and resolved.event_index == 42 and "after a silence since event 41" in (
+        resolved.message)
     heard_now, heard_later = Freshness(30.0), Freshness(30.0)
     heard_now.arrived(100.0, 0, 41, 90.0, 99.0)
     heard_later.arrived(5000.0, 0, 41, 90.0, 99.0)  # the same events applied again after a crash

@@ -530,7 +530,7 @@ def test_multiclass_probabilities_are_batching_invariant() -> None:
 
 def test_the_quality_tests_take_their_share_of_the_budget() -> None:
     assert QUALITY_TESTS == 2
-    assert family_size(DEFAULT, 1) == (201 * 8 + 2) * 2 + 3
+    assert family_size(DEFAULT, 1) == (201 * 6 + 2) * 2 + 2 * 200 + 3
     lines = quality_lines(DEFAULT, 0)
     assert lines is quality_lines(DEFAULT, 0) and lines.rate == rate_per_value(DEFAULT, 0)
     assert lines.performance_alpha(1000) == pytest.approx(lines.rate * 1000, rel=1e-2)  # type: ignore[operator]

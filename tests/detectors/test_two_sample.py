@@ -394,3 +394,55 @@ def test_window_times_must_be_finite_and_one_per_value(step: int | None) -> None
     assert detector.fill == 0
     detector.evaluate(np.zeros(3), [3.0, 1.0, 2.0])  # a list is fine
     assert detector.fill == 3
+
+
+# -- out_of_range ---------------------------------------------------------------------------------
+
+
+def _out_of_range(reference_values: np.ndarray, window: np.ndarray, alpha: float = 1.02e-9):
+    from detectors.two_sample import NumericWindow, OutOfRangeTest
+
+    reference = NumericReference.build(reference_values, 10)
+    values = np.sort(window)
+    test = OutOfRangeTest(alpha=alpha)
+    score = test.score(reference, NumericWindow(values, 0, reference.bin_counts(values)))
+    return reference, score, test.judge(score)
+
+
+def test_out_of_range_counts_the_window_outside_the_widened_quantiles() -> None:
+    rng = np.random.default_rng(3)
+    reference_values = rng.normal(size=400)  # exact: every value held
+    reference, score, _ = _out_of_range(reference_values, np.array([-10.0, -2.0, 0.0, 2.0, 10.0, 50.0]))
+    low, high = np.quantile(reference_values, [0.01, 0.99], method="inverted_cdf")
+    first, last, beyond = reference.value_range(0.01, 0.5)
+    assert (first, last) == pytest.approx((low - 0.5 * (high - low), high + 0.5 * (high - low)))
+    assert beyond == int(((reference_values < first) | (reference_values > last)).sum())
+    first, last, _ = reference.value_range(0.001, 0.1)
+    window = np.array([-10.0, -2.0, 0.0, 2.0, 10.0, 50.0])
+    assert score.statistic == pytest.approx(((window < first) | (window > last)).mean())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_compacted_reference_never_counts_fewer_values_outside_than_there_are(seed: int) -> None:
+    values = np.random.default_rng(seed).standard_t(3, size=5000)
+    reference = NumericReference.build(values, 10)
+    assert reference.rank_error > 0
+    for quantile, margin in ((0.001, 0.0), (0.001, 0.1), (0.01, 0.0), (0.05, 0.2)):
+        first, last, beyond = reference.value_range(quantile, margin)
+        assert beyond >= int(((values < first) | (values > last)).sum()), (quantile, margin)
+
+
+def test_ties_at_a_quantile_leave_the_line_under_every_share() -> None:
+    """A 0/1 flag or a count that is mostly 0: their quantiles sit on ties, which may not lift the line
+    over a window that is all garbage, and a stable window stays quiet."""
+    rng = np.random.default_rng(1)
+    flag = (rng.random(5000) < 0.3).astype(float)
+    _, score, (severity, line) = _out_of_range(flag, np.full(1000, -999.0))
+    assert score.statistic == 1.0 and severity == "critical" and line == 0.1  # the critical option, not a tie count
+    _, _, (severity, _) = _out_of_range(flag, (rng.random(1000) < 0.3).astype(float))
+    assert severity is None
+    counts = np.where(rng.random(5000) < 0.7, 0.0, rng.poisson(5, 5000))
+    window = np.where(rng.random(1000) < 0.7, 0.0, rng.poisson(5, 1000))
+    assert _out_of_range(counts, window)[2][0] is None
+    window[:300] = 1e6
+    assert _out_of_range(counts, window)[2][0] == "critical"

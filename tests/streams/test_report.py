@@ -233,3 +233,21 @@ def test_status_lists_what_the_quality_monitors_of_the_labels_partitions_fire() 
     text = out.getvalue()
     assert re.search(r"critical\s+performance\s+fraud/quality v1\s+accuracy_test", text), text
     assert re.search(r"concept_drift\s+fraud/quality v1\s+ddm", text), text
+
+
+def test_status_shows_a_broken_constraint_of_the_config_file() -> None:
+    settings = Settings(reference_size=2000, window_size=500,
+                        models={"fraud": {"constraints": {"amount": {"min": 0}}}})  # fmt: skip
+    monitor = ModelMonitor("fraud", settings.monitor_config("fraud"), constraints=settings.constraints("fraud"))
+    rng = np.random.default_rng(2)
+    for start in range(0, 3000, 500):
+        amounts = rng.exponential(10.0, 500)
+        if start >= 2000:
+            amounts[::4] *= -1  # a quarter of the amounts negative
+        monitor.observe(ModelBatch({"amount": Column.from_values(amounts.tolist())},
+                                   np.arange(start, start + 500, dtype=float) + START))  # fmt: skip
+    assert ("amount", "data_quality", "critical", ("constraint",)) in monitor.model_firing()
+    checkpoint = Checkpoint("inference-events", 0, 9, {"fraud": encode(monitor.snapshot())})
+    out = io.StringIO()
+    print_status(read_models(restore_state(settings, [checkpoint]).monitors), out, width=120)
+    assert re.search(r"critical data_quality +fraud/amount +constraint\n", out.getvalue()), out.getvalue()
