@@ -488,6 +488,8 @@ class ModelMonitor:
         for version, monitor in self.whole.predictions.items():
             if _replace(monitor, self._baseline_of(PREDICTION, version)):
                 changed.append(PREDICTION if version is None else f"{PREDICTION}@{version}")
+        if self.schema.rebase(self._input_baseline()):  # from its next window, as after a restore
+            changed.append("schema")
         return changed
 
     # -- snapshots ---------------------------------------------------------
@@ -531,8 +533,9 @@ class ModelMonitor:
             # Absent in snapshots from before these checks: they start afresh.
             alpha = window_alpha(config, len(monitor.slices))
             if data.get("schema") is not None:
-                monitor.schema = SchemaMonitor.restore(data["schema"], config, monitor.kinds,
-                                                       monitor._input_baseline(), monitor.constraints, alpha)
+                # As saved; the rebase below switches it to the baseline in force, as a live one would.
+                monitor.schema = SchemaMonitor.restore(data["schema"], config, monitor.kinds, None,
+                                                       monitor.constraints, alpha)
             if data.get("multivariate") is not None:
                 monitor.multivariate = MultivariateMonitor.restore(data["multivariate"], config, monitor.kinds, alpha)
             monitor.freshness.restore(data.get("freshness"))

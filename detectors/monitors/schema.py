@@ -7,33 +7,42 @@ this watches the whole model's inputs as JSON: which features each event carries
 (number, string, boolean) of each value.
 
 It judges tumbling windows of ``window_size`` of the model's events by event index (window k is
-events ``[k w, (k+1) w)``), so the same stream cut into other batches gives the same alerts. Its
-reference schema is the baseline's (its features only; each one's missing share from its
-``null_rate``, its type from its kind) or is learnt from the model's first ``reference_size`` events
-(each feature with a value there, how often it was missing, how many of its values were of each
-type). Each check raises ``data_quality`` alerts (``feature``: the feature, ``detector``: the check):
+events ``[k w, (k+1) w)``), so the same stream cut into other batches gives the same alerts. The
+JSON type each feature is expected to have is always learnt from the values: the most common type
+of its present values in the model's first ``reference_size`` events (with how many were of each
+type), whatever the baseline or a declared kind say. The reference schema (its features and how
+often each was missing) is the baseline's when one is in force (its features only; each one's
+missing share from its ``null_rate``), else the one learnt from those same events (each feature with
+a value there, how often it was missing). Each check raises ``data_quality`` alerts (``feature``: the
+feature, ``detector``: the check):
 
 * ``missing_feature``: a reference feature absent or null in most of a window (critical once it
   stopped arriving: absent or null in 99% of it);
 * ``new_feature``: a feature the reference never had, present in a share of a window;
-* ``kind_change``: a share of a feature's values of another JSON type than the reference's
-  (strings arriving in a numeric feature, numbers in a categorical one); critical from half;
+* ``kind_change``: a share of a feature's values of another JSON type than the learnt one (strings
+  arriving in a numeric feature, numbers in a categorical one); critical from half;
 * ``constraint``: explicit per-feature rules from the config (``Constraint``: min, max, allowed
   values, not null), in the manner of whylogs constraints or Great Expectations expectations.
   They need no reference: they apply from event 0.
 
-The first three start with the first window after the reference (from event 0 with a baseline);
-under a false-alarm budget their lines are also the share a stable window crosses with the
-budget's per-window probability (``nulls.share_rise_line``). Each (feature, check) fires when a
-window crosses its line, escalates once from warning to critical, and resolves at the first
-window back under it. Memory is bounded whatever the input: at most ``max_features`` features are
-learnt, and at most ``max_features`` new ones tracked per window (the first seen; the rest counted
-in ``untracked``), besides the constrained ones.
+``missing_feature`` and ``new_feature`` start with the first window after the learnt reference, or
+from event 0 with a baseline; ``kind_change`` with the first window after the learning period (its
+types are learnt there, with a baseline too). Under a false-alarm budget their lines are also the
+share a stable window crosses with the budget's per-window probability (``nulls.share_rise_line``).
+Each (feature, check) fires when a window crosses its line, escalates once from warning to critical,
+and resolves at the first window back under it. ``rebase`` switches to another baseline's schema
+from the next window (a feature no longer in it resolves its open alerts there; the learnt types
+stay). Memory is bounded whatever the input: at most ``max_features`` features are learnt besides
+the baseline's, and at most ``max_features`` new ones tracked per window (the first seen; the values
+of the rest counted in ``untracked``), besides the constrained ones. ``statistics()`` reports
+``new_feature`` under the one name ``NEW_FEATURES``, so its keys stay bounded whatever the input.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,25 +55,33 @@ from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert
 from detectors.nulls import share_rise_line
 from detectors.policy import Status
-from detectors.reference import NumericReference, Reference
+from detectors.reference import Reference
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: types always learnt, the baseline's schema saved as such, a pending rebase
 ALERT_TYPE = "data_quality"
 MISSING_FEATURE = "missing_feature"
 NEW_FEATURE = "new_feature"
 KIND_CHANGE = "kind_change"
 CONSTRAINT = "constraint"
 CHECKS = (CONSTRAINT, KIND_CHANGE, MISSING_FEATURE, NEW_FEATURE)  # sorted: alerts of one event come in this order
+#: The feature ``statistics()`` reports new_feature under: the largest share of the window's new features.
+NEW_FEATURES = "__new__"
 STOPPED_SHARE = 0.99  # a feature absent or null in this much of a window stopped arriving: critical
 KIND_CRITICAL_SHARE = 0.5  # half of a feature's values of another type: critical
+DEFAULT_CRITICAL_SHARE = 0.1  # a constraint's critical_share when not given: this or max_share, the larger
 
 #: Counts per window of a constraint's broken rules (by index), then of the rows breaking any.
 RULES = ("below_min", "above_max", "not_number", "not_allowed", "null")
 _ANY = len(RULES)
 _TYPES = len(JSON_TYPES)  # codes of Column.json_types(): 0 missing, 1 number, 2 string, 3 bool, 4 other
 _PLURALS = ("missing values", "numbers", "strings", "booleans", "lists or objects")
-_KIND_TYPES: dict[str, int] = {"numeric": 1, "categorical": 2, "boolean": 3}
 _SEVERITIES = ("warning", "critical")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+#: Why an open alert resolves though its window was not judged against it.
+_LEFT = "is no longer in the reference schema"
+_UNTYPED = "has no learnt type to judge its kind against"
+_JOINED = "is in the reference schema now"
+_NO_SCHEMA = "is not judged: no reference schema is in force"
 
 
 def _share(value: object, name: str) -> float:
@@ -73,14 +90,25 @@ def _share(value: object, name: str) -> float:
     return float(value)
 
 
+def _number_of(text: str) -> float | None:
+    """The number an allowed value's text is (as the config file's numbers are given), else None."""
+    if not _JSON_NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Constraint:
     """Explicit rules one feature's values must keep (from the config file).
 
     A row breaks it when its value is below ``min`` or above ``max`` (a present value that is not a
-    number breaks them too), not in ``allowed`` (compared by text: booleans as true/false, numbers by
-    their text, as ``columns.category_text``), or null or absent with ``not_null``. A window whose
-    share of breaking rows is over ``max_share`` warns; from ``critical_share`` it is critical.
+    number breaks them too), not in ``allowed``, or null or absent with ``not_null``. ``allowed``
+    holds texts (the config file's values as ``columns.category_text`` writes them): a JSON number
+    is allowed when an allowed text is a number equal to it (``1`` allows 1 and 1.0 alike), a string
+    when its text is allowed, a boolean as ``true``/``false`` (never equal to 1 or 0). A window whose
+    share of breaking rows is over ``max_share`` warns; from ``critical_share`` it is critical (not
+    given: ``max(0.1, max_share)``; the value in force is stored).
     """
 
     min: float | None = None
@@ -88,7 +116,7 @@ class Constraint:
     allowed: tuple[str, ...] | None = None
     not_null: bool = False
     max_share: float = 0.0
-    critical_share: float = 0.1
+    critical_share: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("min", "max"):
@@ -107,14 +135,24 @@ class Constraint:
             raise ValueError(f"not_null must be true or false, got {self.not_null!r}")
         # Floats whatever the config file wrote (0 or 0.0): alerts and snapshots read the same either way.
         object.__setattr__(self, "max_share", _share(self.max_share, "max_share"))
-        object.__setattr__(self, "critical_share", _share(self.critical_share, "critical_share"))
+        if self.critical_share is None:
+            object.__setattr__(self, "critical_share", max(DEFAULT_CRITICAL_SHARE, self.max_share))
+        else:
+            object.__setattr__(self, "critical_share", _share(self.critical_share, "critical_share"))
+            if self.critical < self.max_share:
+                raise ValueError(f"critical_share must be >= max_share ({self.max_share!r}), "
+                                 f"got {self.critical_share!r}")  # fmt: skip
         for name in ("min", "max"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
-        if self.critical_share < self.max_share:
-            raise ValueError(f"critical_share must be >= max_share ({self.max_share!r}), got {self.critical_share!r}")
         if self.min is None and self.max is None and self.allowed is None and not self.not_null:
             raise ValueError("a constraint needs at least one rule: min, max, allowed or not_null")
+
+    @property
+    def critical(self) -> float:
+        """The critical share in force (``critical_share``, its default resolved)."""
+        assert self.critical_share is not None
+        return self.critical_share
 
     @property
     def ranged(self) -> bool:
@@ -122,46 +160,66 @@ class Constraint:
 
     def plain(self) -> dict[str, Any]:
         return {"min": self.min, "max": self.max, "allowed": None if self.allowed is None else list(self.allowed),
-                "not_null": self.not_null, "max_share": self.max_share, "critical_share": self.critical_share}
+                "not_null": self.not_null, "max_share": self.max_share, "critical_share": self.critical}
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    """A constraint's allowed values as looked up: texts, and the numbers among them."""
+
+    texts: frozenset[str]
+    numbers: np.ndarray
+
+    @classmethod
+    def of(cls, allowed: tuple[str, ...]) -> _Allowed:
+        numbers = [number for number in map(_number_of, allowed) if number is not None]
+        return cls(frozenset(allowed), np.unique(np.asarray(numbers, np.float64)))
 
 
 @dataclass(frozen=True)
 class _Feature:
-    """One feature of the reference schema."""
+    """One feature of the reference schema: how often it was missing, and the types learnt of it."""
 
-    rows: int  # events the reference saw
+    rows: int  # events its reference saw (the baseline's count, or the learning period's)
     missing: int  # of them, absent or null
-    type: int  # the JSON type its values have (a code of Column.json_types())
-    present: int
-    other: int  # present values of another type than ``type``
-    types: tuple[int, ...] | None  # learnt: present values of each type (number, string, bool, other); baseline: None
+    types: tuple[int, ...] | None  # present values of each type (number, string, bool, other) learnt; None: unknown
 
     @property
     def missing_share(self) -> float:
         return self.missing / self.rows if self.rows else 0.0
 
     @property
+    def present(self) -> int:
+        """Present values the types were learnt from."""
+        return sum(self.types) if self.types is not None else 0
+
+    @property
+    def type(self) -> int | None:
+        """The expected JSON type (a code of Column.json_types()): the most common learnt (ties: number, string,
+        bool, other); None when none was learnt."""
+        if not self.present:
+            return None
+        assert self.types is not None
+        return 1 + int(np.argmax(self.types))
+
+    @property
+    def other(self) -> int:
+        """Learnt present values of another type than ``type``."""
+        code = self.type
+        if code is None:
+            return 0
+        assert self.types is not None
+        return self.present - self.types[code - 1]
+
+    @property
     def other_share(self) -> float:
         return self.other / self.present if self.present else 0.0
 
-    @classmethod
-    def learnt(cls, rows: int, types: tuple[int, ...], declared: FeatureKind | None) -> _Feature:
-        present = sum(types)
-        # The declared kind's type wins; else the most common (ties: number, string, bool, other).
-        code = _KIND_TYPES.get(declared or "") or 1 + int(np.argmax(types))
-        return cls(rows, rows - present, code, present, present - types[code - 1], types)
-
-    @classmethod
-    def baseline(cls, reference: Reference, declared: FeatureKind | None) -> _Feature:
-        rows = int(reference.summary["count"])
-        missing = round(float(reference.summary["null_rate"]) * rows)
-        code = _KIND_TYPES.get(declared or "") or (1 if isinstance(reference, NumericReference) else 2)
-        return cls(rows, missing, code, rows - missing, 0, None)
-
     def plain(self) -> dict[str, Any]:
         """What an alert tells of it."""
-        out: dict[str, Any] = {"type": JSON_TYPES[self.type], "rows": self.rows, "missing_share": self.missing_share,
-                               "other_share": self.other_share}  # fmt: skip
+        code = self.type
+        out: dict[str, Any] = {"type": None if code is None else JSON_TYPES[code], "rows": self.rows,
+                               "missing_share": self.missing_share, "other_share": self.other_share}  # fmt: skip
         if self.types is not None:
             out["types"] = dict(zip(JSON_TYPES[1:], self.types, strict=True))
         return out
@@ -171,7 +229,7 @@ class _Batch:
     """One batch's columns, each typed at most once."""
 
     def __init__(self, features: dict[str, Column], size: int, constraints: dict[str, Constraint],
-                 allowed: dict[str, frozenset[str]]) -> None:  # fmt: skip
+                 allowed: dict[str, _Allowed]) -> None:  # fmt: skip
         self.features, self.size = features, size
         self.constraints, self.allowed = constraints, allowed
         self._types: dict[str, np.ndarray] = {}
@@ -199,8 +257,8 @@ class _Batch:
             return out
         types = self.types(name)
         present = types != 0
+        numbers = types == 1
         if constraint.ranged:
-            numbers = types == 1
             if numbers.any():
                 values = column.numeric()[0]
                 if constraint.min is not None:
@@ -209,24 +267,34 @@ class _Batch:
                     np.logical_and(numbers, values > constraint.max, out=out[1])
             np.logical_and(present, ~numbers, out=out[2])
         if constraint.allowed is not None and present.any():
-            codes, labels, _ = column.coded("categorical")
             allowed = self.allowed[name]
-            ok = np.fromiter((label in allowed for label in labels), np.bool_, len(labels))
-            if ok.size:  # missing rows (code -1, or the text 'nan' of a typed column's NaN) are masked out
-                np.logical_and(present, ~ok[np.maximum(codes, 0)], out=out[3])
+            ok = np.zeros(self.size, np.bool_)
+            if numbers.any():  # numbers by value: 1 and 1.0 alike
+                np.logical_and(numbers, np.isin(column.numeric()[0], allowed.numbers), out=ok)
+            texts = present & ~numbers
+            if texts.any():  # strings by their text, booleans as true/false (never 1 or 0)
+                codes, labels, _ = column.coded("categorical")
+                known = np.fromiter((label in allowed.texts for label in labels), np.bool_, len(labels))
+                if known.size:  # missing rows (code -1) are masked out
+                    ok |= texts & known[np.maximum(codes, 0)]
+            np.logical_and(present, ~ok, out=out[3])
         if constraint.not_null:
             np.logical_not(present, out=out[4])
         np.logical_or.reduce(out[:_ANY], axis=0, out=out[_ANY])
         return out
 
 
+#: A baseline's schema: feature -> (events its reference saw, of them absent or null).
+_Schema = dict[str, tuple[int, int]]
+
+
 class SchemaMonitor:
     """The whole model's inputs against their reference schema and constraints, window by window.
 
-    ``kinds``: declared feature kinds (a declared kind's type wins over the reference's);
+    ``kinds``: declared feature kinds (not used by the checks: the types are learnt from the values);
     ``baseline``: references by feature (their features are the reference schema; else it is learnt
-    from the stream); ``constraints``: by feature; ``alpha``: the budget's per-window alpha for the
-    null lines (None: budget off, the options alone).
+    from the stream; ``rebase`` switches to another); ``constraints``: by feature; ``alpha``: the
+    budget's per-window alpha for the null lines (None: budget off, the options alone).
     """
 
     def __init__(self, config: MonitorConfig, kinds: dict[str, FeatureKind] | None = None,
@@ -238,22 +306,24 @@ class SchemaMonitor:
         for name, constraint in self.constraints.items():
             if not isinstance(constraint, Constraint):
                 raise ValueError(f"constraint of {name!r} must be a Constraint, got {constraint!r}")
-        self._allowed = {name: frozenset(c.allowed) for name, c in self.constraints.items() if c.allowed is not None}
+        self._allowed = {name: _Allowed.of(c.allowed) for name, c in self.constraints.items() if c.allowed is not None}
         self.alpha = alpha
         self.active = config.schema_checks or bool(self.constraints)
-        # The reference schema: from the baseline (its features, at most max_features, by name), else
-        # learnt from the first reference_size events once seen (None until then).
-        given = sorted(name for name in (baseline or {}) if name != PREDICTION)[: config.max_features]
-        self.from_baseline = bool(given)
+        # The baseline's schema in force (its features, at most max_features, by name; None: the learnt
+        # one), and the one a rebase switches to when the window in progress closes.
+        self.given: _Schema | None = self._schema_of(baseline)
+        self.switching = False
+        self.next_given: _Schema | None = None
+        # The types (and, without a baseline, the schema) learnt from the first reference_size events.
+        self.learnt: dict[str, tuple[int, ...]] | None = None  # feature -> present values of each type
+        self.learning: dict[str, np.ndarray] = {}  # feature -> rows of each JSON type, while learning
+        self.learnt_rows = 0
+        # The reference judged against (from the two above; None until there is one).
         self.reference: dict[str, _Feature] | None = None
         self.reference_rows = 0  # events the reference stands for (a baseline: its largest feature's)
-        self.learning: dict[str, np.ndarray] = {}  # feature -> present values of each type, while learning
-        self.learnt_rows = 0
-        if given:
-            assert baseline is not None
-            self._set_reference({name: _Feature.baseline(baseline[name], self.kinds.get(name)) for name in given})
-        self.reference_end = 0  # event index the reference ends at: checks start at the first window from it
-        self.started = False  # whether an event was seen (a learnt reference starts with the first)
+        self.leaving: _Schema = {}  # features a rebase took out of it with open alerts: (rows, missing) they had
+        self.reference_end = 0  # event index the learning ends at: kind_change starts at the first window from it
+        self.started = False  # whether an event was seen (learning starts with the first)
         self.next_index = 0  # the model's event index expected next
         self.window_start = 0  # event index of the window in progress
         self.window_rows = 0  # its rows seen (fewer than window_size after a gap: it is not judged)
@@ -263,11 +333,74 @@ class SchemaMonitor:
         self.broken: dict[str, np.ndarray] = {}  # constrained feature -> rows breaking each rule, then any
         self.firing: dict[tuple[str, str], Severity] = {}  # (feature, check) -> severity, while firing
         self.last: dict[tuple[str, str], tuple[float, float]] = {}  # see statistics()
-        self.untracked = 0  # features left untracked over max_features, counted per batch that carried them
+        self.untracked = 0  # present values of features left untracked over max_features (learning, new ones)
+        self._refresh()
 
-    def _set_reference(self, features: dict[str, _Feature]) -> None:
-        self.reference = features
-        self.reference_rows = max((feature.rows for feature in features.values()), default=self.learnt_rows)
+    @property
+    def from_baseline(self) -> bool:
+        return self.given is not None
+
+    def _schema_of(self, baseline: dict[str, Reference] | None) -> _Schema | None:
+        names = sorted(name for name in (baseline or {}) if name != PREDICTION)[: self.config.max_features]
+        if not names:
+            return None
+        assert baseline is not None
+        schema: _Schema = {}
+        for name in names:
+            summary = baseline[name].summary
+            rows = int(summary["count"])
+            schema[name] = (rows, round(float(summary["null_rate"]) * rows))
+        return schema
+
+    def _refresh(self) -> None:
+        """The reference from the baseline's schema in force, else the learnt one; the learnt types either way."""
+        learnt = self.learnt or {}
+        if self.given is not None:
+            self.reference = {name: _Feature(rows, missing, learnt.get(name))
+                              for name, (rows, missing) in self.given.items()}  # fmt: skip
+            self.reference_rows = max(rows for rows, _ in self.given.values())
+        elif self.learnt is not None:
+            rows = self.learnt_rows
+            self.reference = {name: _Feature(rows, rows - sum(types), types) for name, types in learnt.items()}
+            self.reference_rows = rows  # a reference of no feature at all still saw these events
+        else:
+            self.reference, self.reference_rows = None, 0
+
+    # -- baselines -----------------------------------------------------------
+
+    def rebase(self, baseline: dict[str, Reference] | None) -> bool:
+        """Judge against ``baseline``'s schema (None, or one of no input feature: the learnt one) from the next
+        window on; returns whether the reference schema changed.
+
+        The window in progress is judged against the schema it began with. A feature that is no longer
+        in the reference resolves its open ``missing_feature`` and ``kind_change`` alerts at the next
+        window judged; a new feature that now is in it, its ``new_feature`` alert. The learnt types stay.
+        """
+        given = self._schema_of(baseline)
+        if given == (self.next_given if self.switching else self.given):
+            return False
+        if self.window_rows:  # switched when the window in progress closes
+            self.switching = given != self.given
+            self.next_given = given if self.switching else None
+        else:  # no row of the window in progress seen yet: it is the next one
+            self.switching, self.next_given = False, None
+            self._switch(given)
+        return True
+
+    def _switch(self, given: _Schema | None) -> None:
+        before = self.reference or {}
+        self.given = given
+        self._refresh()
+        after = self.reference or {}
+        for name, feature in before.items():
+            if name not in after and ((name, MISSING_FEATURE) in self.firing or (name, KIND_CHANGE) in self.firing):
+                self.leaving[name] = (feature.rows, feature.missing)
+        self.leaving = {name: former for name, former in sorted(self.leaving.items()) if name not in after}
+
+    def _switch_pending(self) -> None:
+        if self.switching:
+            given, self.switching, self.next_given = self.next_given, False, None
+            self._switch(given)
 
     # -- the stream --------------------------------------------------------
 
@@ -286,7 +419,7 @@ class SchemaMonitor:
         while start < size:
             end = self.window_start + width - first  # the window's end, as a row of this batch
             if self._learning():
-                end = min(end, self.reference_end - first)  # the reference ends mid-window: learn up to it
+                end = min(end, self.reference_end - first)  # the learning ends mid-window: learn up to it
             end = min(end, size)
             if not self.window_rows:
                 self.window_time = float(timestamps[start])
@@ -302,7 +435,7 @@ class SchemaMonitor:
 
     def _jump(self, first: int) -> None:
         """Start at event ``first``: the first event seen, or after a gap (a window in progress is dropped)."""
-        if not self.started and self.config.schema_checks and not self.from_baseline:
+        if not self.started and self.config.schema_checks:
             self.reference_end = first + self.config.reference_size
         self.started = True
         # The window holding it; begun mid-window, fewer than window_size of its rows are seen: not judged.
@@ -311,22 +444,42 @@ class SchemaMonitor:
         self.counts.clear()
         self.broken.clear()
         self.new_names = 0
+        self._switch_pending()
 
     def _learning(self) -> bool:
-        return self.reference is None and self.config.schema_checks
+        return self.learnt is None and self.config.schema_checks
 
     def _schema_window(self) -> bool:
-        """Whether the window in progress is judged by the schema checks."""
-        return self.config.schema_checks and self.reference is not None and self.window_start >= self.reference_end
+        """Whether the window in progress is judged by missing_feature and new_feature: from the first with a
+        baseline, else from the first after the learning."""
+        if not self.config.schema_checks or self.reference is None:
+            return False
+        return self.given is not None or self.window_start >= self.reference_end
+
+    def _tracking(self) -> bool:
+        """Whether the window in progress counts the features' types: judged, or some schema alert is open."""
+        if not self.config.schema_checks:
+            return False
+        return self._schema_window() or any(check != CONSTRAINT for _, check in self.firing)
 
     def _add(self, batch: _Batch, start: int, end: int) -> None:
-        """Rows ``start:end`` of the batch, all in the window in progress (and in the reference or past it)."""
+        """Rows ``start:end`` of the batch, all in the window in progress (and in the learning or past it)."""
         if self._learning():
             self.learnt_rows += end - start
-            self._count(batch, start, end, self.learning, None)
-        elif self._schema_window():
-            assert self.reference is not None
-            self._count(batch, start, end, self.counts, self.reference)
+            given = self.given or {}
+            others = sum(1 for name in self.learning if name not in given)
+            self._count(batch, start, end, self.learning, given, self.config.max_features - len(given) - others)
+        if self._tracking():
+            # The reference's features and those with an open alert always; new ones while there is room. A
+            # new feature firing stays tracked: its room is kept for it from the window's start, so a batch
+            # that holds it and others takes the same ones as one event at a time would.
+            always = {name for name, check in self.firing if check != CONSTRAINT}
+            always.update(self.reference or ())
+            room = None
+            if self._schema_window():
+                firing = sum(1 for _, check in self.firing if check == NEW_FEATURE)
+                room = self.config.max_features - firing - self.new_names
+            self.new_names += self._count(batch, start, end, self.counts, always, room)
         for name in self.constraints:
             counts = batch.rules(name)[:, start:end].sum(axis=1)
             found = self.broken.get(name)
@@ -335,13 +488,13 @@ class SchemaMonitor:
             else:
                 found += counts
 
-    def _count(self, batch: _Batch, start: int, end: int, into: dict[str, np.ndarray],
-               reference: dict[str, _Feature] | None) -> None:  # fmt: skip
-        """Rows of each JSON type per feature, into ``into``: the reference's features and those already
-        there always; others (new ones, or while learning any) while fewer than max_features are."""
+    def _count(self, batch: _Batch, start: int, end: int, into: dict[str, np.ndarray], always: Collection[str],
+               room: int | None) -> int:  # fmt: skip
+        """Rows of each JSON type per feature, into ``into``: those of ``always`` and those already there, then
+        up to ``room`` others seen (None: none, nor counted as untracked). Returns how many others it took."""
         candidates: list[str] = []
         for name in batch.features:
-            if name in into or (reference is not None and name in reference):
+            if name in into or name in always:
                 counts = np.bincount(batch.types(name)[start:end], minlength=_TYPES)
                 found = into.get(name)
                 if found is None:
@@ -350,46 +503,30 @@ class SchemaMonitor:
                     found += counts
             elif name != PREDICTION:
                 candidates.append(name)
-        if not candidates:
-            return
-        if reference is None:
-            room = self.config.max_features - len(into)
-        else:
-            # A new feature firing stays tracked: its room is kept for it from the window's start, so a
-            # batch that holds it and others takes the same ones as one event at a time would.
-            firing = [name for name, check in self.firing if check == NEW_FEATURE]
-            for name in firing:
-                if name in candidates:
-                    candidates.remove(name)
-                    counts = np.bincount(batch.types(name)[start:end], minlength=_TYPES)
-                    if counts[0] < end - start:
-                        into[name] = counts
-            room = self.config.max_features - len(firing) - self.new_names
-        if room <= 0:
-            self.untracked += len(candidates)
-            return
+        if not candidates or room is None:
+            return 0
         seen: list[tuple[int, str, np.ndarray]] = []
         for name in candidates:
             types = batch.types(name)[start:end]
             counts = np.bincount(types, minlength=_TYPES)
             if counts[0] < end - start:  # else not seen: absent or null in every row
                 seen.append((int(np.argmax(types != 0)), name, counts))
+        room = max(room, 0)
         if len(seen) > room:
-            # First seen first (by event, then name), as one event at a time would take them.
+            # First seen first (by event, then name), as one event at a time would take them; the values of
+            # the rest are counted (per row, so whatever the batching).
             seen.sort(key=lambda item: item[:2])
-            self.untracked += len(seen) - room
+            self.untracked += sum(int(counts[1:].sum()) for _, _, counts in seen[room:])
             seen = seen[:room]
         for _, name, counts in seen:
             into[name] = counts
-        if reference is not None:
-            self.new_names += len(seen)
+        return len(seen)
 
     def _build_reference(self) -> None:
-        rows = self.learnt_rows
-        self._set_reference({name: _Feature.learnt(rows, tuple(int(v) for v in counts[1:]), self.kinds.get(name))
-                             for name, counts in sorted(self.learning.items())})  # fmt: skip
-        self.reference_rows = rows  # a reference of no feature at all still saw these events
+        self.learnt = {name: tuple(int(v) for v in counts[1:])
+                       for name, counts in sorted(self.learning.items()) if counts[1:].any()}  # fmt: skip
         self.learning = {}
+        self._refresh()
 
     # -- judging a window ----------------------------------------------------
 
@@ -400,7 +537,7 @@ class SchemaMonitor:
         self.last = {}
         if self.window_rows == width:  # else it began before a gap: not all of it was seen
             at = (index, self.window_time, end_time)
-            if self._schema_window():
+            if self._tracking():
                 self._judge_schema(at, out)
             for name, constraint in self.constraints.items():
                 self._judge_constraint(name, constraint, at, out)
@@ -410,6 +547,7 @@ class SchemaMonitor:
         self.counts = {}
         self.broken = {}
         self.new_names = 0
+        self._switch_pending()
         out.sort(key=lambda item: item[:2])
         return [alert for _, _, alert in out]
 
@@ -419,39 +557,84 @@ class SchemaMonitor:
             return -math.inf
         return share_rise_line(self.alpha, hits, rows, window)
 
+    def _missing_line(self, feature: _Feature, present: int) -> tuple[float, float, float]:
+        """The window's missing share, its line and the option's: the option's rise (a line past all missing is
+        all missing) or the null line."""
+        width = self.config.window_size
+        option = min(feature.missing_share + self.config.missing_feature_share, 1.0)
+        line = max(option, feature.missing_share + self._null(feature.missing, feature.rows, width))
+        return (width - present) / width, line, option
+
+    def _kind_line(self, feature: _Feature, counts: np.ndarray, present: int) -> tuple[float, float, float]:
+        """The window's share of values of another type than the learnt one, its line and the option's: the
+        rise over the learnt share of them."""
+        code = feature.type
+        other = present - int(counts[code]) if code is not None else 0
+        option = feature.other_share + self.config.kind_change_share
+        null = self._null(feature.other, feature.present, present) if present else -math.inf
+        return other / present if present else 0.0, max(option, feature.other_share + null), option
+
     def _judge_schema(self, at: tuple[int, float, float], out: list[tuple[str, str, Alert]]) -> None:
-        assert self.reference is not None
         config, width = self.config, self.config.window_size
         empty = np.zeros(_TYPES, np.int64)
-        for name, feature in self.reference.items():
+        reference = self.reference if self._schema_window() else None
+        kinds = self.learnt is not None and self.window_start >= self.reference_end  # the types are learnt
+        judged: set[tuple[str, str]] = set()
+        for name, feature in (reference or {}).items():
             counts = self.counts.get(name, empty)
             present = int(counts[1:].sum())  # a batch without the feature recorded nothing for its rows
-            # missing_feature: the option's rise (a line past all missing is all missing) or the null line.
-            share = (width - present) / width
             key = (name, MISSING_FEATURE)
-            option = min(feature.missing_share + config.missing_feature_share, 1.0)
+            judged.add(key)
+            share, line, option = self._missing_line(feature, present)
             if share >= option or key in self.firing:
-                line = max(option, feature.missing_share + self._null(feature.missing, feature.rows, width))
                 severity = _level(share, line, STOPPED_SHARE)
                 self._verdict(key, severity, share, line, STOPPED_SHARE, at, counts, feature, out)
-            # kind_change: values of another type than the reference's, over its own share of them.
+            if not kinds or feature.type is None:
+                continue
             key = (name, KIND_CHANGE)
-            other = present - int(counts[feature.type])
-            share = other / present if present else 0.0
-            option = feature.other_share + config.kind_change_share
+            judged.add(key)
+            share, line, option = self._kind_line(feature, counts, present)
             if share >= option or key in self.firing:
-                null = self._null(feature.other, feature.present, present) if present else -math.inf
-                line = max(option, feature.other_share + null)
                 severity = _level(share, line, KIND_CRITICAL_SHARE)
                 self._verdict(key, severity, share, line, KIND_CRITICAL_SHARE, at, counts, feature, out)
-        news = {name for name in self.counts if name not in self.reference}
-        news.update(name for name, check in self.firing if check == NEW_FEATURE)
-        for name in sorted(news):
+        # Open alerts of features this window does not judge (a rebase took them out of the reference): over.
+        for key in sorted(key for key in self.firing if key[1] in (MISSING_FEATURE, KIND_CHANGE) and key not in judged):
+            name, check = key
+            if reference is not None and name in reference:
+                feature, reason = reference[name], _UNTYPED
+            else:
+                rows, missing = self.leaving.get(name, (0, 0))
+                feature = _Feature(rows, missing, (self.learnt or {}).get(name))
+                reason = _LEFT if reference is not None else _NO_SCHEMA
+            counts = self.counts.get(name, empty)
+            present = int(counts[1:].sum())
+            if check == MISSING_FEATURE:
+                share, line, option = self._missing_line(feature, present)
+            else:
+                share, line, option = self._kind_line(feature, counts, present)
+            line = line if math.isfinite(line) else option
+            self._verdict(key, None, share, line, line, at, counts, feature, out, reason)
+        self.leaving = {}
+        # new_feature: reported under NEW_FEATURES, the largest share of the window's new features.
+        line = config.new_feature_share
+        if reference is not None:
+            line = max(line, self._null(0, self.reference_rows, width))
+        top, reported = 0.0, False
+        firing = {name for name, check in self.firing if check == NEW_FEATURE}
+        news = set() if reference is None else {name for name in self.counts if name not in reference}
+        for name in sorted(news | firing):
             counts = self.counts.get(name, empty)
             share = int(counts[1:].sum()) / width
             key = (name, NEW_FEATURE)
-            line = max(config.new_feature_share, self._null(0, self.reference_rows, width))
-            self._verdict(key, "warning" if share >= line else None, share, line, math.inf, at, counts, None, out)
+            if name in news or (reference is not None and name not in reference):
+                top = max(top, share)
+                reported |= self._verdict(key, "warning" if share >= line else None, share, line, math.inf, at,
+                                          counts, None, out)  # fmt: skip
+            else:  # in the reference now, or no reference in force: over
+                reported |= self._verdict(key, None, share, line, line, at, counts, None, out,
+                                          _JOINED if reference is not None else _NO_SCHEMA)  # fmt: skip
+        if reported:
+            self.last[(NEW_FEATURES, NEW_FEATURE)] = (float(top), float(line))
 
     def _judge_constraint(self, name: str, constraint: Constraint, at: tuple[int, float, float],
                           out: list[tuple[str, str, Alert]]) -> None:  # fmt: skip
@@ -462,14 +645,15 @@ class SchemaMonitor:
         share = int(counts[_ANY]) / width
         severity: Severity | None = None
         if share > constraint.max_share:
-            severity = "critical" if share >= constraint.critical_share else "warning"
-        self._verdict((name, CONSTRAINT), severity, share, constraint.max_share, constraint.critical_share, at,
+            severity = "critical" if share >= constraint.critical else "warning"
+        self._verdict((name, CONSTRAINT), severity, share, constraint.max_share, constraint.critical, at,
                       counts, None, out)  # fmt: skip
 
     def _verdict(self, key: tuple[str, str], severity: Severity | None, statistic: float, line: float,
                  critical: float, at: tuple[int, float, float], counts: np.ndarray, feature: _Feature | None,
-                 out: list[tuple[str, str, Alert]]) -> None:  # fmt: skip
-        """A judged window of one (feature, check): fire, escalate or resolve, as the alert policy does."""
+                 out: list[tuple[str, str, Alert]], reason: str | None = None) -> bool:  # fmt: skip
+        """A judged window of one (feature, check): fire, escalate or resolve, as the alert policy does (with a
+        ``reason``: resolve, the check being over for it). Returns whether its statistic is reported."""
         was = self.firing.get(key)
         status: Status | None = None
         if severity is not None:
@@ -478,16 +662,19 @@ class SchemaMonitor:
         elif was is not None:
             status, severity = "resolved", was
             del self.firing[key]
-        if key in self.firing or key[1] == CONSTRAINT or status is not None:
+        reported = key in self.firing or key[1] == CONSTRAINT or status is not None
+        if reported and key[1] != NEW_FEATURE:  # new features: under NEW_FEATURES (see _judge_schema)
             self.last[key] = (float(statistic), float(line))
         if status is None:
-            return
+            return reported
         assert severity is not None
         threshold = max(line, critical) if status == "firing" and severity == "critical" else line
-        out.append((*key, self._alert(key, status, severity, statistic, threshold, at, counts, feature)))
+        out.append((*key, self._alert(key, status, severity, statistic, threshold, at, counts, feature, reason)))
+        return reported
 
     def _alert(self, key: tuple[str, str], status: Status, severity: Severity, statistic: float, threshold: float,
-               at: tuple[int, float, float], counts: np.ndarray, feature: _Feature | None) -> Alert:  # fmt: skip
+               at: tuple[int, float, float], counts: np.ndarray, feature: _Feature | None,
+               reason: str | None = None) -> Alert:  # fmt: skip
         name, check = key
         index, start, end = at
         width = self.config.window_size
@@ -514,42 +701,49 @@ class SchemaMonitor:
             if feature is None:  # new_feature
                 reference = {"features": len(self.reference or {}), "rows": self.reference_rows}
                 current["present_share"] = statistic
-                if firing:
-                    message = (f"new feature {name!r}, not in the reference schema: present in {present} of the last "
-                               f"{width} events ({statistic:.1%})")  # fmt: skip
+                seen = f"present in {present} of the last {width} events ({statistic:.1%})"
+                if reason is not None:
+                    message = f"feature {name!r} {reason}: {seen}"
+                elif firing:
+                    message = f"new feature {name!r}, not in the reference schema: {seen}"
                 else:
-                    message = (f"new feature {name!r} present in {present} of the last {width} events "
-                               f"({statistic:.1%}), under {threshold:.1%} again")  # fmt: skip
+                    message = f"new feature {name!r} {seen}, under {threshold:.1%} again"
             else:
                 reference = feature.plain()
                 reference_share = f"{feature.missing_share:.1%} in the reference"
                 if check == MISSING_FEATURE:
                     current["missing_share"] = statistic
                     counted = f"absent or null in {width - present} of the last {width} events"
-                    if not firing:
+                    if reason is not None:
+                        message = f"feature {name!r} {reason}: {counted} ({statistic:.1%})"
+                    elif not firing:
                         message = f"feature {name!r} is arriving again: {counted} ({statistic:.1%}; {reference_share})"
                     elif severity == "critical":
                         message = f"feature {name!r} stopped arriving: {counted} ({reference_share})"
                     else:
                         message = f"feature {name!r} is mostly missing: {counted} ({statistic:.1%}; {reference_share})"
                 else:
-                    message = self._kind_message(name, feature, firing, counts, present, statistic, current)
+                    message = self._kind_message(name, feature, firing, counts, present, statistic, current, reason)
         return Alert(
             ALERT_TYPE, status, severity, name, check, float(statistic), float(threshold),
             None, index, width, start, end, reference, current, message, detectors=(check,),
         )  # fmt: skip
 
     def _kind_message(self, name: str, feature: _Feature, firing: bool, counts: np.ndarray, present: int,
-                      statistic: float, current: dict[str, Any]) -> str:  # fmt: skip
+                      statistic: float, current: dict[str, Any], reason: str | None) -> str:  # fmt: skip
         width = self.config.window_size
-        others = [code for code in range(1, _TYPES) if code != feature.type and counts[code]]
-        other = sum(int(counts[code]) for code in others)
-        was = _PLURALS[feature.type]
+        code = feature.type
+        others = [kind for kind in range(1, _TYPES) if kind != code and counts[kind]]
+        other = sum(int(counts[kind]) for kind in others) if code is not None else 0
+        was = _PLURALS[code] if code is not None else "the learnt type"
         current.update(other=other, other_share=statistic)
+        if reason is not None:
+            return (f"feature {name!r} {reason}: {other} of its {present} values in the last {width} events are "
+                    f"not {was} ({statistic:.1%})")  # fmt: skip
         if not firing:
             return (f"feature {name!r} is back to {was}: {other} of its {present} values in the last {width} events "
                     f"are of another kind ({statistic:.1%})")  # fmt: skip
-        most = max(others, key=lambda code: (int(counts[code]), -code))
+        most = max(others, key=lambda kind: (int(counts[kind]), -kind))
         current["most_seen"] = JSON_TYPES[most]
         what = _PLURALS[most] if len(others) == 1 else f"of another kind, most of them {_PLURALS[most]}"
         usual = f" ({feature.other_share:.1%} of other kinds)" if feature.other else ""
@@ -558,24 +752,26 @@ class SchemaMonitor:
 
     def statistics(self) -> dict[tuple[str, str], tuple[float, float]]:
         """(feature, check) -> (statistic, line) of the last judged window, for the checks firing then or
-        resolved by it and for every constrained feature (so at most as many as the features tracked)."""
+        resolved by it and for every constrained feature. ``new_feature`` is under the one feature
+        ``NEW_FEATURES`` (the largest share of the window's new features, and its line), so the keys are
+        at most the reference's features (and those leaving it) + the constrained ones + 1, whatever the
+        input."""
         return dict(self.last)
 
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        reference = None
-        if self.reference is not None and not self.from_baseline:
-            reference = [[name, list(feature.types or ())] for name, feature in self.reference.items()]
         return {
             "v": SNAPSHOT_VERSION,
             "started": self.started,
             "next": self.next_index,
             "reference_end": self.reference_end,
-            "reference_rows": self.reference_rows if reference is not None else 0,
-            "reference": reference,
+            "baseline": _schema_plain(self.given),
+            "pending": {"baseline": _schema_plain(self.next_given)} if self.switching else None,
+            "reference": None if self.learnt is None else [[name, list(types)] for name, types in self.learnt.items()],
             "learning": [[name, _ints(counts)] for name, counts in sorted(self.learning.items())],
             "learnt_rows": self.learnt_rows,
+            "leaving": _schema_plain(self.leaving) or [],
             "window": [self.window_start, self.window_rows, None if math.isnan(self.window_time) else self.window_time],
             "counts": [[name, _ints(counts)] for name, counts in sorted(self.counts.items())],
             "new_names": self.new_names,
@@ -589,8 +785,13 @@ class SchemaMonitor:
     def restore(cls, data: dict[str, Any], config: MonitorConfig, kinds: dict[str, FeatureKind] | None = None,
                 baseline: dict[str, Reference] | None = None, constraints: dict[str, Constraint] | None = None,
                 alpha: float | None = None) -> SchemaMonitor:  # fmt: skip
-        """A monitor from ``snapshot()``; with a baseline its reference is the baseline's, as when built."""
-        monitor = cls(config, kinds, baseline, constraints, alpha)
+        """A monitor from ``snapshot()``, with the reference schema it had (a baseline's as saved).
+
+        ``baseline`` is not used: call ``rebase`` with the baseline in force after restoring, as a live
+        monitor is rebased when one is loaded, so the two carry on alike.
+        """
+        del baseline  # the snapshot's schema stands until rebase()
+        monitor = cls(config, kinds, None, constraints, alpha)
         try:
             if not isinstance(data, dict) or data.get("v") != SNAPSHOT_VERSION:
                 version = data.get("v") if isinstance(data, dict) else data
@@ -598,16 +799,19 @@ class SchemaMonitor:
             monitor.started = _flag(data["started"])
             monitor.next_index = _count(data["next"])
             monitor.reference_end = _count(data["reference_end"])
+            monitor.given = _schema_from(data["baseline"])
+            pending = data["pending"]
+            if pending is not None:
+                if not isinstance(pending, dict):
+                    raise ValueError(f"pending rebase {pending!r}")
+                monitor.switching, monitor.next_given = True, _schema_from(pending["baseline"])
             monitor.learnt_rows = _count(data["learnt_rows"])
-            if not monitor.from_baseline and data["reference"] is not None:
-                rows = _count(data["reference_rows"])
-                monitor._set_reference({
-                    str(name): _Feature.learnt(rows, tuple(_counts(types, _TYPES - 1)), monitor.kinds.get(str(name)))
-                    for name, types in sorted(data["reference"])
-                })  # fmt: skip
-                monitor.reference_rows = rows
+            if data["reference"] is not None:
+                monitor.learnt = {str(name): tuple(_counts(types, _TYPES - 1)) for name, types in data["reference"]}
+                monitor.learnt = dict(sorted(monitor.learnt.items()))
             if monitor._learning():
                 monitor.learning = {str(name): np.asarray(_counts(c, _TYPES), np.int64) for name, c in data["learning"]}
+            monitor.leaving = _schema_from(data["leaving"]) or {}
             window_start, window_rows, window_time = data["window"]
             monitor.window_start = _count(window_start)
             monitor.window_rows = _count(window_rows)
@@ -630,6 +834,7 @@ class SchemaMonitor:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SnapshotError(f"malformed schema state: {exc!r}") from exc
+        monitor._refresh()
         width = config.window_size
         if monitor.window_start % width or monitor.window_rows >= width or \
                 monitor.window_start + monitor.window_rows != monitor.next_index:  # fmt: skip
@@ -637,8 +842,8 @@ class SchemaMonitor:
             # dropped, and the one holding the next event is judged only from the one after.
             monitor._jump(monitor.next_index)
         if monitor.started and monitor._learning() and monitor.reference_end <= monitor.next_index:
-            # Its reference cannot be learnt where the snapshot stood (schema checks were off, or it had a
-            # baseline that is gone): learn it from the next reference_size events.
+            # Its types cannot be learnt where the snapshot stood (schema checks were off): learn them from
+            # the next reference_size events.
             monitor.reference_end = monitor.next_index + config.reference_size
             monitor.learnt_rows, monitor.learning = 0, {}
         return monitor
@@ -656,6 +861,23 @@ def _rules_text(constraint: Constraint, counts: np.ndarray) -> str:
              f"above max {constraint.max:g}" if constraint.max is not None else "above max",
              "not numbers", f"not in the {len(constraint.allowed or ())} allowed values", "null")  # fmt: skip
     return ", ".join(f"{int(n)} {name}" for name, n in zip(names, counts[:_ANY], strict=True) if n)
+
+
+def _schema_plain(schema: _Schema | None) -> list[list[Any]] | None:
+    return None if schema is None else [[name, rows, missing] for name, (rows, missing) in sorted(schema.items())]
+
+
+def _schema_from(value: object) -> _Schema | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a schema, got {value!r}")
+    schema: _Schema = {}
+    for name, rows, missing in value:
+        if not isinstance(name, str) or _count(missing) > _count(rows):
+            raise ValueError(f"schema feature {name!r} of {rows!r} rows, {missing!r} missing")
+        schema[name] = (rows, missing)
+    return dict(sorted(schema.items())) or None
 
 
 def _ints(counts: np.ndarray) -> list[int]:

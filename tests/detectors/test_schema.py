@@ -343,17 +343,22 @@ def test_a_baseline_gives_the_reference_schema_and_checks_start_at_event_zero() 
     baseline = {
         "amount": NumericReference.build(values[100:], 10, missing=100),
         "country": CategoricalReference.build(["de", "fr"] * 500, 50),
-        "flag": NumericReference.build(np.ones(100), 10),  # declared boolean: its type is bool
+        "flag": NumericReference.build(np.ones(100), 10),  # declared boolean, sent as booleans: no kind change
         PREDICTION: NumericReference.build(values, 10),  # not an input
     }
-    data = {"amount": [str(v) for v in range(2000)], "flag": [True] * 2000, "promo": ["x"] * 2000}
+    # amount comes as text while the types are learnt (the first 2000 events), then as numbers.
+    data = {"amount": [str(v) for v in range(2500)] + list(range(2500, 4000)), "flag": [True] * 4000,
+            "promo": ["x"] * 4000}  # fmt: skip
     alerts = run(SchemaMonitor(CONFIG, kinds={"flag": "boolean"}, baseline=baseline), data, 250)
-    assert brief(alerts) == [(499, "firing", "critical", "amount", "kind_change"),
-                             (499, "firing", "critical", "country", "missing_feature"),
-                             (499, "firing", "warning", "promo", "new_feature")]  # fmt: skip
-    assert alerts[0].reference["type"] == "number" and alerts[0].reference["missing_share"] == 0.1
-    assert alerts[0].reference["rows"] == 1000
-    assert alerts[1].reference["type"] == "string"
+    assert brief(alerts) == [(499, "firing", "critical", "country", "missing_feature"),
+                             (499, "firing", "warning", "promo", "new_feature"),
+                             (2999, "firing", "critical", "amount", "kind_change")]  # fmt: skip
+    assert alerts[0].reference["type"] is None  # never sent: no type learnt
+    assert alerts[2].message == ("feature 'amount' changed kind: 500 of its 500 values in the last 500 events are "
+                                 "numbers, it was strings in the reference")  # fmt: skip
+    # Its missing share and rows from the baseline, its type from the values.
+    assert alerts[2].reference["type"] == "string" and alerts[2].reference["missing_share"] == 0.1
+    assert alerts[2].reference["rows"] == 1000 and alerts[2].reference["types"]["string"] == 2000
 
 
 def test_a_baseline_of_the_prediction_alone_leaves_the_schema_to_be_learnt() -> None:
@@ -434,14 +439,20 @@ def test_a_restored_monitor_carries_on_identically(cut: int) -> None:
 def test_a_snapshot_from_a_baseline_restores_with_it() -> None:
     baseline = {"amount": NumericReference.build(np.arange(100.0), 10)}
     monitor = SchemaMonitor(CONFIG, baseline=baseline)
-    data = {"amount": [ABSENT] * 700}
-    run(monitor, data, 700)
-    restored = SchemaMonitor.restore(monitor.snapshot(), CONFIG, baseline=baseline)
+    data = {"amount": [ABSENT] * 700 + [1.0] * 300}
+    run(monitor, data, 500, hi=500)
+    restored = SchemaMonitor.restore(monitor.snapshot(), CONFIG)  # the baseline's schema as saved
     assert restored.firing == {("amount", "missing_feature"): "critical"}
     assert restored.snapshot() == monitor.snapshot()
-    # Without its baseline it learns a reference from the events to come, not from nothing.
-    relearnt = SchemaMonitor.restore(monitor.snapshot(), CONFIG)
-    assert relearnt.reference is None and relearnt.reference_end == 700 + CONFIG.reference_size
+    assert not restored.rebase(baseline)
+    # Rebased on no baseline between two windows: no reference until the types and schema are learnt (from
+    # event 0 on), and the alert is over at the next window.
+    assert restored.rebase(None)
+    assert restored.reference is None and restored.reference_end == CONFIG.reference_size
+    alerts = run(restored, data, 100, lo=500)
+    assert brief(alerts) == [(999, "resolved", "critical", "amount", "missing_feature")]
+    assert alerts[0].message == ("feature 'amount' is not judged: no reference schema is in force: absent or null "
+                                 "in 200 of the last 500 events (40.0%)")  # fmt: skip
 
 
 @pytest.mark.parametrize("damage", [
@@ -540,3 +551,221 @@ def test_statistics_are_those_of_firing_checks_and_constraints() -> None:
     monitor = SchemaMonitor(CONFIG, constraints={"clicks": Constraint(min=1)})
     run(monitor, data, 500)
     assert monitor.statistics() == {("amount", "missing_feature"): (1.0, 0.5), ("clicks", "constraint"): (0.0, 0.0)}
+
+
+# -- the expected type is learnt from the values --------------------------------------------------
+
+
+def test_a_boolean_feature_of_a_baseline_expects_the_booleans_it_is_sent() -> None:
+    # A baseline knows booleans as the categories "true"/"false": the stream's JSON booleans are no kind change.
+    rng = np.random.default_rng(5)
+    baseline = {"amount": NumericReference.build(rng.normal(50, 10, 1000), 10),
+                "country": CategoricalReference.build(["de", "fr", "it"] * 300, 10),
+                "clicks": NumericReference.build(rng.integers(1, 10, 1000).astype(float), 10),
+                "vip": CategoricalReference.build(["true", "false"] * 500, 10)}  # fmt: skip
+    data = stable(6000)
+    assert run(SchemaMonitor(CONFIG, baseline=baseline), data, 500) == []
+    put(data["vip"], 3000, 3500, "yes", 0.8)  # strings where booleans were learnt: critical
+    alerts = run(SchemaMonitor(CONFIG, baseline=baseline), data, 500)
+    assert brief(alerts) == [(3499, "firing", "critical", "vip", "kind_change"),
+                             (3999, "resolved", "critical", "vip", "kind_change")]  # fmt: skip
+    assert "are strings, it was booleans in the reference" in alerts[0].message
+
+
+@pytest.mark.parametrize("with_baseline", [False, True])
+def test_a_categorical_feature_sent_as_numbers_expects_numbers(with_baseline: bool) -> None:
+    # Declared categorical, sent as JSON numbers (ids): its values say numbers, so strings are the change.
+    data = stable(6000)
+    data["user_id"] = np.random.default_rng(6).integers(1000, 2000, 6000).tolist()
+    baseline = {name: CategoricalReference.build(["a", "b"] * 500, 10) for name in data}  # types are learnt
+    baseline["user_id"] = CategoricalReference.build([str(v) for v in data["user_id"][:1000]], 10)
+
+    def monitor() -> SchemaMonitor:
+        return SchemaMonitor(CONFIG, kinds={"user_id": "categorical"}, baseline=baseline if with_baseline else None,
+                             alpha=window_alpha(CONFIG, 0))  # fmt: skip
+
+    assert run(monitor(), data, 500) == []
+    put(data["user_id"], 3000, 3500, lambda i: f"u{i}", 0.2)
+    alerts = run(monitor(), data, 500)
+    assert brief(alerts) == [(3499, "firing", "warning", "user_id", "kind_change"),
+                             (3999, "resolved", "warning", "user_id", "kind_change")]  # fmt: skip
+    assert alerts[0].reference["type"] == "number" and alerts[0].reference["other_share"] == 0.0
+    assert alerts[0].threshold < 0.2
+
+
+def test_with_a_baseline_kind_change_starts_once_the_types_are_learnt() -> None:
+    rng = np.random.default_rng(7)
+    baseline = {"amount": NumericReference.build(rng.normal(50, 10, 1000), 10),
+                "gone": NumericReference.build(rng.normal(0, 1, 1000), 10)}  # fmt: skip
+    data = {"amount": rng.normal(50, 10, 4000).tolist()}
+    put(data["amount"], 500, 1000, "n/a", 0.3)  # while learning (up to 2000): not judged, and learnt as usual
+    put(data["amount"], 2500, 3000, "n/a", 0.3, seed=2)
+    alerts = run(SchemaMonitor(CONFIG, baseline=baseline), data, 300)
+    assert brief(alerts) == [(499, "firing", "critical", "gone", "missing_feature"),  # from event 0
+                             (2999, "firing", "warning", "amount", "kind_change"),
+                             (3499, "resolved", "warning", "amount", "kind_change")]  # fmt: skip
+    assert alerts[1].reference["other_share"] == pytest.approx(150 / 2000)
+    # The same whatever the batching, and restored mid-learning.
+    assert run(SchemaMonitor(CONFIG, baseline=baseline), data, 7) == alerts
+    first = SchemaMonitor(CONFIG, baseline=baseline)
+    early = run(first, data, 130, hi=1234)
+    restored = SchemaMonitor.restore(msgpack.unpackb(msgpack.packb(first.snapshot()), raw=False), CONFIG)
+    assert restored.learning and msgpack.packb(restored.snapshot()) == msgpack.packb(first.snapshot())
+    assert early + run(restored, data, 130, lo=1234) == alerts == early + run(first, data, 130, lo=1234)
+    assert msgpack.packb(restored.snapshot()) == msgpack.packb(first.snapshot())
+
+
+# -- a baseline loaded while the model runs ------------------------------------------------------------
+
+
+def rebasing() -> tuple[MonitorConfig, dict[str, list[object]], dict[str, object], dict[str, object]]:
+    """A stream, a first baseline (with a feature never sent) and a second (without it and amount, with promo)."""
+    config = MonitorConfig(reference_size=1200, window_size=400, max_features=6)
+    data = stable(6000)
+    data["promo"] = ["x"] * 6000
+    put(data["amount"], 2400, 6000, "n/a", 0.6)
+    rng = np.random.default_rng(0)
+    numbers = NumericReference.build(rng.normal(50, 10, 500), 10)
+    texts = CategoricalReference.build(["de", "fr"] * 100, 10)
+    first = {"amount": numbers, "country": texts, "clicks": numbers, "gone": numbers,
+             "vip": CategoricalReference.build(["true", "false"] * 50, 10)}  # fmt: skip
+    second = {name: reference for name, reference in first.items() if name not in ("amount", "gone")}
+    second["promo"] = texts
+    return config, data, first, second  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("cut", [3000, 3200])  # mid-window, between two windows
+def test_a_rebased_monitor_and_one_restored_then_rebased_carry_on_identically(cut: int) -> None:
+    config, data, first, second = rebasing()
+    live = SchemaMonitor(config, baseline=first, alpha=1e-6)  # type: ignore[arg-type]
+    before = run(live, data, 130, hi=cut)
+    assert brief(before) == [(399, "firing", "critical", "gone", "missing_feature"),
+                             (399, "firing", "warning", "promo", "new_feature"),
+                             (2799, "firing", "critical", "amount", "kind_change")]  # fmt: skip
+    saved = msgpack.unpackb(msgpack.packb(live.snapshot()), raw=False)
+    assert live.rebase(second) and not live.rebase(second)  # type: ignore[arg-type]
+    rebased = msgpack.unpackb(msgpack.packb(live.snapshot()), raw=False)
+    # A worker restarting from the checkpoint before the rebase, or after it, then rebased as the model does.
+    restored = SchemaMonitor.restore(saved, config, alpha=1e-6)
+    assert restored.rebase(second)  # type: ignore[arg-type]
+    again = SchemaMonitor.restore(rebased, config, alpha=1e-6)
+    assert not again.rebase(second)  # type: ignore[arg-type]
+    assert msgpack.packb(restored.snapshot()) == msgpack.packb(again.snapshot()) == msgpack.packb(live.snapshot())
+    later = run(live, data, 130, lo=cut)
+    assert run(restored, data, 97, lo=cut) == later and run(again, data, 1000, lo=cut) == later
+    assert msgpack.packb(restored.snapshot()) == msgpack.packb(live.snapshot()) == msgpack.packb(again.snapshot())
+    assert restored.statistics() == live.statistics()
+    # The window in progress is judged against the first schema; the next one against the second.
+    at = 3599
+    assert brief(later)[:4] == [(at, "resolved", "critical", "amount", "kind_change"),
+                                (at, "firing", "warning", "amount", "new_feature"),
+                                (at, "resolved", "critical", "gone", "missing_feature"),
+                                (at, "resolved", "warning", "promo", "new_feature")]  # fmt: skip
+    messages = [a.message for a in later[:4]]
+    assert messages[0].startswith("feature 'amount' is no longer in the reference schema: ")
+    assert messages[2] == ("feature 'gone' is no longer in the reference schema: absent or null in 400 of the last "
+                           "400 events (100.0%)")  # fmt: skip
+    assert messages[3].startswith("feature 'promo' is in the reference schema now: present in 400")
+    assert later[0].reference["type"] == "number"  # the learnt types stay
+    assert set(live.reference or ()) == {"country", "clicks", "vip", "promo"}
+
+
+def test_rebased_on_no_baseline_it_judges_against_the_learnt_schema() -> None:
+    config, data, first, _ = rebasing()
+    monitor = SchemaMonitor(config, baseline=first)  # type: ignore[arg-type]
+    run(monitor, data, 400, hi=2000)
+    assert monitor.rebase(None) and not monitor.rebase({PREDICTION: NumericReference.build(np.ones(9), 3)})
+    alerts = run(monitor, data, 400, lo=2000, hi=2400)
+    assert brief(alerts) == [(2399, "resolved", "critical", "gone", "missing_feature"),
+                             (2399, "resolved", "warning", "promo", "new_feature")]  # fmt: skip
+    assert set(monitor.reference or ()) == {"amount", "country", "clicks", "vip", "promo"}
+    assert monitor.reference_rows == 1200
+
+
+# -- state and metrics bounded whatever the input ------------------------------------------------------
+
+
+def crowded(n: int = 3000) -> dict[str, list[object]]:
+    """More new features than max_features, appearing and going at various events and densities."""
+    data = stable(n, seed=9)
+    rng = np.random.default_rng(10)
+    for k in range(12):
+        values: list[object] = [ABSENT] * n
+        lo = 900 + 37 * k
+        put(values, lo, min(n, lo + 700 + 53 * k), f"v{k}", 0.3 + 0.05 * k, seed=k)
+        values[int(rng.integers(lo, n))] = None  # null where it is absent too
+        data[f"new_{k:02d}"] = values
+    return data
+
+
+def test_untracked_new_features_give_the_same_snapshot_whatever_the_batching() -> None:
+    config = MonitorConfig(reference_size=600, window_size=400, max_features=5)
+    data = crowded()
+    monitors = {size: SchemaMonitor(config, alpha=1e-6) for size in (10, 100)}
+    alerts = {size: run(monitor, data, size, hi=2950) for size, monitor in monitors.items()}
+    assert alerts[10] == alerts[100]
+    assert monitors[10].untracked > 0
+    assert msgpack.packb(monitors[10].snapshot()) == msgpack.packb(monitors[100].snapshot())
+
+
+def test_statistics_report_new_features_under_one_name() -> None:
+    config = MonitorConfig(reference_size=600, window_size=400, max_features=20)
+    data = crowded(3200)
+    monitor = SchemaMonitor(config, constraints={"clicks": Constraint(min=1)})
+    keys: set[tuple[str, str]] = set()
+    fired: set[str | None] = set()
+    for start in range(0, 3200, 400):
+        alerts = run(monitor, data, 400, lo=start, hi=start + 400)
+        fired.update(a.feature for a in alerts if a.detector == "new_feature")
+        keys.update(monitor.statistics())
+    assert keys == {("__new__", "new_feature"), ("clicks", "constraint")}
+    assert len(fired) > 1 and all(name is not None and name.startswith("new_") for name in fired)  # the real names
+
+
+def test_the_new_features_statistic_is_the_largest_share_and_its_line() -> None:
+    config = MonitorConfig(reference_size=500, window_size=500)
+    data = {"base": [1] * 1500, "a": [ABSENT] * 1500, "b": [ABSENT] * 1500}
+    put(data["a"], 500, 1000, "x", 0.6)
+    put(data["b"], 500, 1000, "y", 0.8, seed=2)
+    monitor = SchemaMonitor(config)
+    alerts = run(monitor, data, 500, hi=1000)
+    assert brief(alerts) == [(999, "firing", "warning", "a", "new_feature"),
+                             (999, "firing", "warning", "b", "new_feature")]  # fmt: skip
+    assert monitor.statistics() == {("__new__", "new_feature"): (0.8, 0.5)}
+    run(monitor, data, 500, lo=1000)
+    assert monitor.statistics() == {("__new__", "new_feature"): (0.0, 0.5)}  # both resolved
+
+
+# -- constraints: defaults, numbers by value -----------------------------------------------------------
+
+
+def test_critical_share_defaults_to_max_share_when_larger() -> None:
+    assert Constraint(max=1, max_share=0.5).critical_share == 0.5
+    assert Constraint(max=1, max_share=0.05).critical_share == 0.1 == Constraint(max=1).critical_share
+    assert Constraint(max=1, max_share=0.05) == Constraint(max=1, max_share=0.05, critical_share=0.1)
+    with pytest.raises(ValueError, match="critical_share must be >= max_share"):
+        Constraint(max=1, max_share=0.5, critical_share=0.2)
+    data = {"amount": [1.0] * 1000}
+    put(data["amount"], 500, 1000, 5.0, 0.6)
+    alerts = run(SchemaMonitor(CONFIG, constraints={"amount": Constraint(max=1, max_share=0.5)}), data, 100)
+    assert brief(alerts) == [(999, "firing", "critical", "amount", "constraint")]
+    assert alerts[0].reference["critical_share"] == 0.5 and alerts[0].threshold == 0.5
+
+
+def test_allowed_numbers_compare_by_value() -> None:
+    values: list[object] = [1, 1.0, 2, 2.0, "1", "2", True, False, "1.0", 3, None, "x"]
+    data = {name: values * 50 for name in ("whole", "decimal", "flags")}
+    constraints = {"whole": Constraint(allowed=("1", "2")),  # the config file's [1, 2]
+                   "decimal": Constraint(allowed=("1.0", "2.0")),  # its [1.0, 2.0]
+                   "flags": Constraint(allowed=("true", "1"))}  # fmt: skip
+    monitor = SchemaMonitor(MonitorConfig(schema_checks=False, window_size=600), constraints=constraints)
+    alerts = {a.feature: a for a in run(monitor, data, 600)}
+    # Numbers 1, 1.0, 2, 2.0 by value; strings by text ("1", "2" for whole; "1.0" for decimal); booleans never 1.
+    assert alerts["whole"].current["not_allowed"] == 50 * 5  # True, False, "1.0", 3, "x"
+    assert alerts["decimal"].current["not_allowed"] == 50 * 6  # "1", "2", True, False, 3, "x"
+    assert alerts["flags"].current["not_allowed"] == 50 * 7  # 2, 2.0, "2", False, "1.0", 3, "x"
+    typed = Column.from_numbers(np.array([1.0, 2.0, np.nan, 3.0] * 150))
+    monitor = SchemaMonitor(MonitorConfig(schema_checks=False, window_size=600),
+                            constraints={"n": Constraint(allowed=("1", "2.0"))})  # fmt: skip
+    alerts_typed = monitor.observe({"n": typed}, np.arange(600), T0 + np.arange(600))
+    assert alerts_typed[0].current["not_allowed"] == 150  # the 3s
