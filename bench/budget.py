@@ -60,7 +60,14 @@ from bench.detection import (
     run_tasks,
 )
 from detectors import nulls
-from detectors.budget import SECONDS_PER_WEEK, budget_lines, detector_lines, family_size, rate_per_value
+from detectors.budget import (
+    SECONDS_PER_WEEK,
+    budget_lines,
+    detector_lines,
+    family_size,
+    model_tests,
+    rate_per_value,
+)
 from detectors.config import MonitorConfig
 from detectors.reference import CategoricalReference, NumericReference, Reference
 from detectors.registry import change_detectors, window_tests
@@ -349,13 +356,19 @@ def _effective_lines(config: MonitorConfig, kind: str) -> list[tuple[str, float]
     ]  # fmt: skip
 
 
+def budget_tests(config: MonitorConfig) -> int:
+    """The most detectors one column runs (the family's ``tests``)."""
+    numeric = len(config.numeric_tests) + len(config.change_detectors)
+    return max(numeric, len(config.categorical_tests), 1)
+
+
 def lines_table() -> list[str]:
     config = MonitorConfig()
     lines = [
         f"Default budget: {config.false_alarm_budget:g} false alarm per model per week at {config.event_rate:g} "
         f"events/s; family {family_size(config, 0):,} detectors unsegmented "
-        f"(({config.max_features} features + the prediction) x "
-        f"{family_size(config, 0) // (config.max_features + 1)} tests), {family_size(config, 1):,} with one segment "
+        f"(({config.max_features} features + the prediction) x {budget_tests(config)} tests, the 2 quality tests "
+        f"and the whole model's own {model_tests(config)}), {family_size(config, 1):,} with one segment "
         f"key: {rate_per_value(config, 0):.3g} and {rate_per_value(config, 1):.3g} false alarms per value per "
         "detector.",
         "",
