@@ -39,6 +39,26 @@ def incident_of(detector: str) -> str:
     return QUALITY if detector in QUALITY_DETECTORS else DRIFT
 
 
+def window_decision(firing: Severity | None, severity: Severity | None) -> tuple[Status, Severity] | None:
+    """What a judged window at ``severity`` (None: under its lines) sends while ``firing`` (None: not
+    firing): firing when it crosses, once more when it escalates to critical, resolved at the first
+    window back under; None when nothing changes (already said, or already critical: a calmer window
+    changes nothing). Every windowed check keeps its state in its own way and decides with this."""
+    if severity is not None:
+        if firing == severity or firing == "critical":
+            return None
+        return "firing", severity
+    if firing is not None:
+        return "resolved", firing
+    return None
+
+
+def firing_after(decision: tuple[Status, Severity]) -> Severity | None:
+    """The severity firing once ``decision`` is sent (None: resolved)."""
+    status, severity = decision
+    return severity if status == "firing" else None
+
+
 @dataclass
 class AlertState:
     severity: Severity | None = None  # None: not firing
@@ -75,15 +95,10 @@ class AlertPolicy:
     def on_window(self, detector: str, severity: Severity | None) -> tuple[Status, Severity] | None:
         """A judged window: what to send (firing or resolved, at which severity), or None."""
         state = self.state(detector)
-        if severity is not None:
-            if state.severity == severity or state.severity == "critical":
-                return None  # already said, or already critical: a calmer window changes nothing
-            state.severity = severity
-            return "firing", severity
-        if state.severity is not None:
-            was, state.severity = state.severity, None
-            return "resolved", was
-        return None
+        decision = window_decision(state.severity, severity)
+        if decision is not None:
+            state.severity = firing_after(decision)
+        return decision
 
     def on_change(self, detector: str, severity: Severity, index: int) -> bool:
         """A change point at event ``index``: whether a firing alert (new or escalated) is due."""

@@ -28,6 +28,7 @@ from detectors.monitors import PREDICTION, Alert, ModelBatch, ModelMonitor
 from detectors.monitors.dataset import DETECTOR as DATASET
 from detectors.monitors.freshness import DETECTOR as FRESHNESS
 from detectors.monitors.model import upgrade_snapshot
+from detectors.monitors.multivariate import DETECTORS as MULTIVARIATE
 from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityReference
 from detectors.reference import Reference, reference_from_plain
 from detectors.retrain import RetrainPolicy, SeenAlert
@@ -59,7 +60,7 @@ Headers = list[tuple[str, bytes]]
 CHECKPOINT_GROUP_BYTES = 32 * 1024 * 1024  # snapshots encoded and held at once by a checkpoint
 BASELINE_POLL_SECONDS = 2.0  # how often a worker asks whether a baseline was loaded
 # The whole model's own detectors (no feature): their alerts name the latest version seen, as input features' do.
-_MODEL_DETECTORS = frozenset({DATASET, FRESHNESS, "pca_reconstruction", "outliers"})
+_MODEL_DETECTORS = frozenset({DATASET, FRESHNESS, *MULTIVARIATE})
 BASELINE_CACHE_ENTRIES = 4096  # baselines kept read; past it the cache starts over
 MAX_CLOCK_SKEW = 86400.0  # seconds a label record's timestamp may run ahead of this worker's clock
 

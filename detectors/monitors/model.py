@@ -31,7 +31,7 @@ from detectors.monitors.base import PREDICTION, Alert, Judged, Observation, Rows
 from detectors.monitors.dataset import DatasetDrift
 from detectors.monitors.feature import FeatureMonitor
 from detectors.monitors.freshness import Freshness
-from detectors.monitors.multivariate import MultivariateMonitor
+from detectors.monitors.multivariate import ALERT_TYPES, PCA, MultivariateMonitor
 from detectors.monitors.schema import Constraint, SchemaMonitor
 from detectors.reference import NumericReference, Reference
 from detectors.two_sample import TESTS
@@ -266,7 +266,7 @@ class ModelMonitor:
             out.statistics[(None, "", feature, check)] = value
             out.lines[(None, "", feature, check)] = line
         for detector, (value, line) in self.multivariate.statistics().items():
-            if detector == "pca_reconstruction":
+            if detector == PCA:
                 # Two-sided: as a metric (crossed at or over its line, like every other), the distance of
                 # the window's mean error from the reference's and that of the line on the same side.
                 reference = self.multivariate.error_mean
@@ -287,8 +287,7 @@ class ModelMonitor:
             found.append(("inputs", "data_drift", "critical", ("dataset",)))
         for detector, severity in sorted(self.multivariate.firing.items()):
             if severity is not None:
-                kind = "data_drift" if detector == "pca_reconstruction" else "data_quality"
-                found.append(("inputs", kind, severity, (detector,)))
+                found.append(("inputs", ALERT_TYPES[detector], severity, (detector,)))
         for (feature, check), severity in sorted(self.schema.firing.items()):
             found.append((feature, "data_quality", severity, (check,)))
         if self.freshness.silent:

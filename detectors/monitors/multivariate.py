@@ -63,11 +63,12 @@ from detectors.columns import Column, FeatureKind
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert
 from detectors.nulls import share_rise_line
-from detectors.policy import Status
+from detectors.policy import Status, firing_after, window_decision
 
 PCA = "pca_reconstruction"
 OUTLIERS = "outliers"
 DETECTORS = (PCA, OUTLIERS)
+ALERT_TYPES = {PCA: "data_drift", OUTLIERS: "data_quality"}  # joint drift of the inputs; bad values in them
 SNAPSHOT_VERSION = 1
 _FIT_BLOCK = 256  # events per product of the fit's sums (a partial block is held until it completes)
 _ROW_BLOCK = 64  # rows per product of the per-event residuals
@@ -541,16 +542,10 @@ class MultivariateMonitor:
 
     def _decide(self, detector: str, severity: Severity | None) -> tuple[Status, Severity] | None:
         """Firing on the first window across, again on escalation; resolved on the first back inside."""
-        state = self.firing[detector]
-        if severity is None:
-            if state is None:
-                return None
-            self.firing[detector] = None
-            return "resolved", state
-        if state == severity or state == "critical":
-            return None
-        self.firing[detector] = severity
-        return "firing", severity
+        decision = window_decision(self.firing[detector], severity)
+        if decision is not None:
+            self.firing[detector] = firing_after(decision)
+        return decision
 
     def _reference(self, detector: str) -> dict[str, Any]:
         base: dict[str, Any] = {"rows": self.cal_rows, "features": len(self.columns),
@@ -565,7 +560,7 @@ class MultivariateMonitor:
     def _alert(self, detector: str, status: Status, severity: Severity, statistic: float, line: float,
                p_value: float | None, window: _Window, current: dict[str, Any], message: str) -> Alert:  # fmt: skip
         return Alert(
-            type="data_drift" if detector == PCA else "data_quality",
+            type=ALERT_TYPES[detector],
             status=status,
             severity=severity,
             feature=None,

@@ -54,7 +54,7 @@ from detectors.columns import JSON_TYPES, Column, FeatureKind
 from detectors.config import MonitorConfig
 from detectors.monitors.base import PREDICTION, Alert
 from detectors.nulls import share_rise_line
-from detectors.policy import Status
+from detectors.policy import Status, window_decision
 from detectors.reference import Reference
 
 SNAPSHOT_VERSION = 2  # 2: types always learnt, the baseline's schema saved as such, a pending rebase
@@ -654,14 +654,14 @@ class SchemaMonitor:
                  out: list[tuple[str, str, Alert]], reason: str | None = None) -> bool:  # fmt: skip
         """A judged window of one (feature, check): fire, escalate or resolve, as the alert policy does (with a
         ``reason``: resolve, the check being over for it). Returns whether its statistic is reported."""
-        was = self.firing.get(key)
         status: Status | None = None
-        if severity is not None:
-            if was != severity and was != "critical":
-                status, self.firing[key] = "firing", severity
-        elif was is not None:
-            status, severity = "resolved", was
-            del self.firing[key]
+        decision = window_decision(self.firing.get(key), severity)
+        if decision is not None:
+            status, severity = decision
+            if status == "firing":
+                self.firing[key] = severity
+            else:
+                del self.firing[key]
         reported = key in self.firing or key[1] == CONSTRAINT or status is not None
         if reported and key[1] != NEW_FEATURE:  # new features: under NEW_FEATURES (see _judge_schema)
             self.last[key] = (float(statistic), float(line))
