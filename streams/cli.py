@@ -82,7 +82,13 @@ def worker() -> None:
 def simulate(
     count: int = typer.Option(0, help="events per model; 0 = until interrupted"),
     rate: float = typer.Option(1000.0, help="events/s over all models; 0 = as fast as possible"),
-    batch_size: int = typer.Option(1, help="events per message; > 1 sends batch envelopes"),
+    batch_size: int = typer.Option(
+        1, help="events per message (the producer's max_batch_events); > 1 sends batch envelopes in rows"
+    ),
+    wire_format: str = typer.Option(
+        "rows", "--format", metavar="FORMAT", help="rows | json | arrow: events as JSON objects or arrays (rows), "
+        "or as the contract's columnar batches, JSON or Apache Arrow (labels are always JSON rows)",
+    ),  # fmt: skip
     models: str = typer.Option("fraud", help="comma-separated model names"),
     numeric: int = typer.Option(8, help="numeric features f0..fN-1"),
     categorical: int = typer.Option(2, help="categorical features c0..cN-1"),
@@ -178,6 +184,8 @@ def simulate(
                 raise ValueError(f"{', '.join(given)} need(s) --labels")
         if label_batch < 1:
             raise ValueError(f"--label-batch must be >= 1, got {label_batch}")
+        if wire_format not in ("rows", "json", "arrow"):
+            raise ValueError(f"--format must be rows, json or arrow, got {wire_format!r}")
         if labels:
             plan.check(traffic)
     except ValueError as exc:
@@ -186,6 +194,9 @@ def simulate(
     from streams.progress import progress
 
     config = _settings()
+    if not 1 <= batch_size <= config.max_events_per_message:
+        raise typer.BadParameter(f"--batch-size must be 1 to max_events_per_message "
+                                 f"({config.max_events_per_message}), got {batch_size}")  # fmt: skip
     try:
         check_kafka(config)
     except DriftstreamError as exc:
@@ -194,7 +205,7 @@ def simulate(
     try:
         with progress("simulate: events sent", total) as advance:
             sent = send(config, traffic, count, rate, batch_size, labels=plan if labels else None,
-                        label_batch=label_batch, progress=advance)  # fmt: skip
+                        label_batch=label_batch, progress=advance, format=wire_format)  # type: ignore[arg-type]  # fmt: skip
     except KeyboardInterrupt:
         return
     if sent.undelivered:

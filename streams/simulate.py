@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -16,6 +17,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 
+from streams.producer import DeliveryError, EventProducer, Format
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -660,12 +662,14 @@ def produce(
     should_stop: Callable[[], bool] | None = None,
     labels: LabelPlan | None = None,
     label_batch: int = 1,
+    format: Format = "rows",  # noqa: A002 - EventProducer's name
 ) -> int:
     """Send ``count`` events per model (0: forever) at ``rate`` events/s (0: flat out); how many.
 
     With ``labels``, their labels go to ``settings.topic_labels`` as ``messages`` orders them (see ``send``).
     """
-    return send(settings, traffic, count, rate, batch_size, producer, topic, should_stop, labels, label_batch).events
+    return send(settings, traffic, count, rate, batch_size, producer, topic, should_stop, labels, label_batch,
+                format=format).events  # fmt: skip
 
 
 def send(
@@ -682,11 +686,15 @@ def send(
     clock: Callable[[], float] = time.time,
     progress: Callable[[int], None] | None = None,
     flush_timeout: float = 30.0,
+    format: Format = "rows",  # noqa: A002 - EventProducer's name
 ) -> Sent:
     """``produce``, saying how many events and labels went out and, with its own producer (flushed
     for up to ``flush_timeout`` seconds), how many the broker acknowledged. Messages are keyed by
-    model name; one event or label is sent as an object, more as a JSON array; ``rate`` paces the
-    events only. ``progress`` is called with the events sent so far after each events message."""
+    model name. Events go through an ``EventProducer`` of ``format`` whose batches hold up to
+    ``batch_size`` events of one model version: in rows, one event is sent as an object, more as a
+    JSON array; json and arrow send the contract's columnar batches. Labels are JSON rows (one an
+    object, more an array). ``rate`` paces the events only. ``progress`` is called with the events
+    sent so far after each events message of ``messages``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if labels is not None:
@@ -694,42 +702,40 @@ def send(
     own = producer is None
     producer = producer or Producer({**settings.confluent_config(), "linger.ms": 5,
                                      "message.max.bytes": settings.max_message_bytes})  # fmt: skip
-    topics = {"events": topic or settings.topic_events, "labels": settings.topic_labels}
+    # The generator's batches fill the producer's: a message leaves as soon as its last event is in
+    # (a batch split by a version switch waits for its linger, or the end).
+    events = EventProducer(settings, format=format, max_batch_events=batch_size, topic=topic, producer=producer)
     sent = {"events": 0, "labels": 0}
-    delivered = {"events": 0, "labels": 0}
+    delivered_labels = 0
     errors: list[str] = []
 
-    reporters: dict[tuple[str, int], Callable[[Any, Any], None]] = {}
-
-    def on_delivery(kind: str, count: int) -> Callable[[Any, Any], None]:
-        """The delivery report callback of a message of ``count`` items (one per kind and count)."""
-        if (kind, count) not in reporters:
-
-            def report(error: Any, _message: Any) -> None:
-                if error is None:
-                    delivered[kind] += count
-                elif not errors:
-                    errors.append(error.str())
-
-            reporters[kind, count] = report
-        return reporters[kind, count]
+    def on_label_delivery(count: int, error: Any, _message: Any) -> None:
+        nonlocal delivered_labels
+        if error is None:
+            delivered_labels += count
+        elif not errors:
+            errors.append(error.str())
 
     started = time.monotonic()
     for message in messages(traffic, count, batch_size, labels, label_batch, clock):
         if should_stop and should_stop():
             break
         values = message.values
-        single = (batch_size if message.topic == "events" else label_batch) == 1
-        payload = orjson.dumps(values[0] if single else values)
-        while True:
-            try:
-                producer.produce(topics[message.topic], key=message.model.encode(), value=payload,
-                                 on_delivery=on_delivery(message.topic, len(values)))  # fmt: skip
-                break
-            except BufferError:
-                producer.poll(0.05)
+        if message.topic == "events":
+            for event in values:
+                events.send_event(event)
+            events.poll()
+        else:
+            payload = orjson.dumps(values[0] if label_batch == 1 else values)
+            while True:
+                try:
+                    producer.produce(settings.topic_labels, key=message.model.encode(), value=payload,
+                                     on_delivery=functools.partial(on_label_delivery, len(values)))  # fmt: skip
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
         sent[message.topic] += len(values)
-        producer.poll(0)
         if progress is not None and message.topic == "events":
             progress(sent["events"])
         if rate > 0 and message.topic == "events":
@@ -737,7 +743,11 @@ def send(
             if ahead > 0:
                 time.sleep(ahead)
     if not own:
+        events.send_buffered()
         return Sent(sent["events"], sent["labels"])
-    producer.flush(flush_timeout)
-    return Sent(sent["events"], sent["labels"], delivered["events"], delivered["labels"],
-                errors[0] if errors else None)  # fmt: skip
+    try:
+        events.flush(flush_timeout)
+    except DeliveryError:
+        pass  # counted below, with the labels'
+    error = events.stats.last_error or (errors[0] if errors else None)
+    return Sent(sent["events"], sent["labels"], events.stats.delivered, delivered_labels, error)
