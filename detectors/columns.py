@@ -103,28 +103,36 @@ class Column:
     missing); values of another type are counted as invalid there.
     """
 
-    __slots__ = ("_raw", "_numeric", "_coded", "_size")
+    __slots__ = ("_raw", "_numeric", "_coded", "_size", "_integral")
 
     def __init__(self, raw: Sequence[object] | None, size: int) -> None:
         self._raw = raw
         self._size = size
         self._numeric: tuple[np.ndarray, int] | None = None
         self._coded: dict[FeatureKind, tuple[np.ndarray, list[str], int]] = {}
+        self._integral = False  # numbers sent as integers: their text has no ".0"
 
     @classmethod
     def from_values(cls, values: Sequence[object]) -> Column:
         return cls(values, len(values))
 
     @classmethod
-    def from_numbers(cls, numbers: np.ndarray) -> Column:
+    def from_numbers(cls, numbers: np.ndarray, integral: bool = False) -> Column:
+        """Numbers typed by the producer (NaN: missing); ``integral``: they were integers, so a categorical
+        view names them as a JSON integer's text ("3", not "3.0")."""
         column = cls(None, len(numbers))
         column._numeric = (np.asarray(numbers, dtype=np.float64), 0)
+        column._integral = integral
         return column
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, names: list[str]) -> Column:
+    def from_codes(cls, codes: np.ndarray, names: list[str], kind: FeatureKind = "categorical") -> Column:
+        """Codes into ``names`` (-1: missing): text (``categorical``) or booleans (``boolean``, names
+        "true"/"false")."""
+        if kind == "numeric":
+            raise ValueError("codes are categorical or boolean")
         column = cls(None, len(codes))
-        column._coded["categorical"] = (np.asarray(codes, dtype=np.int64), list(names), 0)
+        column._coded[kind] = (np.asarray(codes, dtype=np.int64), list(names), 0)
         return column
 
     def __len__(self) -> int:
@@ -159,6 +167,7 @@ class Column:
             not invalid for _, _, invalid in self._coded.values())  # fmt: skip
         raw = None if self._raw is None or clean else [self._raw[i] for i in rows.tolist()]
         taken = Column(raw, len(rows))
+        taken._integral = self._integral
         if self._numeric is not None:
             values, _ = self._numeric
             part = values[rows]
@@ -234,7 +243,10 @@ class Column:
         if found is None:
             if self._raw is None:
                 if self._numeric is not None and kind == "categorical":
-                    found = _factorize(to_categorical(self._numeric[0].tolist())[0], 0)
+                    found = _factorize(self._number_texts(), 0)
+                elif kind == "categorical" and "boolean" in self._coded:  # booleans by their text, as sent in JSON
+                    codes, names, _ = self._coded["boolean"]
+                    found = (codes, names, 0)
                 else:
                     values, invalid = self.numeric()
                     found = (np.full(self._size, -1, dtype=np.int64), [], int((~np.isnan(values)).sum()) + invalid)
@@ -243,6 +255,18 @@ class Column:
                 found = _factorize(labels, invalid)
             self._coded[kind] = found
         return found
+
+
+    def _number_texts(self) -> list[str | None]:
+        """The typed numbers as a JSON value's text would be (None for missing)."""
+        assert self._numeric is not None
+        values = self._numeric[0]
+        present = ~np.isnan(values)
+        if self._integral:
+            return [str(value) if keep else None for value, keep in zip(values.astype(np.int64).tolist(),
+                                                                        present.tolist(), strict=True)]  # fmt: skip
+        return [category_text(value) if keep else None for value, keep in zip(values.tolist(), present.tolist(),
+                                                                              strict=True)]  # fmt: skip
 
 
 def _factorize(labels: list[str | None], invalid: int) -> tuple[np.ndarray, list[str], int]:

@@ -328,7 +328,7 @@ class Worker:
                 if not live:
                     return
                 records = [
-                    Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
+                    Record(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, m.headers)
                     for m in (event.message for event in live)
                 ]
                 try:

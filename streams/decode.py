@@ -31,6 +31,8 @@ REASONS = (
     "invalid_event_id",
     "invalid_label",
     "invalid_alert",  # a message of the alert topic the retrain policy reads
+    "invalid_columns",  # a columnar envelope's shape: unequal lengths, an unknown column, a column type
+    "invalid_arrow",  # not a readable Arrow IPC stream
 )
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -99,16 +101,30 @@ def decode_labels(value: bytes | None, limits: Limits) -> tuple[list[Label], lis
     return _decode(value, limits, parse_label)
 
 
-def _decode(value: bytes | None, limits: Limits, parse: Any) -> tuple[list[Any], list[Rejection]]:
+def load_json(value: bytes | None, limits: Limits) -> tuple[Any, Rejection | None]:
+    """The decoded JSON of a message, or why the message as a whole is rejected."""
     if value is None:
-        return [], [Rejection("invalid_json", "message has no value", None)]
+        return None, Rejection("invalid_json", "message has no value", None)
     if len(value) > limits.max_message_bytes:
         detail = f"{len(value)} bytes > max_message_bytes {limits.max_message_bytes}"
-        return [], [Rejection("message_too_large", detail, None)]
+        return None, Rejection("message_too_large", detail, None)
     try:
-        payload = orjson.loads(value)
+        return orjson.loads(value), None
     except orjson.JSONDecodeError as exc:
-        return [], [Rejection("invalid_json", str(exc), None)]
+        return None, Rejection("invalid_json", str(exc), None)
+
+
+def _decode(value: bytes | None, limits: Limits, parse: Any) -> tuple[list[Any], list[Rejection]]:
+    payload, rejection = load_json(value, limits)
+    if rejection is not None:
+        return [], [rejection]
+    return decode_payload(payload, limits, parse)
+
+
+def decode_payload(payload: Any, limits: Limits, parse: Any = None) -> tuple[list[Any], list[Rejection]]:
+    """The valid elements of a decoded message (one element or an array of them) and the rejections
+    of the rest; ``parse``: ``parse_event`` (default) or ``parse_label``."""
+    parse = parse_event if parse is None else parse
     if not isinstance(payload, list):
         try:
             return [parse(payload, limits)], []

@@ -33,7 +33,8 @@ from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityRefer
 from detectors.reference import Reference, reference_from_plain
 from detectors.retrain import RetrainPolicy, SeenAlert
 from streams.alerts import to_wire
-from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labels, decode_message
+from streams.columnar import ColumnarBatch, decode_events
+from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labels
 from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
 from streams.labels import ModelLabels, WaitingLabel
 from streams.metrics import Metrics, observe_many
@@ -65,6 +66,17 @@ BASELINE_CACHE_ENTRIES = 4096  # baselines kept read; past it the cache starts o
 MAX_CLOCK_SKEW = 86400.0  # seconds a label record's timestamp may run ahead of this worker's clock
 
 
+# One model's events from one partition, in offset order: runs of row events (with their event time) and columnar
+# batches, each judged as it came.
+EventRows = list[tuple[Event, float]] | ColumnarBatch
+
+
+def _versions(piece: EventRows) -> set[str | None]:
+    if isinstance(piece, ColumnarBatch):
+        return {piece.model_version}
+    return {event.model_version for event, _ in piece}
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """The parts of a Kafka record the engine reads."""
@@ -75,6 +87,7 @@ class Record:
     timestamp: float  # Unix seconds (the record's timestamp)
     key: bytes | None
     value: bytes | None
+    headers: Any = None  # (name, value) pairs or a mapping; a content-type header marks an Arrow message
 
 
 @dataclass
@@ -468,7 +481,7 @@ class Engine:
         if self.blocked:
             records = [r for r in records if (r.topic, r.partition) not in self.blocked]
         out = Outputs()
-        groups: dict[tuple[str, int, str], list[tuple[Event, float]]] = defaultdict(list)
+        groups: dict[tuple[str, int, str], list[EventRows]] = defaultdict(list)
         label_groups: dict[tuple[str, int, str], LabelGroup] = defaultdict(LabelGroup)
         admitted: set[str] = set()  # models new to this worker, let in by this batch
         applied = {key: state.offset for key, state in self.partitions.items()}
@@ -512,21 +525,28 @@ class Engine:
                     label_groups[(record.topic, record.partition, label.model)].labels.append(
                         (label, source, record.timestamp))
                 continue
-            events, rejections = decode_message(record.value, self.limits)
+            events, block, rejections = decode_events(record.value, record.headers, self.limits)
             for rejection in rejections:
                 self._reject(record, rejection, out)
+            if block is not None:
+                if block.model in state.monitors or self._admit(record, block, admitted, out):
+                    times = block.batch.timestamps
+                    times[np.isnan(times)] = record.timestamp
+                    groups[(record.topic, record.partition, block.model)].append(block)
+                continue
             for event in events:
                 if event.model not in state.monitors and not self._admit(record, event, admitted, out):
                     continue
-                groups[(record.topic, record.partition, event.model)].append(
-                    (event, record.timestamp if event.timestamp is None else event.timestamp)
-                )
+                rows = groups[(record.topic, record.partition, event.model)]
+                if not rows or type(rows[-1]) is not list:
+                    rows.append([])
+                rows[-1].append((event, record.timestamp if event.timestamp is None else event.timestamp))  # type: ignore[union-attr]
         # Baselines of new models and of versions new to a model, read before any state changes.
         baselines: dict[str, dict[str, Reference]] = {}
         version_baselines: dict[str, dict[str, Reference]] = {}
         for (topic, partition, model), rows in groups.items():
             monitor = self.partitions[(topic, partition)].monitors.get(model)
-            versions = {event.model_version for event, _ in rows}
+            versions = {version for piece in rows for version in _versions(piece)}
             if monitor is None:
                 baselines[model] = await self._baseline(model)
             else:
@@ -596,24 +616,28 @@ class Engine:
 
     # -- the join --------------------------------------------------------------
 
-    def _join_data(self, groups: dict[tuple[str, int, str], list[tuple[Event, float]]]
-                   ) -> dict[str, list[tuple[str, bytes]]]:  # fmt: skip
+    def _join_data(self, groups: dict[tuple[str, int, str], list[EventRows]]) -> dict[str, list[tuple[str, bytes]]]:
         """What a later label needs of each event with an id, per model (all its partitions together)."""
         if not self.settings.label_ttl:
             return {}
         found: dict[str, list[tuple[str, bytes]]] = {}
-        for (_, _, model), rows in groups.items():
+        for (_, _, model), pieces in groups.items():
             keys = {key for spec in self.settings.segment_specs(model) for key in spec}
             entries = found.setdefault(model, [])
-            for event, at in rows:
-                if event.event_id is None:
+            for piece in pieces:
+                if isinstance(piece, ColumnarBatch):
+                    entries += _columnar_join_data(piece, keys)
                     continue
-                segment = None
-                if keys and event.segment:
-                    segment = {key: value for key, value in event.segment.items() if key in keys} or None
-                value = stored_value(JoinData(event.model_version, segment, event.prediction, event.probabilities, at))
-                if value is not None:
-                    entries.append((event.event_id, value))
+                for event, at in piece:
+                    if event.event_id is None:
+                        continue
+                    segment = None
+                    if keys and event.segment:
+                        segment = {key: value for key, value in event.segment.items() if key in keys} or None
+                    data = JoinData(event.model_version, segment, event.prediction, event.probabilities, at)
+                    value = stored_value(data)
+                    if value is not None:
+                        entries.append((event.event_id, value))
         return {model: entries for model, entries in found.items() if entries}
 
     async def _flush_joins(self) -> None:
@@ -813,7 +837,7 @@ class Engine:
                 log.info("model %r: retraining request for alert %s suppressed (cooldown %.0f s)", model,
                          alert.alert_id, self.retrain.cooldown)  # fmt: skip
 
-    def _admit(self, record: Record, event: Event | Label, admitted: set[str], out: Outputs) -> bool:
+    def _admit(self, record: Record, event: Event | Label | ColumnarBatch, admitted: set[str], out: Outputs) -> bool:
         """A new model gets a monitor only while the worker tracks fewer than max_models."""
         if event.model in admitted:
             return True
@@ -822,7 +846,8 @@ class Engine:
             return True
         if len(known) + len(admitted) >= self.settings.max_models:
             detail = f"model {event.model[:100]!r} would exceed max_models={self.settings.max_models}"
-            element = _event_json(event) if isinstance(event, Event) else _label_json(event)
+            element = (_event_json(event) if isinstance(event, Event) else
+                       None if isinstance(event, ColumnarBatch) else _label_json(event))  # fmt: skip
             self._reject(record, Rejection("too_many_models", detail, None, element), out)
             return False
         admitted.add(event.model)
@@ -833,7 +858,24 @@ class Engine:
         topic: str,
         partition: int,
         model: str,
-        rows: list[tuple[Event, float]],
+        pieces: list[EventRows],
+        baselines: dict[str, dict[str, Reference]],
+        version_baselines: dict[str, Reference],
+        out: Outputs,
+    ) -> None:
+        for piece in pieces:
+            if isinstance(piece, ColumnarBatch):
+                batch = piece.batch
+            else:
+                batch = _columns([event for event, _ in piece], np.fromiter((ts for _, ts in piece), float, len(piece)))
+            self._observe_batch(topic, partition, model, batch, baselines, version_baselines, out)
+
+    def _observe_batch(
+        self,
+        topic: str,
+        partition: int,
+        model: str,
+        batch: ModelBatch,
         baselines: dict[str, dict[str, Reference]],
         version_baselines: dict[str, Reference],
         out: Outputs,
@@ -847,12 +889,11 @@ class Engine:
             state.monitors[model] = monitor
             self.metrics.models_tracked.set(self.model_count)
         monitor.version_baselines.update(version_baselines)
-        batch = _columns([event for event, _ in rows], np.fromiter((ts for _, ts in rows), float, len(rows)))
         now = self.clock()
         self._event_times(model, batch.timestamps, now)
         observation = monitor.observe(batch, arrived_at=now)
         state.dirty.add(model)
-        self.metrics.events_consumed.labels(model).inc(len(rows))
+        self.metrics.events_consumed.labels(model).inc(len(batch))
         if observation.invalid_values:
             self.metrics.invalid_values.labels(model).inc(observation.invalid_values)
         if observation.ignored_features:
@@ -968,6 +1009,28 @@ def _label_json(label: Label) -> dict[str, Any]:
 def _label_bytes(label: Any) -> bytes:
     """A label as compared with another for the same prediction: its msgpack (1 and 1.0 differ, as sent)."""
     return msgpack.packb(label)
+
+
+def _columnar_join_data(block: ColumnarBatch, keys: set[str]) -> list[tuple[str, bytes]]:
+    """The join data of a columnar batch's rows with an event id (as ``_join_data`` stores a row event's)."""
+    batch = block.batch
+    ids = batch.event_ids
+    if ids is None or all(event_id is None for event_id in ids):
+        return []
+    predictions = block.prediction_values()
+    probabilities = batch.probabilities or [None] * len(batch)
+    segments = batch.segments or [None] * len(batch)
+    entries = []
+    for row, (event_id, at) in enumerate(zip(ids, batch.timestamps.tolist(), strict=True)):
+        if event_id is None:
+            continue
+        segment = segments[row]
+        if segment is not None:
+            segment = {key: value for key, value in segment.items() if key in keys} or None
+        value = stored_value(JoinData(block.model_version, segment, predictions[row], probabilities[row], at))
+        if value is not None:
+            entries.append((event_id, value))
+    return entries
 
 
 def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:

@@ -1,0 +1,259 @@
+"""Columnar envelopes (JSON columns and Arrow streams): the same monitors' results as row events, per-row
+rejections with their index, whole-message rejections with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+from prometheus_client import CollectorRegistry
+
+from streams.columnar import ARROW_CONTENT_TYPE, decode_arrow, decode_events
+from streams.decode import REASONS, Limits, decode_message
+from streams.engine import Engine, Record
+from streams.metrics import Metrics
+from streams.settings import ModelSettings, Settings
+from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, model_events
+from streams.state import MemoryStateStore
+
+LIMITS = Limits()
+T0 = 1.8e9
+
+
+def json_columns(events: Sequence[dict[str, Any]]) -> bytes:
+    """Events of one model and version as a columnar JSON envelope (the contract's shape)."""
+    return orjson.dumps({"model": events[0]["model"], "model_version": events[0].get("model_version"),
+                         "columns": _columns(events)})  # fmt: skip
+
+
+def arrow_stream(events: Sequence[dict[str, Any]], types: dict[str, pa.DataType] | None = None) -> bytes:
+    """The same events as an Arrow IPC stream of one record batch (types inferred by pyarrow)."""
+    columns = _columns(events)
+    arrays = {name: pa.array(values, type=(types or {}).get(name)) for name, values in columns.items()}
+    batch = pa.RecordBatch.from_pydict(arrays)
+    metadata = {b"model": events[0]["model"].encode()}
+    if events[0].get("model_version") is not None:
+        metadata[b"model_version"] = events[0]["model_version"].encode()
+    batch = batch.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _columns(events: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    features = dict.fromkeys(name for event in events for name in event["features"])
+    keys = dict.fromkeys(key for event in events for key in (event.get("segment") or {}))
+    columns: dict[str, list[Any]] = {}
+    for field in ("event_id", "timestamp", "prediction"):
+        if any(field in event for event in events):
+            columns[field] = [event.get(field) for event in events]
+    for name in features:
+        columns[f"features.{name}"] = [event["features"].get(name) for event in events]
+    for key in keys:
+        columns[f"segment.{key}"] = [(event.get("segment") or {}).get(key) for event in events]
+    return columns
+
+
+def messages(events: list[dict[str, Any]], form: str, size: int) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """The events in messages of ``size`` (a message holds one version: a switch starts a new one)."""
+    out = []
+    for _, group in itertools.groupby(events, key=lambda event: event.get("model_version")):
+        run = list(group)
+        for start in range(0, len(run), size):
+            part = run[start : start + size]
+            if form == "single":
+                out += [(orjson.dumps(event), []) for event in part]
+            elif form == "rows":
+                out.append((orjson.dumps(part), []))
+            elif form == "json":
+                out.append((json_columns(part), []))
+            else:
+                out.append((arrow_stream(part), [("content-type", ARROW_CONTENT_TYPE.encode())]))
+    return out
+
+
+def run(config: Settings, items: list[tuple[bytes, list[tuple[str, bytes]]]], per_batch: int
+        ) -> tuple[list[dict[str, Any]], list[bytes], dict[str, Any]]:  # fmt: skip
+    """Alerts, DLQ values and the model's snapshot after feeding the messages ``per_batch`` at a time."""
+    engine = Engine(config, MemoryStateStore(), Metrics(CollectorRegistry()), clock=lambda: T0 + 100)
+    records = [Record("events", 0, offset, T0 + offset * 1e-3, b"fraud", value, headers)
+               for offset, (value, headers) in enumerate(items)]  # fmt: skip
+
+    async def feed() -> tuple[list[dict[str, Any]], list[bytes]]:
+        alerts, dlq = [], []
+        for start in range(0, len(records), per_batch):
+            out = await engine.process(records[start : start + per_batch])
+            alerts += out.alert_objects
+            dlq += [value for _, value, _ in out.dlq]
+        return alerts, dlq
+
+    alerts, dlq = asyncio.run(feed())
+    return alerts, dlq, engine.partitions[("events", 0)].monitors["fraud"].snapshot()
+
+
+def settings(unique: str) -> Settings:
+    return Settings(app_id=f"columnar-{unique}", state_prefix=f"c-{unique}", reference_size=1000, window_size=500)
+
+
+@pytest.mark.parametrize("drift", [Drift("f1", 2500, "mean_shift", 1.5), Drift("c0", 2500, "category_mix", 0.6),
+                                   Drift("f2", 2500, "null_rate", 0.4)], ids=lambda drift: drift.kind)  # fmt: skip
+def test_every_form_of_message_gives_the_same_alerts_and_state(unique: str, drift: Drift) -> None:
+    """Single events, row envelopes, JSON columns and Arrow: the same alerts (feature, detector, status,
+    triggering event: all in alert_id) and byte-identical detector state, with segments and a version switch."""
+    traffic = Traffic(numeric=4, categorical=2, seed=5, drifts=(drift,),
+                      segments=(SegmentMix.parse("region=eu:0.6,us:0.4"),),
+                      versions=(VersionSwitch.parse("3300:v2:0.5"),))  # fmt: skip
+    stream = model_events(traffic, 0, clock=itertools.count(T0, 0.01).__next__)
+    events = [next(stream) for _ in range(5000)]
+    config = settings(unique).model_copy(update={"models": {"fraud": ModelSettings(segments=["region"])}})
+    singles, dlq, state = run(config, messages(events, "single", 1), 50)
+    assert dlq == [] and any(a["feature"] == drift.feature and a["status"] == "firing" for a in singles)
+    for form, size, per_batch in (("rows", 250, 3), ("json", 250, 3), ("json", 1000, 1), ("arrow", 250, 3),
+                                  ("arrow", 1000, 2), ("arrow", 7, 40)):  # fmt: skip
+        alerts, dlq, snapshot = run(config, messages(events, form, size), per_batch)
+        assert dlq == [], form
+        assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in singles], (form, size)
+        assert msgpack_bytes(snapshot) == msgpack_bytes(state), (form, size)
+
+
+def msgpack_bytes(snapshot: dict[str, Any]) -> bytes:
+    import msgpack
+
+    return msgpack.packb(snapshot)
+
+
+def test_a_bad_row_of_json_columns_goes_to_the_dlq_with_its_index_and_the_rest_goes_on() -> None:
+    columns = {
+        "event_id": ["a", "b", "c", "d", 7, True, "g", "h"],
+        "timestamp": [T0, "2026-12-03T10:00:00Z", "yesterday", None, T0, T0, T0, T0],
+        "prediction": [0.5, {"yes": 0.7, "no": 0.3}, 0.2, [1], 0.1, 0.3, 0.2, 0.1],
+        "features.x": [1.0, 2, None, 4.5, {"nested": 1}, 2.0, 1.0, 1.0],
+        "features.c": ["eu", None, "us", "eu", "eu", "ok", "x" * 2000, "ok"],
+        "segment.region": ["eu", "us", None, "eu", "eu", "eu", "eu", 2.5],
+    }
+    value = orjson.dumps({"model": "m", "model_version": 3, "columns": columns})
+    events, block, rejections = decode_events(value, None, LIMITS)
+    assert events == [] and block is not None and block.model == "m" and block.model_version == "3"
+    found = {(r.index, r.reason) for r in rejections}
+    assert found == {(2, "invalid_timestamp"), (3, "invalid_prediction"), (4, "invalid_feature_value"),
+                     (5, "invalid_field"), (6, "invalid_feature_value")}  # fmt: skip
+    # Each rejected row is the row event it stands for: the row decoder judges it the same way.
+    for rejection in rejections:
+        element = rejection.element
+        assert element["model"] == "m" and "features" in element
+        _, again = decode_message(orjson.dumps(element), LIMITS)
+        assert again[0].reason == rejection.reason, rejection
+    batch = block.batch
+    assert len(batch) == 3 and batch.event_ids == ["a", "b", "h"] and batch.versions == ["3", "3", "3"]
+    assert batch.timestamps[0] == T0 and batch.timestamps[1] == 1796292000.0
+    assert batch.features["x"].numeric()[0].tolist() == [1.0, 2.0, 1.0]
+    assert batch.probabilities == [None, {"yes": 0.7, "no": 0.3}, None]
+    assert batch.prediction is not None and batch.prediction.coded("categorical")[1] == ["0.5", "yes", "0.1"]
+    assert batch.segments == [{"region": "eu"}, {"region": "us"}, {"region": 2.5}]
+    assert block.prediction_values() == [0.5, "yes", 0.1]
+
+
+@pytest.mark.parametrize(("payload", "reason", "detail"), [
+    ({"model": "m", "columns": {"features.x": [1, 2], "event_id": ["a"]}}, "invalid_columns", "same length"),
+    ({"model": "m", "columns": {"feature.x": [1, 2]}}, "invalid_columns", "unknown column 'feature.x'"),
+    ({"model": "m", "columns": {"features.x": 3}}, "invalid_columns", "must be an array"),
+    ({"model": "m", "columns": [1, 2]}, "invalid_columns", "JSON object"),
+    ({"model": "m", "columns": {"features.x": []}}, "empty_batch", "no rows"),
+    ({"model": "", "columns": {"features.x": [1]}}, "invalid_model", "non-empty"),
+    ({"model": "m", "columns": {"event_id": ["a"]}}, "invalid_features", "features.NAME"),
+    ({"model": "m", "model_version": [1], "columns": {"features.x": [1]}}, "invalid_field", "model_version"),
+    ({"model": "m", "columns": {"features.x": [1] * 10_001}}, "batch_too_large", "10001 events"),
+])  # fmt: skip
+def test_a_malformed_columnar_message_is_rejected_whole_with_a_reason(payload: dict, reason: str, detail: str) -> None:
+    events, block, rejections = decode_events(orjson.dumps(payload), None, LIMITS)
+    assert events == [] and block is None
+    assert [(r.reason, r.index) for r in rejections] == [(reason, None)] and detail in rejections[0].detail
+    assert reason in REASONS
+
+
+def test_arrow_rows_with_non_finite_numbers_or_bad_times_are_rejected_alone() -> None:
+    table = {
+        "event_id": pa.array(["a", "b", "c", "d", "e"]),
+        "timestamp": pa.array([T0, T0, -5.0, None, T0]),
+        "prediction": pa.array([0.1, float("inf"), 0.2, 0.3, 0.4]),
+        "features.x": pa.array([1.0, 2.0, 3.0, None, float("nan")]),
+        "features.n": pa.array([1, None, 3, 4, 5], type=pa.int32()),
+        "features.flag": pa.array([None, False, True, True, False]),
+        "features.c": pa.array(["b", "a", None, "b", "a"]).dictionary_encode(),
+        "segment.region": pa.array(["eu", "us", "eu", None, "eu"]),
+    }
+    batch = pa.RecordBatch.from_pydict(table).replace_schema_metadata({b"model": b"m"})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    block, rejections = decode_arrow(sink.getvalue().to_pybytes(), LIMITS)
+    assert [(r.index, r.reason) for r in rejections] == [(1, "invalid_prediction"), (2, "invalid_timestamp"),
+                                                         (4, "invalid_feature_value")]  # fmt: skip
+    assert rejections[0].element["prediction"] == "inf" and rejections[0].element["features"]["flag"] is False
+    assert block is not None and block.model_version is None
+    rows = block.batch
+    assert rows.event_ids == ["a", "d"] and np.isnan(rows.timestamps[1]) and rows.timestamps[0] == T0
+    assert rows.features["x"].numeric()[0].tolist()[0] == 1.0 and np.isnan(rows.features["x"].numeric()[0][1])
+    # Integers keep their text for a categorical view; booleans and text keep theirs, first seen first.
+    assert rows.features["n"].coded("categorical")[:2][1] == ["1", "4"]
+    codes, names, invalid = rows.features["flag"].coded("boolean")
+    assert [names[code] if code >= 0 else None for code in codes.tolist()] == [None, "true"] and invalid == 0
+    assert rows.features["flag"].json_types().tolist() == [0, 3]
+    codes, names, invalid = rows.features["flag"].coded("categorical")
+    assert [names[code] if code >= 0 else None for code in codes.tolist()] == [None, "true"] and invalid == 0
+    codes, names, invalid = rows.features["c"].coded("categorical")
+    assert [names[code] for code in codes.tolist()] == ["b", "b"] and invalid == 0
+    assert rows.features["c"].numeric()[1] == 2  # text in a numeric view: invalid, as in JSON
+    assert rows.segments == [{"region": "eu"}, None]
+    assert block.prediction_values() == [0.1, 0.3]
+
+
+@pytest.mark.parametrize(("value", "headers", "reason", "detail"), [
+    (b"\xff\xff\xff\xffgarbage", None, "invalid_arrow", "not a readable Arrow IPC stream"),
+    (b'{"model": "m"}', [("content-type", ARROW_CONTENT_TYPE.encode())], "invalid_arrow", "Arrow"),
+])  # fmt: skip
+def test_a_message_that_is_not_an_arrow_stream_is_rejected(value: bytes, headers: Any, reason: str,
+                                                           detail: str) -> None:  # fmt: skip
+    events, block, rejections = decode_events(value, headers, LIMITS)
+    assert block is None and events == [] and [(r.reason, r.index) for r in rejections] == [(reason, None)]
+    assert detail in rejections[0].detail
+
+
+def _arrow(arrays: dict[str, pa.Array], metadata: dict[bytes, bytes]) -> bytes:
+    batch = pa.RecordBatch.from_pydict(arrays).replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize(("arrays", "metadata", "reason", "detail"), [
+    ({"features.x": pa.array([1.0])}, {}, "invalid_model", "model must be"),
+    ({"features.x": pa.array([[1.0]])}, {b"model": b"m"}, "invalid_columns", "Arrow type list<item: double>"),
+    ({"features.x": pa.array([1.0]), "label": pa.array([1])}, {b"model": b"m"}, "invalid_columns", "'label'"),
+    ({"features.x": pa.array([], type=pa.float64())}, {b"model": b"m"}, "empty_batch", "no rows"),
+    ({"features.x": pa.array([1.0]), "timestamp": pa.array(["now"])}, {b"model": b"m"}, "invalid_timestamp",
+     "Arrow type string"),
+])  # fmt: skip
+def test_a_malformed_arrow_message_is_rejected_whole(arrays: dict, metadata: dict, reason: str, detail: str) -> None:
+    block, rejections = decode_arrow(_arrow(arrays, metadata), LIMITS)
+    assert block is None and [(r.reason, r.index) for r in rejections] == [(reason, None)]
+    assert detail in rejections[0].detail
+
+
+def test_the_engine_sends_columnar_rejections_to_the_dlq_with_the_row_index(unique: str) -> None:
+    value = orjson.dumps({"model": "m", "columns": {"features.x": [1.0, [2], 3.0], "event_id": ["a", "b", "c"]}})
+    engine = Engine(settings(unique), MemoryStateStore(), Metrics(CollectorRegistry()), clock=lambda: T0)
+    out = asyncio.run(engine.process([Record("events", 0, 0, T0, b"m", value)]))
+    ((key, element, headers),) = out.dlq
+    named = dict(headers)
+    assert named["driftstream-reason"] == b"invalid_feature_value" and named["driftstream-batch-index"] == b"1"
+    assert orjson.loads(element) == {"model": "m", "model_version": None, "event_id": "b", "features": {"x": [2]}}
+    assert engine.partitions[("events", 0)].monitors["m"].events_seen == 2
