@@ -520,3 +520,22 @@ def test_the_command_sends_labels_in_the_contracts_shape(
         assert set(label) == {"model", "event_id", "label", "timestamp"} and type(label["label"]) is int
         event = events[(label["model"], label["event_id"])]
         assert label["label"] in (0, 1) and event["timestamp"] <= label["timestamp"] <= event["timestamp"] + 0.01
+
+
+@pytest.mark.integration
+def test_with_the_callers_producer_every_event_is_handed_to_it(kafka_bootstrap: str, unique: str) -> None:
+    """``produce`` leaves the caller's producer unflushed, but no event behind in its own buffers."""
+    from confluent_kafka import Producer
+
+    from streams.simulate import produce
+
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, topic_events=f"sim-{unique}")
+    ensure_topics(settings)
+    producer = Producer(settings.confluent_config())
+    traffic = Traffic(("fraud",), 1, 0, 7, (), versions=(VersionSwitch.parse("5:v2"),))
+    assert produce(settings, traffic, count=10, batch_size=3, producer=producer) == 10
+    assert producer.flush(10) == 0
+    batches = sorted([int(e["event_id"].split("-")[1]) for e in orjson.loads(m.value())]
+                     for m in read_topic(settings, settings.topic_events))  # fmt: skip
+    # Batches of 3 of one version: the v1 events 3, 4 and the last two v2 events go out at the end.
+    assert batches == [[0, 1, 2], [3, 4], [5, 6, 7], [8, 9]]
