@@ -56,6 +56,8 @@ class ColumnarBatch:
     # The prediction of each row as sent (a number or a class; None for none), built on demand for the join
     # store: only rows with an event id need it.
     predictions: Any
+    # The predictions as float64 when every row's is a float (what the join store packs fastest), else None.
+    float_predictions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -139,7 +141,11 @@ def decode_json_columns(payload: dict[str, Any], limits: Limits) -> tuple[Column
         event_ids=event_ids if event_ids is not None else [None] * n,
         probabilities=probabilities if probabilities is not None else [None] * n,
     )
-    return ColumnarBatch(model, version, batch, predictions if predictions is not None else [None] * n), rejections
+    floats = None
+    if predictions is not None and set(map(type, predictions)) == {float}:
+        floats = np.array(predictions, dtype=np.float64)
+    block = ColumnarBatch(model, version, batch, predictions if predictions is not None else [None] * n, floats)
+    return block, rejections
 
 
 def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, list[Rejection]]:
@@ -180,7 +186,7 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
                            for row in prediction_array.to_pylist()]  # fmt: skip
                 listed, probabilities = _predictions(objects, limits, bad)
                 prediction = None if listed is None else Column.from_values(listed)
-            else:
+            elif prediction_array.null_count < len(prediction_array):  # else: no prediction, as in JSON
                 prediction = _arrow_feature("prediction", prediction_array, limits, bad, "invalid_prediction")
         event_ids = None
         if "event_id" in rows:
@@ -226,7 +232,11 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
             return [None if p is None else max(p, key=p.__getitem__) for p in probabilities]
         return prediction_array.to_pylist()
 
-    return ColumnarBatch(model, version, batch, predictions), rejections
+    floats = None
+    if prediction is not None and prediction_array is not None and pa.types.is_floating(prediction_array.type):
+        values = prediction.numeric()[0]
+        floats = None if np.isnan(values).any() else values
+    return ColumnarBatch(model, version, batch, predictions, floats), rejections
 
 
 # -- the message as a whole --------------------------------------------------------------------------

@@ -35,7 +35,17 @@ from detectors.retrain import RetrainPolicy, SeenAlert
 from streams.alerts import to_wire
 from streams.columnar import ColumnarBatch, decode_events
 from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labels
-from streams.join import JoinData, JoinStore, Lookup, MemoryJoinStore, Outcome, RedisJoinStore, mark, stored_value
+from streams.join import (
+    JoinData,
+    JoinStore,
+    Lookup,
+    MemoryJoinStore,
+    Outcome,
+    RedisJoinStore,
+    mark,
+    stored_float_values,
+    stored_value,
+)
 from streams.labels import ModelLabels, WaitingLabel
 from streams.metrics import Metrics, observe_many
 from streams.retrain import read_alert
@@ -1017,9 +1027,13 @@ def _columnar_join_data(block: ColumnarBatch, keys: set[str]) -> list[tuple[str,
     ids = batch.event_ids
     if ids is None or all(event_id is None for event_id in ids):
         return []
-    predictions = block.prediction_values()
     probabilities = batch.probabilities or [None] * len(batch)
     segments = batch.segments or [None] * len(batch)
+    if (not keys or batch.segments is None) and not any(probabilities) and (
+            batch.prediction is None or block.float_predictions is not None):  # fmt: skip
+        values = stored_float_values(block.model_version, block.float_predictions, batch.timestamps)
+        return [(event_id, value) for event_id, value in zip(ids, values, strict=True) if event_id is not None]
+    predictions = block.prediction_values()
     entries = []
     for row, (event_id, at) in enumerate(zip(ids, batch.timestamps.tolist(), strict=True)):
         if event_id is None:

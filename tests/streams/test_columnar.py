@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from streams.columnar import ARROW_CONTENT_TYPE, decode_arrow, decode_events
 from streams.decode import REASONS, Limits, decode_message
 from streams.engine import Engine, Record
+from streams.join import JoinData, MemoryJoinStore, stored_float_values, stored_value
 from streams.metrics import Metrics
 from streams.settings import ModelSettings, Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, model_events
@@ -80,8 +81,9 @@ def messages(events: list[dict[str, Any]], form: str, size: int) -> list[tuple[b
 
 
 def run(config: Settings, items: list[tuple[bytes, list[tuple[str, bytes]]]], per_batch: int
-        ) -> tuple[list[dict[str, Any]], list[bytes], dict[str, Any]]:  # fmt: skip
-    """Alerts, DLQ values and the model's snapshot after feeding the messages ``per_batch`` at a time."""
+        ) -> tuple[list[dict[str, Any]], list[bytes], dict[str, Any], dict[Any, bytes]]:  # fmt: skip
+    """Alerts, DLQ values, the model's snapshot and the join data stored, after feeding the messages
+    ``per_batch`` at a time."""
     engine = Engine(config, MemoryStateStore(), Metrics(CollectorRegistry()), clock=lambda: T0 + 100)
     records = [Record("events", 0, offset, T0 + offset * 1e-3, b"fraud", value, headers)
                for offset, (value, headers) in enumerate(items)]  # fmt: skip
@@ -92,10 +94,13 @@ def run(config: Settings, items: list[tuple[bytes, list[tuple[str, bytes]]]], pe
             out = await engine.process(records[start : start + per_batch])
             alerts += out.alert_objects
             dlq += [value for _, value, _ in out.dlq]
+        await engine.checkpoint()  # stores the join data too
         return alerts, dlq
 
     alerts, dlq = asyncio.run(feed())
-    return alerts, dlq, engine.partitions[("events", 0)].monitors["fraud"].snapshot()
+    assert isinstance(engine.joins, MemoryJoinStore)
+    joins = {key: value for key, (_, value) in engine.joins._entries.items()}
+    return alerts, dlq, engine.partitions[("events", 0)].monitors["fraud"].snapshot(), joins
 
 
 def settings(unique: str) -> Settings:
@@ -113,14 +118,28 @@ def test_every_form_of_message_gives_the_same_alerts_and_state(unique: str, drif
     stream = model_events(traffic, 0, clock=itertools.count(T0, 0.01).__next__)
     events = [next(stream) for _ in range(5000)]
     config = settings(unique).model_copy(update={"models": {"fraud": ModelSettings(segments=["region"])}})
-    singles, dlq, state = run(config, messages(events, "single", 1), 50)
+    singles, dlq, state, joins = run(config, messages(events, "single", 1), 50)
     assert dlq == [] and any(a["feature"] == drift.feature and a["status"] == "firing" for a in singles)
+    assert len(joins) == len(events)
     for form, size, per_batch in (("rows", 250, 3), ("json", 250, 3), ("json", 1000, 1), ("arrow", 250, 3),
                                   ("arrow", 1000, 2), ("arrow", 7, 40)):  # fmt: skip
-        alerts, dlq, snapshot = run(config, messages(events, form, size), per_batch)
+        alerts, dlq, snapshot, stored = run(config, messages(events, form, size), per_batch)
         assert dlq == [], form
         assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in singles], (form, size)
         assert msgpack_bytes(snapshot) == msgpack_bytes(state), (form, size)
+        assert stored == joins, (form, size)  # what a later label joins to: the same bytes
+
+
+@pytest.mark.parametrize("version", [None, "3", "v" * 40])
+@pytest.mark.parametrize("with_prediction", [True, False])
+def test_join_data_packed_at_numpy_speed_is_the_same_bytes(version: str | None, with_prediction: bool) -> None:
+    rng = np.random.default_rng(1)
+    predictions = np.concatenate([rng.normal(size=500), [0.0, -0.0, 1e308, -1e-308, 3.0]])
+    times = T0 + rng.random(505) * 1e6
+    fast = stored_float_values(version, predictions if with_prediction else None, times)
+    slow = [stored_value(JoinData(version, None, float(p) if with_prediction else None, None, float(t)))
+            for p, t in zip(predictions.tolist(), times.tolist(), strict=True)]  # fmt: skip
+    assert fast == slow
 
 
 def msgpack_bytes(snapshot: dict[str, Any]) -> bytes:
