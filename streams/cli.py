@@ -426,5 +426,95 @@ def report(
     typer.echo(written)
 
 
+@app.command(
+    epilog="Examples:\n\n"
+    "driftstream replay --from 2026-11-24T00:00:00Z --to 2026-12-01T00:00:00Z\n\n"
+    "DRIFTSTREAM_PSI_WARNING=0.2 driftstream replay --from 1764547200 --alerts-topic drift-alerts-try --fresh\n\n"
+    "driftstream replay --from-offset 0 --to-offset inference-events:0=99999 --memory --json"
+)
+def replay(
+    from_: str | None = typer.Option(
+        None, "--from", metavar="TIME",
+        help="start at this Kafka record time: RFC 3339 or Unix seconds (default: the start of the log)"),
+    to: str | None = typer.Option(
+        None, "--to", metavar="TIME",
+        help="end at this record time (inclusive): a later record ends its partition (default: the end of the log "
+        "when the replay starts)"),
+    from_offset: list[str] | None = typer.Option(
+        None, "--from-offset", metavar="OFFSET",
+        help="start at N on every partition, or TOPIC:PARTITION=N on one (repeatable)"),
+    to_offset: list[str] | None = typer.Option(
+        None, "--to-offset", metavar="OFFSET",
+        help="the last offset replayed: N on every partition, or TOPIC:PARTITION=N (repeatable)"),
+    topics: list[str] | None = typer.Option(
+        None, "--topics", metavar="TOPICS",
+        help="comma-separated topics to replay (default: the events topic, and the labels topic when label "
+        "joining is on)"),
+    state_prefix: str | None = typer.Option(
+        None, "--state-prefix", metavar="PREFIX",
+        help="Redis prefix of the replay's state (default: DRIFTSTREAM_STATE_PREFIX + '-replay'; never the live one)"),
+    memory: bool = typer.Option(
+        False, "--memory", help="keep the replay's state in this process (baselines are still read from Redis)"),
+    fresh: bool = typer.Option(False, "--fresh", help="delete what an earlier replay left under the prefix first"),
+    resume: bool = typer.Option(False, "--resume", help="go on from what an earlier replay left under the prefix"),
+    alerts_topic: str | None = typer.Option(
+        None, "--alerts-topic", metavar="TOPIC",
+        help="send the alerts to this topic instead of printing them (never the live alert topic)"),
+    json_output: bool = typer.Option(False, "--json", help="alerts and retraining requests as JSON lines"),
+) -> None:
+    """Run the worker's detectors, with the settings in force, over a past range of the input topics: alerts
+    printed (or sent to --alerts-topic), retraining requests printed, never published; nothing reaches the live
+    alert topic, DLQ or state. A summary ends it, on stderr."""
+    from typing import Any
+
+    import orjson
+    from rich.console import Console
+
+    from streams.console import format_alert, format_request
+    from streams.kafka import check_kafka
+    from streams.progress import progress
+    from streams.replay import OffsetBound, ReplayRange, parse_time
+    from streams.replay import replay as run_replay
+
+    config = _settings()
+    logging.basicConfig(level=logging.DEBUG if config.log_level == "DEBUG" else logging.WARNING)
+    console = Console(highlight=False, soft_wrap=True)
+
+    def show_alert(alert: dict[str, Any]) -> None:
+        if json_output:
+            typer.echo(orjson.dumps(alert).decode())
+        else:
+            console.print(f"{str(alert.get('detected_at', ''))[:19]} " + format_alert(alert))
+
+    def show_request(request: dict[str, Any]) -> None:
+        if json_output:
+            typer.echo(orjson.dumps(request).decode())
+        else:
+            console.print(format_request(request))
+
+    try:
+        if fresh and resume:
+            raise DriftstreamError("--fresh and --resume exclude each other")
+        span = ReplayRange(
+            since=None if from_ is None else parse_time("--from", from_),
+            until=None if to is None else parse_time("--to", to),
+            from_offsets=OffsetBound.parse("--from-offset", from_offset or []),
+            to_offsets=OffsetBound.parse("--to-offset", to_offset or []),
+        )
+        names = [name.strip() for text in topics or () for name in text.split(",") if name.strip()]
+        check_kafka(config)
+        with progress("replay: events replayed") as advance:
+            summary = run_replay(config, span, topics=names or None, state_prefix=state_prefix, memory=memory,
+                                 existing="fresh" if fresh else "resume" if resume else "refuse",
+                                 alerts_topic=alerts_topic, on_alert=None if alerts_topic else show_alert,
+                                 on_request=show_request, progress=advance)  # fmt: skip
+    except DriftstreamError as exc:
+        _fail(str(exc), exc)
+    except KeyboardInterrupt:
+        _fail("interrupted; the replay state up to its last checkpoint is kept (--resume goes on from it)")
+    for line in summary.lines():
+        typer.echo(line, err=True)
+
+
 def main() -> None:
     app()
