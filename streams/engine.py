@@ -912,10 +912,13 @@ class Engine:
             self.metrics.segment_events.labels(model, segment).inc(count)
         if observation.versions_retired:
             self.metrics.versions_retired.labels(model).inc(observation.versions_retired)
-        for (version, segment, feature, detector), value in observation.statistics.items():
-            self.metrics.statistic.labels(model, version or "", segment, feature or PREDICTION, detector).set(value)
-        for (version, segment, feature, detector), line in observation.lines.items():
-            self.metrics.threshold.labels(model, version or "", segment, feature or PREDICTION, detector).set(line)
+        if observation.statistics or observation.lines:
+            self.metrics.set_drift(
+                {(model, version or "", segment, feature or PREDICTION, detector): value
+                 for (version, segment, feature, detector), value in observation.statistics.items()},
+                {(model, version or "", segment, feature or PREDICTION, detector): line
+                 for (version, segment, feature, detector), line in observation.lines.items()},
+            )  # fmt: skip
         for retired in observation.retired_versions:  # the label stays bounded by max_versions
             self.metrics.forget_version(model, retired or "")
         key = model.encode()

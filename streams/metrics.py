@@ -12,6 +12,7 @@ and ``metric`` from fixed sets.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,6 +40,7 @@ class Metrics:
             "driftstream_ignored_features_total", "New features beyond max_features per model", ["model"],
             registry=registry,
         )  # fmt: skip
+        self._drift_children: dict[tuple[Gauge, tuple[str, ...]], Any] = {}  # see set_drift
         self.statistic = Gauge(
             "driftstream_drift_statistic",
             "Latest statistic per model, version (prediction only), segment (\"\" = whole model), feature and detector",
@@ -175,6 +177,21 @@ class Metrics:
             "and no partition is blocked by a newer state layout", registry=registry,
         )  # fmt: skip
 
+    def set_drift(self, statistics: dict[tuple[str, str, str, str, str], float],
+                  lines: dict[tuple[str, str, str, str, str], float]) -> None:  # fmt: skip
+        """Set the statistic and line series of (model, version, segment, feature, detector) keys.
+
+        A window sets a series per feature and detector, and ``labels()`` (label checks, a lock) cost
+        more than the window's tests: the children are kept by their keys, dropped when series are removed.
+        """
+        children = self._drift_children
+        for gauge, values in ((self.statistic, statistics), (self.threshold, lines)):
+            for key, value in values.items():
+                child = children.get((gauge, key))
+                if child is None:
+                    child = children[(gauge, key)] = gauge.labels(*key)
+                child.set(value)
+
     def forget_models(self, models: Iterable[str]) -> int:
         """Remove every series whose ``model`` label is one of ``models``; how many were removed.
 
@@ -185,6 +202,7 @@ class Metrics:
         gone = set(models)
         if not gone:
             return 0
+        self._drift_children.clear()
         removed = 0
         for metric in vars(self).values():
             if not isinstance(metric, MetricWrapperBase):
@@ -203,6 +221,7 @@ class Metrics:
     def forget_version(self, model: str, version: str, quality: bool = False) -> int:
         """Remove the series of a retired model version: of its prediction monitors, or with ``quality``
         of its quality monitor (each retires its versions on its own)."""
+        self._drift_children.clear()
         removed = 0
         for metric in (self.quality,) if quality else (self.statistic, self.threshold):
             names, series = _labelled_series(metric)

@@ -87,3 +87,23 @@ def test_observe_many_counts_as_observe_one_by_one() -> None:
     assert want and got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_drift_series_set_through_kept_children_come_back_after_they_are_removed() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    key = ("fraud", "v1", "", "__prediction__", "ks")
+
+    def value(name: str) -> float | None:
+        return registry.get_sample_value(name, dict(zip(("model", "version", "segment", "feature", "detector"), key,
+                                                        strict=True)))  # fmt: skip
+
+    metrics.set_drift({key: 0.3}, {key: 0.1})
+    assert (value("driftstream_drift_statistic"), value("driftstream_drift_threshold")) == (0.3, 0.1)
+    metrics.forget_version("fraud", "v1")
+    assert value("driftstream_drift_statistic") is None
+    metrics.set_drift({key: 0.4}, {})  # a kept child of a removed series would be set, unseen
+    assert value("driftstream_drift_statistic") == 0.4
+    metrics.forget_models(["fraud"])
+    metrics.set_drift({}, {key: 0.2})
+    assert (value("driftstream_drift_statistic"), value("driftstream_drift_threshold")) == (None, 0.2)
