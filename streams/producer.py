@@ -49,12 +49,15 @@ _INT64 = (-(2**63), 2**63 - 1)
 # -- encoders ----------------------------------------------------------------------------------------------
 
 
-def columnar_json(model: str, model_version: str | None, events: Sequence[Mapping[str, Any]]) -> bytes:
+def columnar_json(
+    model: str, model_version: str | None, events: Sequence[Mapping[str, Any]], *, checked: bool = False
+) -> bytes:
     """The contract's JSON columnar batch of ``events`` (contract-shape event dicts of this model and version).
 
     A column is present when some event has that field; an event without it has null there.
-    Timestamps and predictions go as sent. Raises ``ValueError`` for events this batch cannot carry."""
-    columns = _columns(model, model_version, events)
+    Timestamps and predictions go as sent. Raises ``ValueError`` for events this batch cannot carry;
+    ``checked``: the events' values were checked already (``EventProducer.send``), skip that."""
+    columns = _columns(model, model_version, events, checked)
     envelope: dict[str, Any] = {"model": model}
     if model_version is not None:
         envelope["model_version"] = model_version
@@ -62,14 +65,16 @@ def columnar_json(model: str, model_version: str | None, events: Sequence[Mappin
     return orjson.dumps(envelope)
 
 
-def columnar_arrow(model: str, model_version: str | None, events: Sequence[Mapping[str, Any]]) -> bytes | None:
+def columnar_arrow(
+    model: str, model_version: str | None, events: Sequence[Mapping[str, Any]], *, checked: bool = False
+) -> bytes | None:
     """The same batch as one Arrow IPC stream message; None when a column's values are of kinds Arrow
     cannot hold in one type (numbers and text, say): send ``columnar_json`` instead.
 
     Numbers are float64 (int64 when every value is an int), text utf8, booleans bool; timestamps float64
     Unix seconds; a prediction of class probabilities a struct of one float64 field per class. A column
     null in every row is left out. ``model`` and ``model_version`` are in the schema's metadata."""
-    columns = _columns(model, model_version, events)
+    columns = _columns(model, model_version, events, checked)
     if "timestamp" in columns:
         columns["timestamp"] = [_seconds(value) for value in columns["timestamp"]]
     fields: list[pa.Field] = []
@@ -93,7 +98,9 @@ def columnar_arrow(model: str, model_version: str | None, events: Sequence[Mappi
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _columns(model: str, model_version: str | None, events: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+def _columns(
+    model: str, model_version: str | None, events: Sequence[Mapping[str, Any]], checked: bool = False
+) -> dict[str, list[Any]]:
     """Column name -> one value per event (None where an event lacks it), in the contract's names."""
     if not events:
         raise ValueError("a columnar batch needs at least one event")
@@ -103,7 +110,8 @@ def _columns(model: str, model_version: str | None, events: Sequence[Mapping[str
     segment_columns: dict[str, list[Any]] = {}
 
     def put(name: str, row: int, value: Any, into: dict[str, list[Any]] = columns) -> None:
-        _check_value(name, row, value)
+        if not checked:
+            _check_value(name, row, value)
         column = into.get(name)
         if column is None:
             column = into[name] = [None] * n
@@ -180,7 +188,13 @@ def _arrow_type(values: list[Any]) -> pa.DataType | None | Literal[False]:
     return False
 
 
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
 def _kind(value: Any) -> str:
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -242,7 +256,10 @@ class EventProducer:
     ``settings`` (default: from the environment) give the brokers, SASL/SSL, the events topic and the
     input bounds the worker applies; ``kafka_config`` adds librdkafka settings (e.g.
     ``message.timeout.ms``); ``producer`` shares an existing confluent-kafka producer instead of
-    making one. ``flush`` raises :class:`DeliveryError` for events the broker did not take."""
+    making one. ``flush`` raises :class:`DeliveryError` for events the broker did not take.
+    ``delivery_reports=False`` sends without a delivery callback of its own, so that a shared
+    producer's default one (its ``on_delivery`` setting) sees every message: then nothing is
+    counted as delivered or failed, and ``flush`` raises nothing."""
 
     def __init__(
         self,
@@ -255,6 +272,7 @@ class EventProducer:
         clock: Callable[[], float] = time.monotonic,
         kafka_config: Mapping[str, Any] | None = None,
         producer: Producer | None = None,
+        delivery_reports: bool = True,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         if format not in FORMATS:
@@ -269,6 +287,7 @@ class EventProducer:
         self.linger_seconds = linger_seconds
         self.topic = topic or self.settings.topic_events
         self.clock = clock
+        self.delivery_reports = delivery_reports
         self.limits = Limits(
             max_message_bytes=self.settings.max_message_bytes,
             max_events_per_message=self.settings.max_events_per_message,
@@ -361,6 +380,8 @@ class EventProducer:
         report, or some are still unanswered at the timeout."""
         self.send_buffered()
         self.producer.flush(-1 if timeout is None else timeout)
+        if not self.delivery_reports:
+            return
         with self._stats_lock:
             failed = self.stats.failed - self._reported_failed
             self._reported_failed = self.stats.failed
@@ -439,8 +460,11 @@ class EventProducer:
         report = functools.partial(self._on_delivery, len(events))
         while True:
             try:
-                self.producer.produce(self.topic, key=model.encode(), value=value, headers=headers,
-                                      on_delivery=report)  # fmt: skip
+                if self.delivery_reports:
+                    self.producer.produce(self.topic, key=model.encode(), value=value, headers=headers,
+                                          on_delivery=report)  # fmt: skip
+                else:  # the producer's default callback, if any, gets the report
+                    self.producer.produce(self.topic, key=model.encode(), value=value, headers=headers)
                 break
             except BufferError:  # the client's queue is full: let it send, then try again
                 self.producer.poll(0.05)
@@ -452,12 +476,12 @@ class EventProducer:
         if self.format == "rows":  # one event a message: an object; else a batch envelope, even of one
             return orjson.dumps(events[0] if self.max_batch_events == 1 else events), None
         if self.format == "arrow":
-            value = columnar_arrow(model, version, events)
+            value = columnar_arrow(model, version, events, checked=True)
             if value is not None:
                 return value, [("content-type", ARROW_CONTENT_TYPE)]
             with self._stats_lock:
                 self.stats.json_fallbacks += 1
-        return columnar_json(model, version, events), None
+        return columnar_json(model, version, events, checked=True), None
 
     def _on_delivery(self, count: int, error: KafkaError | None, _message: Any) -> None:
         with self._stats_lock:
@@ -471,8 +495,26 @@ class EventProducer:
 def _plain(name: str, value: Any) -> Any:
     """``value`` with numpy (or other ``numbers``) scalars as Python's own, mappings as dicts, and
     ``ValueError`` for what JSON cannot carry (NaN, infinities, integers beyond 64 bits)."""
-    if isinstance(value, (str, bool)):
+    kind = type(value)
+    if kind is float:  # the common case first: isinstance against the numbers ABCs is slow
+        if not math.isfinite(value):
+            raise ValueError(f"{name} is {value}: not finite (the worker would reject the event)")
         return value
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"{name} {value} does not fit in 64 bits")
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        plain = {}
+        for key, inner in value.items():
+            kind = type(inner)
+            if kind is str or kind is bool or inner is None or (kind is float and math.isfinite(inner)):
+                plain[key] = inner
+            else:
+                plain[key] = _plain(f"{name}[{key!r}]", inner)
+        return plain
     if isinstance(value, np.bool_):  # numpy's boolean is neither a bool nor a number
         return bool(value)
     if isinstance(value, Integral):
@@ -485,6 +527,4 @@ def _plain(name: str, value: Any) -> Any:
         if not math.isfinite(real):
             raise ValueError(f"{name} is {real}: not finite (the worker would reject the event)")
         return real
-    if isinstance(value, Mapping):
-        return {key: (None if inner is None else _plain(f"{name}[{key!r}]", inner)) for key, inner in value.items()}
     return value  # anything else: parse_event names what is wrong with it

@@ -704,7 +704,9 @@ def send(
                                      "message.max.bytes": settings.max_message_bytes})  # fmt: skip
     # The generator's batches fill the producer's: a message leaves as soon as its last event is in
     # (a batch split by a version switch waits for its linger, or the end).
-    events = EventProducer(settings, format=format, max_batch_events=batch_size, topic=topic, producer=producer)
+    # A caller's producer keeps its own default delivery callback (the throughput bench counts with it).
+    events = EventProducer(settings, format=format, max_batch_events=batch_size, topic=topic, producer=producer,
+                           delivery_reports=own)  # fmt: skip
     sent = {"events": 0, "labels": 0}
     delivered_labels = 0
     errors: list[str] = []

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from streams.cli import app
@@ -305,6 +306,18 @@ def test_a_batch_arrow_cannot_type_goes_as_json_columnar(settings: Settings) -> 
     assert orjson.loads(first.value()) == {"model": "m", "columns": {"event_id": ["1", "2"],
                                                                       "features.a": [1.5, "text"]}}  # fmt: skip
     assert read_arrow(second.value()).to_pydict() == {"event_id": ["3", "4"], "features.a": [2.5, 3.0]}
+
+
+@pytest.mark.integration
+def test_a_shared_producers_own_delivery_callback_can_keep_the_reports(settings: Settings) -> None:
+    reports: list[tuple[Any, bytes]] = []
+    shared = Producer({**settings.confluent_config(), "on_delivery": lambda e, m: reports.append((e, m.key()))})
+    producer = EventProducer(settings, format="json", max_batch_events=2, producer=shared, delivery_reports=False)
+    for i in range(3):
+        producer.send("m", {"a": i})
+    producer.flush(10)
+    assert reports == [(None, b"m"), (None, b"m")]  # two messages: 2 events, then 1
+    assert (producer.stats.sent, producer.stats.delivered) == (3, 0)  # its callback, not this one's
 
 
 def simulated(count: int, traffic: Traffic) -> list[dict[str, Any]]:
