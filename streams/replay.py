@@ -510,7 +510,7 @@ class Replay:
                     self.summary.messages += 1
                 value = message.value()
                 message_bytes = 0.9 * message_bytes + 0.1 * len(value or b"")
-                records.append(Record(topic, partition, offset, stamp / 1000, message.key(), value))
+                records.append(Record(topic, partition, offset, stamp / 1000, message.key(), value, message.headers()))
                 if offset >= ends[key] - 1:
                     finish(key)
             for batch in _batches(records):
