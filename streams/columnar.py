@@ -334,7 +334,10 @@ def _check_feature(name: str, values: list[Any], limits: Limits, bad: dict[int, 
 
 def _longest(values: list[Any]) -> int:
     """Length of the longest string (the column holds only scalars)."""
-    return max(map(len, (value for value in values if type(value) is str)), default=0)
+    try:  # text and nulls (the common case): in C
+        return max(map(len, filter(None, values)), default=0)
+    except TypeError:  # numbers or booleans too
+        return max(map(len, (value for value in values if type(value) is str)), default=0)
 
 
 def _check_segment(key: str, values: list[Any], limits: Limits, bad: dict[int, tuple[str, str]]) -> None:
