@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import pyarrow as pa
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streams import DriftstreamError
 from streams.decode import Invalid, Limits, parse_event, parse_timestamp
@@ -44,6 +44,7 @@ FORMATS: tuple[Format, ...] = ("arrow", "json", "rows")
 
 _EVENT_KEYS = frozenset({"model", "model_version", "event_id", "timestamp", "features", "prediction", "segment"})
 _INT64 = (-(2**63), 2**63 - 1)
+_RECORD_OVERHEAD = 1024  # bytes of a Kafka record besides its key and value: headers, lengths, CRC
 
 
 # -- encoders ----------------------------------------------------------------------------------------------
@@ -73,7 +74,8 @@ def columnar_arrow(
 
     Numbers are float64 (int64 when every value is an int), text utf8, booleans bool; timestamps float64
     Unix seconds; a prediction of class probabilities a struct of one float64 field per class. A column
-    null in every row is left out. ``model`` and ``model_version`` are in the schema's metadata."""
+    null in every row is left out. ``model`` and ``model_version`` are in the schema's metadata.
+    ``ValueError`` and ``checked`` as for ``columnar_json``."""
     columns = _columns(model, model_version, events, checked)
     if "timestamp" in columns:
         columns["timestamp"] = [_seconds(value) for value in columns["timestamp"]]
@@ -218,13 +220,17 @@ class DeliveryError(DriftstreamError):
     ``pending`` had no answer yet when ``flush``'s timeout ran out; ``error`` is the last error's text."""
 
     def __init__(self, failed: int, pending: int, error: str | None) -> None:
-        parts = [f"{failed} events not delivered" if failed else "", f"{pending} events still unacknowledged"
-                 if pending else ""]  # fmt: skip
+        parts = [f"{_events(failed)} not delivered" if failed else "",
+                 f"{_events(pending)} still unacknowledged" if pending else ""]  # fmt: skip
         reason = f": {error}" if error else ""
         super().__init__(" and ".join(p for p in parts if p) + reason)
         self.failed = failed
         self.pending = pending
         self.error = error
+
+
+def _events(count: int) -> str:
+    return f"{count} event" if count == 1 else f"{count} events"
 
 
 @dataclass
@@ -444,33 +450,42 @@ class EventProducer:
 
     def _send(self, model: str, version: str | None, events: list[dict[str, Any]]) -> None:
         value, headers = self._encode(model, version, events)
-        if len(value) > self.settings.max_message_bytes:
-            if len(events) > 1:  # the worker would reject it whole: two halves
+        key = model.encode()
+        # The worker takes values up to max_message_bytes; the client counts key and headers too.
+        if len(value) > self.settings.max_message_bytes - len(key) - _RECORD_OVERHEAD:
+            if len(events) > 1:
                 half = len(events) // 2
                 self._send(model, version, events[:half])
                 self._send(model, version, events[half:])
                 return
-            error = f"one event of {len(value)} bytes > max_message_bytes {self.settings.max_message_bytes}"
-            log.error("event of model %r not sent: %s", model, error)
-            with self._stats_lock:
-                self.stats.sent += 1
-                self.stats.failed += 1
-                self.stats.last_error = error
+            self._failed(1, f"one event of {len(value)} bytes > max_message_bytes {self.settings.max_message_bytes}")
             return
         report = functools.partial(self._on_delivery, len(events))
         while True:
             try:
                 if self.delivery_reports:
-                    self.producer.produce(self.topic, key=model.encode(), value=value, headers=headers,
+                    self.producer.produce(self.topic, key=key, value=value, headers=headers,
                                           on_delivery=report)  # fmt: skip
                 else:  # the producer's default callback, if any, gets the report
-                    self.producer.produce(self.topic, key=model.encode(), value=value, headers=headers)
+                    self.producer.produce(self.topic, key=key, value=value, headers=headers)
                 break
             except BufferError:  # the client's queue is full: let it send, then try again
                 self.producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending (a shared producer's smaller limit, say)
+                error = exc.args[0] if exc.args else None
+                self._failed(len(events), error.str() if isinstance(error, KafkaError) else str(exc))
+                return
         with self._stats_lock:
             self.stats.sent += len(events)
             self.stats.messages += 1
+
+    def _failed(self, count: int, error: str) -> None:
+        """``count`` events that never reached the client: failed, for ``flush`` to report."""
+        log.error("%d events not sent to %s: %s", count, self.topic, error)
+        with self._stats_lock:
+            self.stats.sent += count
+            self.stats.failed += count
+            self.stats.last_error = error
 
     def _encode(self, model: str, version: str | None, events: list[dict[str, Any]]) -> tuple[bytes, Any]:
         if self.format == "rows":  # one event a message: an object; else a batch envelope, even of one
@@ -509,6 +524,10 @@ def _plain(name: str, value: Any) -> Any:
     if kind is dict or isinstance(value, Mapping):
         plain = {}
         for key, inner in value.items():
+            if type(key) is not str:  # JSON's keys are text: class 1 (say) becomes "1"
+                if isinstance(key, bool) or not isinstance(key, Integral):
+                    raise ValueError(f"{name} keys must be strings, got {type(key).__name__} {key!r}")
+                key = str(int(key))
             kind = type(inner)
             if kind is str or kind is bool or inner is None or (kind is float and math.isfinite(inner)):
                 plain[key] = inner

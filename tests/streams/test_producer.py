@@ -219,7 +219,7 @@ def test_flush_names_the_events_still_unanswered_at_its_timeout() -> None:
     with pytest.raises(DeliveryError) as raised:
         producer.flush(0.3)
     assert (raised.value.failed, raised.value.pending) == (0, 1)
-    assert "1 events still unacknowledged" in str(raised.value)
+    assert "1 event still unacknowledged" in str(raised.value)
 
 
 def test_a_closed_producer_refuses_events() -> None:
@@ -318,6 +318,33 @@ def test_a_shared_producers_own_delivery_callback_can_keep_the_reports(settings:
     producer.flush(10)
     assert reports == [(None, b"m"), (None, b"m")]  # two messages: 2 events, then 1
     assert (producer.stats.sent, producer.stats.delivered) == (3, 0)  # its callback, not this one's
+
+
+@pytest.mark.integration
+def test_a_batch_over_the_message_limit_goes_in_parts_and_an_event_over_it_fails_alone(
+    kafka_bootstrap: str,
+) -> None:
+    settings = isolated_settings(kafka_bootstrap, "redis://unused", "producer", max_message_bytes=4096)
+    producer = EventProducer(settings, format="rows", max_batch_events=40)
+    big = {f"feature_{i}": "x" * 100 for i in range(50)}  # one event of about 6 kB
+    for i in range(40):
+        producer.send("m", big if i == 7 else {"text": "y" * 200}, event_id=str(i))
+    with pytest.raises(DeliveryError) as raised:
+        producer.flush(10)
+    assert (raised.value.failed, raised.value.pending) == (1, 0)
+    assert re.fullmatch(r"1 event not delivered: one event of \d{4} bytes > max_message_bytes 4096", str(raised.value))
+    messages = read_topic(settings, settings.topic_events)
+    assert len(messages) > 3 and all(len(m.value()) <= 4096 for m in messages)
+    ids = [int(e["event_id"]) for m in messages for e in orjson.loads(m.value())]
+    assert sorted(ids) == [i for i in range(40) if i != 7]
+
+
+def test_class_numbers_as_keys_become_text() -> None:
+    producer = EventProducer(unreachable(), format="rows", max_batch_events=10, linger_seconds=60)
+    producer.send("m", {}, {0: 0.25, np.int64(1): 0.75})
+    assert producer._buffers["m", None].events[0]["prediction"] == {"0": 0.25, "1": 0.75}
+    with pytest.raises(ValueError, match=re.escape("prediction keys must be strings, got tuple (0, 1)")):
+        producer.send("m", {}, {(0, 1): 1.0})
 
 
 def simulated(count: int, traffic: Traffic) -> list[dict[str, Any]]:
