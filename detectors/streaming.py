@@ -9,7 +9,6 @@ parameter validation and plain-data snapshots (``detectors.river_state``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -175,7 +174,7 @@ class AdwinDetector(RiverDetector):
         self._river = drift.ADWIN(
             delta=delta, clock=clock, min_window_length=min_window_length, grace_period=grace_period
         )
-        self._blocks: list[list[float]] = []  # [count, sum, sum of squares] of full blocks, oldest first
+        self._blocks = _NO_BLOCKS  # rows of [count, sum, sum of squares] of full blocks, oldest first
         self._open = [0.0, 0.0, 0.0]  # the block being filled
         self._cut = (0.0, 0.0, 0.0)  # statistic, threshold, shift of the last change
 
@@ -193,7 +192,7 @@ class AdwinDetector(RiverDetector):
         while start < x.size:
             if self._river.drift_detected:  # river starts a new, empty window with this value
                 self._river._reset()
-                self._blocks.clear()
+                self._blocks = _NO_BLOCKS
                 self._open = [0.0, 0.0, 0.0]
             taken, changed = self._feed_river(x[start:])
             if changed:
@@ -242,15 +241,19 @@ class AdwinDetector(RiverDetector):
     def _close_full_block(self) -> None:
         if self._open[0] >= self.clock:
             full, self._open = self._open, [0.0, 0.0, 0.0]
-            self._append_full([full])
+            self._append_full(np.array([full]))
 
-    def _append_full(self, full: Iterable[list[float]]) -> None:
-        """Append full blocks, oldest first; past ``_MAX_BLOCKS`` neighbours merge, block by block."""
+    def _append_full(self, full: np.ndarray) -> None:
+        """Append full blocks (rows), oldest first; past ``_MAX_BLOCKS`` neighbours merge, as if the
+        blocks were appended one by one: up to the block that makes one too many, then a merge."""
         blocks = self._blocks
-        for block in full:
-            blocks.append(block)
-            if len(blocks) > self._MAX_BLOCKS:
-                blocks = self._blocks = _merge_pairs(blocks)
+        while full.shape[0]:
+            room = self._MAX_BLOCKS + 1 - blocks.shape[0]
+            blocks = np.concatenate((blocks, full[:room]))
+            full = full[room:]
+            if blocks.shape[0] > self._MAX_BLOCKS:
+                blocks = _merge_pairs(blocks)
+        self._blocks = blocks
 
     def _add_to_blocks(self, x: np.ndarray) -> None:
         clock = self.clock
@@ -261,13 +264,13 @@ class AdwinDetector(RiverDetector):
         full = rest.size // clock
         if full:
             rows = rest[: full * clock].reshape(full, clock)
-            sums = np.cumsum(rows, axis=1)[:, -1].tolist()  # sequential along each row
-            squares = np.cumsum(rows * rows, axis=1)[:, -1].tolist()
-            self._append_full([float(clock), total, square] for total, square in zip(sums, squares, strict=True))
+            sums = np.cumsum(rows, axis=1)[:, -1]  # sequential along each row
+            squares = np.cumsum(rows * rows, axis=1)[:, -1]
+            self._append_full(np.column_stack((np.full(full, float(clock)), sums, squares)))
         self._add_to_open(rest[full * clock :])
 
     def _best_split(self) -> tuple[float, float, float]:
-        parts = np.asarray(self._blocks + ([self._open] if self._open[0] else []), dtype=np.float64)
+        parts = np.concatenate((self._blocks, [self._open])) if self._open[0] else self._blocks
         if len(parts) < 2:
             return 0.0, 0.0, 0.0
         count, total, squares = parts.sum(axis=0)
@@ -303,14 +306,18 @@ class AdwinDetector(RiverDetector):
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"bad adwin blocks in snapshot: {exc}") from exc
         detector._cut = (statistic, threshold, shift)
-        detector._blocks = blocks[-cls._MAX_BLOCKS :].tolist()
+        detector._blocks = blocks[-cls._MAX_BLOCKS :].astype(np.float64)
         return detector
 
 
-def _merge_pairs(blocks: list[list[float]]) -> list[list[float]]:
+_NO_BLOCKS = np.empty((0, 3))
+
+
+def _merge_pairs(blocks: np.ndarray) -> np.ndarray:
     """A long ADWIN window: merge neighbouring blocks, so splits are tried at twice the spacing."""
-    merged = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]] for a, b in zip(blocks[0::2], blocks[1::2], strict=False)]
-    return merged + [blocks[-1]] if len(blocks) % 2 else merged
+    pairs = blocks.shape[0] // 2
+    merged = blocks[0 : 2 * pairs : 2] + blocks[1 : 2 * pairs : 2]
+    return np.concatenate((merged, blocks[2 * pairs :]))
 
 
 class PageHinkleyDetector:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +56,34 @@ class Score:
     effect: float | None = None  # effect size of a p-value test (KS D, Cramér's V)
     size: int = 0  # observations the p-value rests on (for the line at alpha)
     floor: float = 0.0  # the line a stable window of these sizes crosses with probability alpha (0: none)
+
+    @property
+    def has_p_value(self) -> bool:
+        return self.p_value is not None
+
+
+class LazyScore(Score):
+    """A score whose p-value is computed on first read: KS's costs ~190 us, and a window whose
+    statistic lies far under its line is judged without it (``PValueTest.judge``)."""
+
+    def __init__(self, statistic: float, p_of: Callable[[], float], effect: float | None = None, size: int = 0,
+                 floor: float = 0.0) -> None:  # fmt: skip
+        object.__setattr__(self, "_p_of", p_of)
+        object.__setattr__(self, "_p", None)
+        super().__init__(statistic, None, effect, size, floor)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "p_value":
+            found = object.__getattribute__(self, "_p")
+            if found is None:
+                found = object.__getattribute__(self, "_p_of")()
+                object.__setattr__(self, "_p", found)
+            return found
+        return object.__getattribute__(self, name)
+
+    @property
+    def has_p_value(self) -> bool:
+        return True
 
 
 class WindowTest:
@@ -101,13 +131,32 @@ class NullLineTest(WindowTest):
         return {**super().params, "alpha": self.alpha}
 
 
+# What the tests derive from a reference, by its identity: references are immutable and every window
+# of a feature is judged against the same one, so each is computed once, not per window.
+_DERIVED: dict[int, tuple[weakref.ref[Any], dict[Any, Any]]] = {}
+
+
+def derived(reference: Reference, key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` of ``reference``, computed once while the reference lives."""
+    ident = id(reference)
+    entry = _DERIVED.get(ident)
+    if entry is None or entry[0]() is not reference:
+        entry = _DERIVED[ident] = (weakref.ref(reference, lambda _: _DERIVED.pop(ident, None)), {})
+    values = entry[1]
+    if key not in values:
+        values[key] = compute()
+    return values[key]
+
+
 def _present(reference: Reference) -> int:
-    return reference.count if isinstance(reference, NumericReference) else reference.present
+    if isinstance(reference, NumericReference):
+        return int(derived(reference, "count", lambda: reference.count))
+    return reference.present
 
 
 def _bins(reference: Reference) -> int:
     """Bins a stable window can fill: those the reference has values in."""
-    return int(np.count_nonzero(reference.proportions))
+    return int(derived(reference, "bins", lambda: int(np.count_nonzero(reference.proportions))))
 
 
 class PValueTest(WindowTest):
@@ -131,6 +180,8 @@ class PValueTest(WindowTest):
     def judge(self, score: Score, alpha: float | None = None) -> tuple[Severity | None, float]:
         alpha = self.alpha if alpha is None else alpha
         line = self.line_at(alpha, score)
+        if isinstance(score, LazyScore) and score.statistic < _SURELY_UNDER * line:
+            return None, line  # the p-value is far above alpha: not computed
         if score.p_value is None or score.p_value >= alpha:
             return None, line
         if score.effect is not None and score.effect >= self.critical_effect:
@@ -209,16 +260,25 @@ class KSTest(PValueTest):
         assert isinstance(reference, NumericReference) and isinstance(window, NumericWindow)
         if not window.values.size:
             return Score(0.0, 1.0, 0.0, 0)
-        d = ks_statistic(reference.items, reference.weights, window.values)
-        n, m = sorted((float(reference.count), float(window.values.size)), reverse=True)
+        d = ks_statistic(reference.items, reference.weights, window.values,
+                         derived(reference, "cdf", lambda: _weighted_cdf(reference.weights)))
+        n, m = sorted((float(_present(reference)), float(window.values.size)), reverse=True)
         size = round(n * m / (n + m))
         # kstwo._sf is the distribution's own sf; the public kstwo.sf wraps it in ~100 us of
         # argument handling, paid by every numeric window (tests/detectors: equal to kstwo.sf).
-        p_value = float(np.clip(stats.kstwo._sf(d, size), 0.0, 1.0))
-        return Score(d, p_value, d, size)
+        return LazyScore(d, functools.partial(_ks_p_value, d, size), d, size)
 
     def line_at(self, alpha: float, score: Score) -> float:
         return _ks_line(alpha, score.size) if score.size else 1.0
+
+
+def _ks_p_value(d: float, size: int) -> float:
+    return float(np.clip(stats.kstwo._sf(d, size), 0.0, 1.0))
+
+
+# A statistic under this share of its line at alpha has a p-value far above alpha: the line is
+# kstwo's inverse survival function, accurate to far better than half of it, and sf decreases.
+_SURELY_UNDER = 0.5
 
 
 @functools.lru_cache(maxsize=256)
@@ -227,10 +287,17 @@ def _ks_line(alpha: float, size: int) -> float:
     return float(stats.kstwo.isf(alpha, size))
 
 
-def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray) -> float:
-    """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted)."""
+def _weighted_cdf(weights: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+
+
+def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray,
+                 reference_cdf: np.ndarray | None = None) -> float:  # fmt: skip
+    """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted);
+    ``reference_cdf``: ``_weighted_cdf(weights)``, when the caller keeps it."""
     points = np.concatenate([items, window_sorted])
-    reference_cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    if reference_cdf is None:
+        reference_cdf = _weighted_cdf(weights)
     f_ref = reference_cdf[np.searchsorted(items, points, side="right")]
     f_win = np.searchsorted(window_sorted, points, side="right") / window_sorted.size
     return float(np.max(np.abs(f_ref - f_win)))
@@ -365,11 +432,13 @@ class OutOfRangeTest(NullLineTest):
         values = window.values
         if not values.size:
             return Score(0.0)
-        low, high, beyond = reference.value_range(self.quantile, self.margin)
+        low, high, beyond = derived(reference, ("range", self.quantile, self.margin),
+                                    lambda: reference.value_range(self.quantile, self.margin))
         outside = int(np.searchsorted(values, low, side="left") + values.size - np.searchsorted(values, high, "right"))
         floor = 0.0
         if self.alpha:
-            floor = beyond / reference.count + nulls.share_rise_line(self.alpha, beyond, reference.count, values.size)
+            count = _present(reference)
+            floor = beyond / count + nulls.share_rise_line(self.alpha, beyond, count, values.size)
         return Score(outside / values.size, floor=floor)
 
 

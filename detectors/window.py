@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from detectors import SnapshotError
-from detectors.base import InputKind, Verdict, check_count, check_snapshot, require
+from detectors.base import InputKind, Severity, Verdict, check_count, check_snapshot, require
 from detectors.reference import (
     OTHER_CATEGORY,
     CategoricalReference,
@@ -63,10 +63,20 @@ class Evaluation:
 
     position: int  # index in the batch of the value that closed the window
     scores: dict[str, Score]
-    verdicts: list[Verdict]
+    judged: list[tuple[str, Severity | None, float]]  # per test: its severity and line
     count: int  # values in the window
     start_time: float  # earliest time of the window's values (0 when no times were given)
     summarize: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def drift(self) -> bool:
+        return any(severity is not None for _, severity, _ in self.judged)
+
+    @cached_property
+    def verdicts(self) -> list[Verdict]:
+        """Each test's verdict; built on first read, as it reads the p-values (KS's are computed lazily)."""
+        return [Verdict(self.position, self.scores[name].statistic, line, self.scores[name].p_value, severity,
+                        test=name) for name, severity, line in self.judged]  # fmt: skip
 
     @cached_property
     def summary(self) -> dict[str, Any] | None:
@@ -100,10 +110,17 @@ class WindowedDetector:
         self._next = 0  # ring position of the next value
         self._fill = 0
         self._until = size  # values until the next evaluation
-        self._last: list[Verdict] = []  # of the last judged window: the readable results
+        self._last_verdicts: list[Verdict] = []  # of the last judged window: the readable results
+        self._last_evaluation: Evaluation | None = None  # ... until they are read
         self._drift = False  # whether the last update judged a window as drift
 
     # -- results -----------------------------------------------------------
+
+    @property
+    def _last(self) -> list[Verdict]:
+        if self._last_evaluation is not None:
+            self._last_verdicts, self._last_evaluation = self._last_evaluation.verdicts, None
+        return self._last_verdicts
 
     @property
     def drift_detected(self) -> bool:
@@ -176,8 +193,8 @@ class WindowedDetector:
                 self._until = self.step
                 self._earliest = math.inf  # a tumbling window starts empty
         if found:
-            self._last = found[-1].verdicts
-        self._drift = any(verdict.drift for evaluation in found for verdict in evaluation.verdicts)
+            self._last_evaluation = found[-1]
+        self._drift = any(evaluation.drift for evaluation in found)
         return found
 
     def _encode(self, values: np.ndarray | Sequence[Any] | Coded) -> np.ndarray:
@@ -213,16 +230,16 @@ class WindowedDetector:
     def _judge(self, position: int, with_summary: bool) -> Evaluation:
         window = self._window()
         scores: dict[str, Score] = {}
-        verdicts: list[Verdict] = []
+        judged: list[tuple[str, Severity | None, float]] = []
         for test in self.tests:
             score = test.score(self.reference, window)
             severity, line = test.judge(score)
             scores[test.name] = score
-            verdicts.append(Verdict(position, score.statistic, line, score.p_value, severity, test=test.name))
+            judged.append((test.name, severity, line))
         return Evaluation(
             position=position,
             scores=scores,
-            verdicts=verdicts,
+            judged=judged,
             count=self._fill,
             start_time=self._start_time(),
             summarize=(lambda: self._summary(window)) if with_summary else None,
@@ -302,8 +319,9 @@ class WindowedDetector:
             for (name, params), test in zip(data["tests"], tests, strict=True):
                 if set(params) != set(test.params):
                     raise ValueError(f"{name} parameters {sorted(params)} are not {sorted(test.params)}")
-            detector._last = [Verdict(int(p), float(s), float(t), None if pv is None else float(pv), sev, test=name)
-                              for p, s, t, pv, sev, name in data["last"]]  # fmt: skip
+            detector._last_verdicts = [
+                Verdict(int(p), float(s), float(t), None if pv is None else float(pv), sev, test=name)
+                for p, s, t, pv, sev, name in data["last"]]  # fmt: skip
             if any(v.severity not in (None, "warning", "critical") or not isinstance(v.test, str)
                    for v in detector._last):  # fmt: skip
                 raise ValueError("a last verdict has an unknown severity or test name")

@@ -365,9 +365,11 @@ class ModelMonitor:
                     continue
             judged += self._feed(monitor, column, rows, out)
         if rows.prediction is not None:
-            groups: dict[str | None, list[int]] = {}
-            for row, version in enumerate(versions):
-                groups.setdefault(version, []).append(row)
+            groups: dict[str | None, list[int]] = dict.fromkeys(versions, [])  # the common case: one version
+            if len(groups) > 1:
+                groups = {}
+                for row, version in enumerate(versions):
+                    groups.setdefault(version, []).append(row)
             for version, members in groups.items():
                 part = rows if len(groups) == 1 else rows.take(np.asarray(members, dtype=np.intp))
                 prediction = part.prediction
@@ -443,10 +445,12 @@ class ModelMonitor:
         method = self.config.multiple_testing
         segments = self.config.max_segments if self.slices else 0
         budget = self.config.false_alarm_budget > 0  # its lines already share the budget with the segments
+        if method == "none" and not (segments and not budget):
+            return  # nothing to correct: the p-values are not even read (KS computes its own lazily)
         families: dict[int, list[tuple[Judged, str]]] = {}
         for item in judged:
             for test, score in item.evaluation.scores.items():
-                if score.p_value is not None and TESTS[test].has_p_value:
+                if TESTS[test].has_p_value and score.has_p_value:
                     families.setdefault(item.index, []).append((item, test))
         if not families:
             return

@@ -1,0 +1,159 @@
+"""The detectors' fast paths give the results of the plain computations they replace, value for value."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors import two_sample
+from detectors.reference import NumericReference
+from detectors.streaming import AdwinDetector
+from detectors.two_sample import KSTest, NumericWindow, OutOfRangeTest, Score
+from detectors.window import WindowedDetector
+
+
+def _stream_with_changes(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Normal values whose mean and spread jump every few thousand values."""
+    values, made = [], 0
+    while made < size:
+        run = int(rng.integers(500, 6000))
+        values.append(rng.normal(rng.normal(0, 0.6), rng.uniform(0.5, 2.0), run))
+        made += run
+    return np.concatenate(values)[:size]
+
+
+def test_ks_judges_as_with_its_p_value_computed() -> None:
+    """A KS score's p-value is computed only when read; a window judged without it (its D far
+    under the line) gets the verdict the p-value gives, and every read p-value is kstwo's."""
+    rng = np.random.default_rng(5)
+    reference = NumericReference.build(rng.standard_normal(5000), 10)
+    test = KSTest()
+    skipped = 0
+    for shift in np.linspace(0.0, 0.4, 81):
+        for alpha in (1e-4, 1e-7):
+            values = np.sort(rng.normal(shift, 1.0, 1000))
+            score = test.score(reference, NumericWindow(values, 0, reference.bin_counts(values)))
+            lazy = score.__dict__["_p"] is None
+            severity, line = test.judge(score, alpha)
+            skipped += score.__dict__["_p"] is None and lazy
+            p_value = float(np.clip(stats.kstwo.sf(score.statistic, score.size), 0.0, 1.0))
+            eager = Score(score.statistic, p_value, score.effect, score.size)
+            assert (severity, line) == test.judge(eager, alpha)
+            assert score.p_value == pytest.approx(p_value, rel=1e-12, abs=1e-300)
+    assert 0 < skipped < 162  # both paths ran
+
+
+def test_window_keeps_the_last_p_value_for_its_snapshot() -> None:
+    rng = np.random.default_rng(6)
+    reference = NumericReference.build(rng.standard_normal(5000), 10)
+    window = WindowedDetector(reference, [KSTest()], 1000)
+    values = rng.normal(0.05, 1.0, 3000)
+    window.update(values)
+    (verdict,) = window.verdicts
+    d = two_sample.ks_statistic(reference.items, reference.weights, np.sort(values[-1000:]))
+    assert verdict.statistic == d
+    size = round(5000 * 1000 / 6000)
+    assert verdict.p_value == float(np.clip(stats.kstwo._sf(d, size), 0.0, 1.0))
+    assert window.snapshot()["last"][0][3] == verdict.p_value
+
+
+def test_reference_derivations_are_kept_per_reference_and_dropped_with_it() -> None:
+    rng = np.random.default_rng(7)
+    reference = NumericReference.build(rng.standard_normal(5000), 10)
+    test = OutOfRangeTest(alpha=1e-4)
+    values = np.sort(rng.normal(0.0, 3.0, 1000))
+    score = test.score(reference, NumericWindow(values, 0, reference.bin_counts(values)))
+    low, high, beyond = reference.value_range(test.quantile, test.margin)
+    outside = int(((values < low) | (values > high)).sum())
+    assert score.statistic == outside / values.size
+    assert id(reference) in two_sample._DERIVED
+    ident = id(reference)
+    del reference
+    gc.collect()
+    assert ident not in two_sample._DERIVED
+
+
+class _ListBlocksAdwin(AdwinDetector):
+    """The block bookkeeping as it was before numpy arrays held it: lists, appended one block at a time."""
+
+    def __init__(self, **params: float) -> None:
+        super().__init__(**params)  # type: ignore[arg-type]
+        self._blocks = []  # type: ignore[assignment]
+
+    def update(self, values: np.ndarray) -> list:  # type: ignore[override]
+        x = np.asarray(values, dtype=np.float64)
+        found = []
+        start = 0
+        while start < x.size:
+            if self._river.drift_detected:
+                self._river._reset()
+                self._blocks = []  # type: ignore[assignment]
+                self._open = [0.0, 0.0, 0.0]
+            taken, changed = self._feed_river(x[start:])
+            if changed:
+                self._old_add_to_blocks(taken[:-1])
+                self._add_to_open(taken[-1:])
+                self._cut = self._old_best_split()
+                found.append((start + taken.size - 1, *self._cut))
+                self._old_close_full_block()
+            else:
+                self._old_add_to_blocks(taken)
+            start += taken.size
+        return found
+
+    def _old_close_full_block(self) -> None:
+        if self._open[0] >= self.clock:
+            full, self._open = self._open, [0.0, 0.0, 0.0]
+            self._old_append_full([full])
+
+    def _old_append_full(self, full: list[list[float]]) -> None:
+        blocks = self._blocks
+        for block in full:
+            blocks.append(block)  # type: ignore[attr-defined]
+            if len(blocks) > self._MAX_BLOCKS:
+                pairs = zip(blocks[0::2], blocks[1::2], strict=False)
+                merged = [[a[0] + b[0], a[1] + b[1], a[2] + b[2]] for a, b in pairs]
+                blocks = self._blocks = merged + [blocks[-1]] if len(blocks) % 2 else merged  # type: ignore[assignment]
+
+    def _old_add_to_blocks(self, x: np.ndarray) -> None:
+        clock = self.clock
+        fill = min(x.size, clock - int(self._open[0]))
+        self._add_to_open(x[:fill])
+        self._old_close_full_block()
+        rest = x[fill:]
+        full = rest.size // clock
+        if full:
+            rows = rest[: full * clock].reshape(full, clock)
+            sums = np.cumsum(rows, axis=1)[:, -1].tolist()
+            squares = np.cumsum(rows * rows, axis=1)[:, -1].tolist()
+            self._old_append_full([[float(clock), t, s] for t, s in zip(sums, squares, strict=True)])
+        self._add_to_open(rest[full * clock :])
+
+    def _old_best_split(self) -> tuple[float, float, float]:
+        self._blocks, saved = np.asarray(self._blocks, dtype=np.float64).reshape(-1, 3), self._blocks
+        try:
+            return self._best_split()
+        finally:
+            self._blocks = saved
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_adwin_blocks_in_arrays_match_the_list_bookkeeping(seed: int) -> None:
+    """Long streams with changes, cut into batches of random sizes: the same change points, cuts
+    and blocks as block-by-block lists (blocks merge past 256 of them, so merges are covered)."""
+    rng = np.random.default_rng(seed)
+    values = np.concatenate((_stream_with_changes(rng, 100_000), rng.standard_normal(60_000)))  # a stable end: merges
+    fast, plain = AdwinDetector(), _ListBlocksAdwin()
+    start, changes = 0, 0
+    while start < values.size:
+        stop = min(values.size, start + int(rng.integers(1, 12_000)))
+        verdicts = fast.update(values[start:stop])
+        assert [(v.position, v.statistic, v.threshold, v.shift) for v in verdicts] == plain.update(values[start:stop])
+        assert fast._blocks.tolist() == plain._blocks and fast._open == plain._open
+        changes += len(verdicts)
+        start = stop
+    assert changes >= 10
+    assert fast.snapshot() == {**plain.snapshot(), "blocks": np.asarray(plain._blocks, "<f8").tobytes()}
