@@ -243,6 +243,22 @@ def _check_scalar(name: str, value: Any, limits: Limits) -> None:
         raise Invalid("invalid_feature_value", f"{_shown(name)} is not finite")
 
 
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+def _plain_features(features: dict[str, Any], limits: Limits) -> bool:
+    """Whether every name and value is fine, checked in C: names of 1 to max_name_length characters;
+    numbers, booleans, nulls and text no longer than max_string_length (anything else is looked at one by one)."""
+    if "" in features or max(map(len, features)) > limits.max_name_length:
+        return False
+    types = set(map(type, features.values()))
+    if not types <= _PLAIN:
+        return False
+    if str in types:
+        return max((len(value) for value in features.values() if type(value) is str)) <= limits.max_string_length
+    return True
+
+
 def parse_event(event: Any, limits: Limits) -> Event:
     """Validate one decoded element against the contract."""
     if not isinstance(event, dict):
@@ -254,11 +270,12 @@ def parse_event(event: Any, limits: Limits) -> Event:
     features = event.get("features")
     if not isinstance(features, dict):
         raise Invalid("invalid_features", "features must be a JSON object")
-    for name, value in features.items():
-        if not name or len(name) > limits.max_name_length:
-            raise Invalid("invalid_features", f"feature names must have 1 to {limits.max_name_length} characters")
-        if type(value) is not float and type(value) is not int:  # numbers: the common case
-            _check_scalar(name, value, limits)
+    if features and not _plain_features(features, limits):
+        for name, value in features.items():  # the first fault, in order
+            if not name or len(name) > limits.max_name_length:
+                raise Invalid("invalid_features", f"feature names must have 1 to {limits.max_name_length} characters")
+            if type(value) is not float and type(value) is not int:  # numbers: the common case
+                _check_scalar(name, value, limits)
     prediction = event.get("prediction")
     probabilities: dict[str, float] | None = None
     if isinstance(prediction, dict):
