@@ -255,7 +255,7 @@ def _plain_features(features: dict[str, Any], limits: Limits) -> bool:
     if not types <= _PLAIN:
         return False
     if str in types:
-        return max((len(value) for value in features.values() if type(value) is str)) <= limits.max_string_length
+        return max(len(value) for value in features.values() if type(value) is str) <= limits.max_string_length
     return True
 
 
