@@ -210,6 +210,13 @@ def test_the_command_rejects_a_bad_spec_in_one_line() -> None:
     assert result.exit_code == 2 and "--drift-segment needs --drift-feature" in result.output
 
 
+def test_the_command_rejects_a_bad_format_or_batch_size_before_sending() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--count", "1", "--format", "csv"])
+    assert result.exit_code == 2 and "--format must be rows, json or arrow, got 'csv'" in result.output
+    result = CliRunner().invoke(app, ["simulate", "--count", "1", "--batch-size", "10001", "--format", "arrow"])
+    assert result.exit_code == 2 and "--batch-size must be 1 to max_events_per_message (10000)" in result.output
+
+
 @pytest.mark.integration
 def test_the_command_sends_segments_drifts_and_versions(kafka_bootstrap: str, unique: str, monkeypatch) -> None:
     """The CLI options reach the wire: a real broker, read back."""
