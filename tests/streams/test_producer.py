@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import threading
 from typing import Any
 
 import numpy as np
@@ -345,6 +346,28 @@ def test_class_numbers_as_keys_become_text() -> None:
     assert producer._buffers["m", None].events[0]["prediction"] == {"0": 0.25, "1": 0.75}
     with pytest.raises(ValueError, match=re.escape("prediction keys must be strings, got tuple (0, 1)")):
         producer.send("m", {}, {(0, 1): 1.0})
+
+
+@pytest.mark.integration
+def test_threads_share_one_producer_and_every_event_goes_once(settings: Settings) -> None:
+    producer = EventProducer(settings, format="arrow", max_batch_events=7, linger_seconds=0.001)
+
+    def serve(worker: int) -> None:
+        for i in range(500):
+            producer.send(f"m{worker % 2}", {"x": float(i)}, event_id=f"{worker}-{i}")
+            if i % 50 == 0:
+                producer.poll()
+
+    threads = [threading.Thread(target=serve, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    producer.close(10)
+    assert (producer.stats.sent, producer.stats.delivered) == (2000, 2000)
+    messages = read_topic(settings, settings.topic_events)
+    ids = [i for m in messages for i in read_arrow(m.value()).column("event_id").to_pylist()]
+    assert sorted(ids) == sorted(f"{w}-{i}" for w in range(4) for i in range(500))
 
 
 def simulated(count: int, traffic: Traffic) -> list[dict[str, Any]]:
