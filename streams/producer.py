@@ -73,8 +73,9 @@ def columnar_arrow(
     cannot hold in one type (numbers and text, say): send ``columnar_json`` instead.
 
     Numbers are float64 (int64 when every value is an int), text utf8, booleans bool; timestamps float64
-    Unix seconds; a prediction of class probabilities a struct of one float64 field per class. A column
-    null in every row is left out. ``model`` and ``model_version`` are in the schema's metadata.
+    Unix seconds; a prediction of class probabilities a struct of one float64 field per class; a feature
+    null in every row Arrow's null type (the worker reads it as sent: null, not absent). ``model`` and
+    ``model_version`` are in the schema's metadata.
     ``ValueError`` and ``checked`` as for ``columnar_json``."""
     columns = _columns(model, model_version, events, checked)
     if "timestamp" in columns:
@@ -85,8 +86,8 @@ def columnar_arrow(
         kind = _arrow_type(values)
         if kind is False:
             return None
-        if kind is None:  # null in every row
-            continue
+        if kind is None:  # null in every row: kept (Arrow's null type), as the feature was sent, null
+            kind = pa.null()
         fields.append(pa.field(name, kind))
         arrays.append(pa.array(values, type=kind))
     metadata = {b"model": model.encode()}

@@ -19,6 +19,7 @@ from streams.decode import REASONS, Limits, decode_message
 from streams.engine import Engine, Record
 from streams.join import JoinData, MemoryJoinStore, stored_float_values, stored_value
 from streams.metrics import Metrics
+from streams.producer import columnar_arrow
 from streams.settings import ModelSettings, Settings
 from streams.simulate import Drift, SegmentMix, Traffic, VersionSwitch, model_events
 from streams.state import MemoryStateStore
@@ -75,6 +76,10 @@ def messages(events: list[dict[str, Any]], form: str, size: int) -> list[tuple[b
                 out.append((orjson.dumps(part), []))
             elif form == "json":
                 out.append((json_columns(part), []))
+            elif form == "producer":  # EventProducer's encoder: leaves out a column null in every row
+                value = columnar_arrow(part[0]["model"], part[0]["model_version"], part)
+                assert value is not None
+                out.append((value, [("content-type", ARROW_CONTENT_TYPE.encode())]))
             else:
                 out.append((arrow_stream(part), [("content-type", ARROW_CONTENT_TYPE.encode())]))
     return out
@@ -108,7 +113,8 @@ def settings(unique: str) -> Settings:
 
 
 @pytest.mark.parametrize("drift", [Drift("f1", 2500, "mean_shift", 1.5), Drift("c0", 2500, "category_mix", 0.6),
-                                   Drift("f2", 2500, "null_rate", 0.4)], ids=lambda drift: drift.kind)  # fmt: skip
+                                   Drift("f2", 2500, "null_rate", 0.4), Drift("f3", 2500, "null_rate", 1.0)],
+                         ids=lambda drift: f"{drift.kind}-{drift.magnitude}")  # fmt: skip
 def test_every_form_of_message_gives_the_same_alerts_and_state(unique: str, drift: Drift) -> None:
     """Single events, row envelopes, JSON columns and Arrow: the same alerts (feature, detector, status,
     triggering event: all in alert_id) and byte-identical detector state, with segments and a version switch."""
@@ -122,7 +128,7 @@ def test_every_form_of_message_gives_the_same_alerts_and_state(unique: str, drif
     assert dlq == [] and any(a["feature"] == drift.feature and a["status"] == "firing" for a in singles)
     assert len(joins) == len(events)
     for form, size, per_batch in (("rows", 250, 3), ("json", 250, 3), ("json", 1000, 1), ("arrow", 250, 3),
-                                  ("arrow", 1000, 2), ("arrow", 7, 40)):  # fmt: skip
+                                  ("arrow", 1000, 2), ("arrow", 7, 40), ("producer", 250, 3)):  # fmt: skip
         alerts, dlq, snapshot, stored = run(config, messages(events, form, size), per_batch)
         assert dlq == [], form
         assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in singles], (form, size)
