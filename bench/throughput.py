@@ -1,10 +1,11 @@
 """Throughput benchmark: the driftstream worker against the Faust ceiling, the parse limit and peers.
 
 Run from the repository root (needs ``redis-server`` and the dev extra for the embedded broker;
-Evidently is optional: ``pip install 'driftstream[bench]'``)::
+Evidently is optional: ``pip install 'driftstream[bench]'``; whylogs and NannyML run from a venv of
+their own, ``make bench-peers``, as they need numpy 1)::
 
-    .venv/bin/python -m bench.throughput                       # full run, about 9 min on 2 cores
-    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), about 2 min
+    .venv/bin/python -m bench.throughput                       # full run, about 12 min on 2 cores
+    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), about 4 min
     .venv/bin/python -m bench.throughput --features 20 --events 600000
     .venv/bin/python -m bench.throughput --out docs/throughput-table.md
 
@@ -14,22 +15,34 @@ Protocol (the contenders and what limits them: docs/throughput.md):
   every run. They run on the same 2 cores as the contender, and their CPU over each measured
   interval is reported next to the contender's.
 * Per workload (``--features``: 3/4 numeric, 1/4 categorical, 4 models) the same seeded traffic
-  (``streams.simulate``) is produced once into three topics of 4 partitions: single-event messages,
-  100-event and 1000-event batch envelopes. Each message holds one model's events, keyed by model; the
-  model names are chosen so that each model has a partition of its own. Every message is acknowledged
-  by the broker before any contender starts.
+  (``streams.simulate``, with a drift in three of the models from their event 5000: a mean shift, a
+  category mix and missing values) is produced once into five topics of 4 partitions: single-event
+  messages, 100-event and 1000-event row envelopes, and 1000-event columnar batches as JSON
+  (``streams.producer.columnar_json``) and as Arrow (``columnar_arrow``, header ``content-type``).
+  Each message holds one model's events, keyed by model; the model names are chosen so that each
+  model has a partition of its own. Event timestamps are the same in every topic (a clock per model,
+  1 ms an event). Every message is acknowledged by the broker before any contender starts.
 * Every contender is its own process, reading a topic from the start in a consumer group of its
   own. The parent samples its progress every 0.05 s (0.1 s for a worker's /metrics) and, at each
   sample, its CPU time (user + system, psutil). Throughput is the events counted between the first
   sample that shows an event and the first sample that shows all of them, over the time between the
   two: start-up, group join and the first batch are excluded. CPU is taken over the same interval.
   Peak RSS is the process's VmHWM (Linux; it includes start-up).
-* The driftstream worker (``python -m streams worker``) runs with ``numeric_tests=["psi"]``,
-  ``categorical_tests=["psi"]``, ``change_detectors=["adwin","page_hinkley"]``: ADWIN, Page-Hinkley
-  and windowed PSI on every numeric feature and the prediction, PSI on every categorical one;
-  everything else default (checkpoint every second) except ``BATCH_MAX``, set as the README advises
-  for envelopes (about 16,000 events a batch: 1000 single events, 160 or 16 envelopes). Its progress
-  is ``driftstream_events_consumed_total`` (summed over models) from its /metrics.
+* The driftstream worker (``python -m streams worker``) runs with the default detectors (every
+  setting at its default) except ``BATCH_MAX``, set as the README advises for envelopes (about
+  16,000 events a batch: 1000 single events, 160 or 16 envelopes), and topics of its own. Its
+  progress is ``driftstream_events_consumed_total`` (summed over models) from its /metrics. An extra
+  row runs the 1000-event envelopes with issue 5's set (PSI, ADWIN, Page-Hinkley only).
+* ``driftstream replay`` (``streams.replay.replay`` in a process of its own, ``bench.replayer``) over
+  the 1000-event row and Arrow topics, with the worker's settings; progress from its callback.
+* Batching changes no result: each worker run (and each replay) sends its alerts to a topic of its
+  own; they are read back after the run and compared, per model over the events every topic holds
+  (the single-event topic is the shortest), on model, version, segment, type, feature, detector,
+  status, severity, event index and window times. A difference makes the run exit 1 (after the report).
+* Peers beside Evidently, each a process timed the same way (own wall and CPU time, data prepared
+  untimed): whylogs (``whylogs.log`` of the rows) and NannyML (``UnivariateDriftCalculator``), from
+  ``bench.peers`` run by the peers venv's interpreter (``--peers-python``, default
+  ``.venv-peers/bin/python``). A peer that is not installed is a row saying how to install it.
 * Extra runs: memory of one worker with 100 models x 100 features (1000-event envelopes, every
   model past its 5000-row reference and one window), and the cost of checkpointing: the 1000-event
   envelope run with ``DRIFTSTREAM_CHECKPOINT_INTERVAL=3600`` against the default 1 s, alternated
@@ -50,7 +63,9 @@ name and the tail of its log (the logs are kept then).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -71,14 +86,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.agents import Progress
 from streams.services import EmbeddedBroker, EmbeddedRedis, free_port, stop_process_group
 from streams.settings import Settings
-from streams.simulate import Traffic, produce
+from streams.simulate import Drift, Traffic, model_events
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -96,6 +112,20 @@ SCALE_OUT = 2  # worker processes of the scale-out run
 MIN_BATCHES = 3  # fewer batches of a worker in its measured interval: the rate is flagged as too coarse
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when a contender is stopped (nothing is measured then)
 
+EVENT_SPACING = 0.001  # seconds between two events of a model (their timestamps: the same in every topic)
+# The drift of the traffic, so that the runs have alerts to compare: from the first event after the reference,
+# a 1-sigma mean shift (m0), the reversed category mix (m1), 30% missing values (m4); m5 stays still.
+DRIFTS = (("m0", "f1", "mean_shift", 1.0), ("m1", "c0", "category_mix", 1.0), ("m4", "f2", "null_rate", 0.3))
+PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # the venv of `make bench-peers`
+PEERS_INSTALL = "make bench-peers (a venv .venv-peers from bench/peers-requirements.txt; or --peers-python PATH)"
+EVIDENTLY_INSTALL = "pip install 'driftstream[bench]'"
+# Issue 5's detector set, the extra row "e1000-i5": windowed PSI, ADWIN and Page-Hinkley only
+ISSUE5_DETECTORS = {
+    "DRIFTSTREAM_NUMERIC_TESTS": '["psi"]',
+    "DRIFTSTREAM_CATEGORICAL_TESTS": '["psi"]',
+    "DRIFTSTREAM_CHANGE_DETECTORS": '["adwin","page_hinkley"]',
+}
+
 CONTENDERS = {
     "a": "a. empty Faust agent",
     "b": "b. decode + columns (confluent consume)",
@@ -103,13 +133,31 @@ CONTENDERS = {
     "d": "d. driftstream worker",
     "e100": "e. driftstream worker",
     "e1000": "e. driftstream worker",
+    "ecol": "e. driftstream worker",
+    "earrow": "e. driftstream worker",
+    "e1000-i5": "e. driftstream worker, issue 5's detectors (PSI, ADWIN, Page-Hinkley)",
     "e1000x2": "e. driftstream worker, 2 processes in one group",
+    "r1000": "r. driftstream replay",
+    "rarrow": "r. driftstream replay",
     "f": "f. Evidently DataDriftPreset, one report",
     "f-win": "f. Evidently DataDriftPreset, report per 1000 rows",
+    "g": "g. whylogs profile (why.log)",
+    "h": "h. NannyML UnivariateDriftCalculator",
 }
-TARGETS = {  # on the 20-feature workload (issue 5, point 4)
-    "d/a": 0.8,
-    "e": 150_000.0,
+MESSAGES = {  # what each topic holds, as the table names it
+    "single": "single events",
+    "b100": "100-event envelopes",
+    "b1000": "1000-event envelopes",
+    "col": "1000-event columnar JSON",
+    "arrow": "1000-event Arrow",
+}
+TARGETS = {  # on the 20-feature workload (issue 5, point 4; issue 17, point 6)
+    "d/a": 0.9,  # issue 17 (issue 5: 0.8)
+    "e": 80_000.0,  # JSON rows of 1000, issue 17 (issue 5: 150,000)
+    "col": 150_000.0,
+    "arrow": 250_000.0,
+    "arrow/f": 8.0,
+    "arrow/peer": 1.0,  # ahead of whylogs and of NannyML
     "e/b": 0.3,
     "e/c": 5.0,
     "e/f": 10.0,
@@ -134,11 +182,17 @@ class BenchError(Exception):
 class Workload:
     features: int
     batch_events: int  # events in each envelope topic (all models)
-    single_events: int  # events in the single-event topic
+    single_events: int  # events in the single-event topic (also the prefix whose alerts are compared)
     naive_events: int  # of those, what the naive agent reads
     evidently_rows: int  # current rows of the one-report Evidently job
     evidently_windows: int  # reports of 1000 rows in the windowed Evidently job
     models: tuple[str, ...] = MODELS
+    drifts: bool = True  # DRIFTS in the traffic
+
+    @property
+    def peer_rows(self) -> int:
+        """Rows per model after the reference for whylogs and NannyML: Evidently's, shared by the models."""
+        return max(WINDOW, self.evidently_rows // len(self.models))
 
     @property
     def numeric(self) -> int:
@@ -150,7 +204,12 @@ class Workload:
 
     @property
     def traffic(self) -> Traffic:
-        return Traffic(models=self.models, numeric=self.numeric, categorical=self.categorical, seed=SEED)
+        names = [f"f{i}" for i in range(self.numeric)] + [f"c{i}" for i in range(self.categorical)]
+        drifts = tuple(Drift(feature, REFERENCE, kind, magnitude, model)  # type: ignore[arg-type]
+                       for model, feature, kind, magnitude in DRIFTS
+                       if self.drifts and model in self.models and feature in names)  # fmt: skip
+        return Traffic(models=self.models, numeric=self.numeric, categorical=self.categorical, seed=SEED,
+                       drifts=drifts)  # fmt: skip
 
     def title(self) -> str:
         return (f"{self.features} features ({self.numeric} numeric, {self.categorical} categorical), "
@@ -167,13 +226,14 @@ def plan_workload(features: int, events: int, quick: bool = False) -> Workload:
     Rates are rates: each contender gets enough events for several seconds of measurement here, the
     slow ones fewer. Wider events get fewer envelope events (at 100 features: 3/10 of them, about
     1.5 times the bytes). The naive agent reads at least its 1000-value reference and two PSI windows
-    per model and feature.
+    per model and feature; the single-event topic holds at least every model's reference and three
+    windows (the drift's alerts are compared over it).
     """
     unit = len(MODELS) * 1000  # whole 1000-event envelopes for every model
     narrow = min(1.0, 20 / features)
     batch = _round_to(events * min(1.0, 30 / features), unit)
     naive = max(_round_to(events * narrow * 0.06, unit), len(MODELS) * 3 * WINDOW)
-    single = max(_round_to(events * 0.16, unit), naive)
+    single = max(_round_to(events * 0.16, unit), naive, len(MODELS) * (REFERENCE + 3 * WINDOW))
     return Workload(
         features=features,
         batch_events=batch,
@@ -201,6 +261,7 @@ class Result:
     other_cpu: float = math.nan  # CPU seconds of the rest of the machine over the interval
     worker: dict[str, float] = field(default_factory=dict)  # a worker's own metrics over the interval
     shares: list[Share] = field(default_factory=list)  # per worker process (several in one group: scale-out)
+    alerts: list[dict[str, Any]] | None = None  # the alerts it sent (a worker or a replay), read after the run
 
     def percent(self, cpu_seconds: float) -> str:
         return "-" if cpu_seconds != cpu_seconds or self.seconds <= 0 else f"{100 * cpu_seconds / self.seconds:.0f}"
@@ -218,7 +279,8 @@ class Result:
 class WorkloadResults:
     workload: Workload
     results: dict[str, Result] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    missing: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (what it reads, why it did not run)
+    comparison: Comparison | None = None  # the alerts of the runs on the same events
     checkpoint: tuple[list[Result], list[Result]] | None = None  # runs with interval 1 s, with interval 3600 s
     scale_out: Result | None = None  # e1000 with SCALE_OUT worker processes in one consumer group
     partition_sizes: list[int] = field(default_factory=list)  # messages per partition of the 1000-event topic
@@ -226,6 +288,10 @@ class WorkloadResults:
     @property
     def scale_out_failed(self) -> bool:
         return self.scale_out is not None and not all(share.served for share in self.scale_out.shares)
+
+    @property
+    def alerts_differ(self) -> bool:
+        return self.comparison is not None and not self.comparison.same
 
 
 # -- children --------------------------------------------------------------------------------------
@@ -495,8 +561,17 @@ class Bench:
             self.topics = []
         self.redis.cli("FLUSHALL")
 
-    def produce(self, topic: str, traffic: Traffic, events: int, batch_size: int) -> int:
-        """``events`` (all models) into ``topic``; the messages sent, every one acknowledged by the broker."""
+    def produce(self, topic: str, traffic: Traffic, events: int, batch_size: int, encoding: str = "rows",
+                t0: float | None = None) -> int:  # fmt: skip
+        """``events`` (all models) into ``topic``; the messages sent, every one acknowledged by the broker.
+
+        Round-robin over the models, ``batch_size`` events of one model a message (as ``streams.simulate``
+        sends them), encoded as JSON rows (one event: an object), or as the contract's columnar batch:
+        ``encoding`` "columnar" (JSON) or "arrow" (header ``content-type``). Event ``i`` of a model is
+        stamped ``t0 + i * EVENT_SPACING``, so that every topic holds the same events.
+        """
+        encode, headers = _encoder(encoding)
+        t0 = time.time() - 86_400 if t0 is None else t0
         per_model = events // len(traffic.models)
         messages = len(traffic.models) * math.ceil(per_model / batch_size)
         delivered, errors = [0], []
@@ -507,16 +582,57 @@ class Bench:
             else:
                 errors.append(str(error))
 
-        producer = Producer({**self.settings.confluent_config(), "linger.ms": 5, "on_delivery": on_delivery,
+        producer = Producer({**self.settings.confluent_config(), "linger.ms": 5,
                              "message.max.bytes": self.settings.max_message_bytes})  # fmt: skip
         started = time.monotonic()
-        sent = produce(self.settings, traffic, per_model, batch_size=batch_size, producer=producer, topic=topic)
+        sent = size = 0
+        for model, batch in model_batches(traffic, per_model, batch_size, t0):
+            value = encode(model, batch)
+            size += len(value)
+            while True:
+                try:
+                    producer.produce(topic, key=model.encode(), value=value, headers=headers, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            sent += len(batch)
+            producer.poll(0)
         left = producer.flush(120)
         if sent != events or delivered[0] != messages or left or errors:
             raise BenchError(f"producing {topic}: {sent:,} of {events:,} events sent, {delivered[0]:,} of "
                              f"{messages:,} messages acknowledged, {left} unsent; errors: {errors[:3]}")  # fmt: skip
-        log(f"  produced {events:,} events in {messages:,} messages to {topic} ({time.monotonic() - started:.1f} s)")
+        log(f"  produced {events:,} events in {messages:,} messages ({encoding}, {size / 2**20:,.1f} MiB) to {topic} "
+            f"({time.monotonic() - started:.1f} s)")  # fmt: skip
         return messages
+
+    def read_alerts(self, topic: str) -> list[dict[str, Any]]:
+        """Every alert in ``topic``, read from the start to its end (no consumer group joined)."""
+        consumer = Consumer({**self.settings.confluent_config(), "group.id": f"bench-{self.run_id}-alerts",
+                             "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+        try:
+            metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                return []  # the worker never created it: it sent nothing
+            partitions = list(metadata.partitions)
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+            ended: set[int] = set()
+            alerts: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60
+            while len(ended) < len(partitions):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"reading the alerts of {topic}: partitions {sorted(set(partitions) - ended)} "
+                                     "did not reach their end within 60 s")  # fmt: skip
+                for message in consumer.consume(num_messages=1000, timeout=1.0):
+                    error = message.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        ended.add(message.partition() or 0)
+                    elif error is not None:
+                        raise BenchError(f"reading the alerts of {topic}: {error}")
+                    else:
+                        alerts.append(json.loads(message.value() or b"null"))
+            return alerts
+        finally:
+            consumer.close()
 
     # -- contenders --------------------------------------------------------------------------------
 
@@ -545,10 +661,12 @@ class Bench:
                       got.services_cpu, got.other_cpu)  # fmt: skip
 
     def worker_env(self, group: str, topic: str, workload_tag: str, port: int, data_dir: Path,
-                   checkpoint_interval: float, per_message: int = 1) -> dict[str, str]:  # fmt: skip
+                   checkpoint_interval: float, per_message: int = 1, own_topics: bool = True
+                   ) -> dict[str, str]:  # fmt: skip
         """The environment of one ``python -m streams worker`` of consumer group (and app id) ``group``.
 
-        ``BATCH_MAX`` follows the README's advice for ``per_message`` events per message.
+        Default detectors; ``BATCH_MAX`` follows the README's advice for ``per_message`` events per
+        message. Its alerts and retraining requests go to topics of the group's own (``{group}-alerts``).
         """
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM_")}
         env.update({
@@ -558,7 +676,8 @@ class Bench:
             "DRIFTSTREAM_STATE_PREFIX": group,
             "DRIFTSTREAM_TOPIC_EVENTS": topic,
             "DRIFTSTREAM_TOPIC_LABELS": f"bench-{workload_tag}-labels",
-            "DRIFTSTREAM_TOPIC_ALERTS": f"bench-{workload_tag}-alerts",
+            "DRIFTSTREAM_TOPIC_ALERTS": f"{group}-alerts",
+            "DRIFTSTREAM_TOPIC_RETRAIN": f"{group}-retrain",
             "DRIFTSTREAM_TOPIC_METRICS": f"bench-{workload_tag}-metrics",
             "DRIFTSTREAM_TOPIC_DLQ": f"bench-{workload_tag}-dlq",
             "DRIFTSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
@@ -566,21 +685,19 @@ class Bench:
             "DRIFTSTREAM_WEB_PORT": str(port),
             "DRIFTSTREAM_DATA_DIR": str(data_dir),
             "DRIFTSTREAM_LOG_LEVEL": "WARNING",
-            "DRIFTSTREAM_NUMERIC_TESTS": '["psi"]',
-            "DRIFTSTREAM_CATEGORICAL_TESTS": '["psi"]',
-            "DRIFTSTREAM_CHANGE_DETECTORS": '["adwin","page_hinkley"]',
             "DRIFTSTREAM_CHECKPOINT_INTERVAL": f"{checkpoint_interval:g}",
             "DRIFTSTREAM_BATCH_MAX": str(batch_max_for(per_message)),
         })  # fmt: skip
-        for suffix in ("labels", "alerts", "metrics", "dlq"):
-            if f"bench-{workload_tag}-{suffix}" not in self.topics:
-                self.topics.append(f"bench-{workload_tag}-{suffix}")  # the worker creates them; deleted with the rest
+        made = [f"bench-{workload_tag}-{suffix}" for suffix in ("labels", "metrics", "dlq")]
+        for topic_name in [*made, f"{group}-alerts", f"{group}-retrain"] if own_topics else []:
+            if topic_name not in self.topics:
+                self.topics.append(topic_name)  # the worker creates them; deleted with the rest
         return env
 
     def worker(self, key: str, label: str, messages: str, topic: str, target: int, workload_tag: str,
                checkpoint_interval: float = 1.0, processes: int = 1, stagger: float = 0.0,
                per_message: int = 1, counted: str = "events", env: dict[str, str] | None = None,
-               group: str | None = None) -> Result:  # fmt: skip
+               group: str | None = None, alerts: bool = False) -> Result:  # fmt: skip
         """``processes`` workers in one consumer group, started together; their combined rate.
 
         ``stagger``: worker ``i`` (from 0) starts ``i * stagger`` seconds after the first (its process
@@ -593,7 +710,8 @@ class Bench:
 
         ``counted``: the METRIC_KEYS series that counts progress (and "events" in the result) instead of
         the events consumed, e.g. "labels_joined"; ``env``: variables set over ``worker_env``'s;
-        ``group``: the app id (consumer group, Redis state) to run in instead of a new one.
+        ``group``: the app id (consumer group, Redis state) to run in instead of a new one; ``alerts``:
+        read back the alerts the run sent (``Result.alerts``), after a checkpoint that follows its last event.
         """
         name = f"{key}-{topic}-cp{checkpoint_interval:g}" + (f"-x{processes}" if processes > 1 else "")
         group = group or self.group(name)
@@ -648,6 +766,19 @@ class Bench:
                 children.append(stack.enter_context(self.child(f"{label} [{name}{suffix}]", late + command, env)))
             procs += [psutil.Process(child.process.pid) for child in children]  # the same pid after the shell's exec
             got = measure(children, progress, target, 0.1, self.services)
+            if alerts:  # a checkpoint after the last batch: its alerts are flushed to the broker then
+                done = sum(now["checkpoints"] for now in last)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    now_metrics = [_metrics(port) for port in ports]
+                    if sum(m["checkpoints"] for m in now_metrics if m is not None) > done:
+                        break
+                    time.sleep(0.2)
+                else:
+                    log("    (no checkpoint within 30 s of the last event: its alerts may not all be sent)")
+        sent = self.read_alerts(f"{group}-alerts") if alerts else None
+        if sent is not None:
+            log(f"    {len(sent)} alerts sent")
         for data_dir in data_dirs:
             shutil.rmtree(data_dir, ignore_errors=True)
         spent = {key: sum(now[key] - start[key] for start, now in zip(first, last, strict=True))
@@ -700,7 +831,7 @@ class Bench:
                     f"{share.batches} batches in the interval; CPU % {100 * share.cpu_seconds / got.seconds:.0f} "
                     f"(drain {_percent(share.drain_cpu, spent['drain_seconds'])})")  # fmt: skip
         return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
-                      got.services_cpu, got.other_cpu, spent, shares)  # fmt: skip
+                      got.services_cpu, got.other_cpu, spent, shares, sent)  # fmt: skip
 
     def partition_sizes(self, topic: str) -> list[int]:
         """Messages in each partition of ``topic`` (high minus low watermark)."""
@@ -714,16 +845,40 @@ class Bench:
         finally:
             consumer.close()
 
-    def evidently(self, key: str, workload: Workload, rows: int, window: int) -> Result:
+    def replay(self, key: str, messages: str, topic: str, target: int, workload_tag: str,
+               per_message: int) -> Result:  # fmt: skip
+        """``streams.replay.replay`` over ``topic`` with the worker's settings, state in Redis (``bench.replayer``)."""
         label = CONTENDERS[key]
-        counter = Progress.create(self.work_dir, f"{key}-{workload.features}")
-        command = [sys.executable, "-m", "bench.agents", "evidently", "--counter", str(counter),
-                   "--models", ",".join(workload.models), "--numeric", str(workload.numeric),
-                   "--categorical", str(workload.categorical), "--seed", str(SEED), "--reference", str(REFERENCE),
-                   "--rows", str(rows), "--window", str(window)]  # fmt: skip
-        what = "one report" if not window else f"{rows // window} reports of {window} rows"
-        log(f"  {label}: {REFERENCE:,} reference rows, {rows:,} current rows ({what})")
-        with self.child(f"{label} [{key}-{workload.features}]", command) as child:
+        name = f"{key}-{topic}"
+        group = self.group(name)
+        counter = Progress.create(self.work_dir, name)
+        out = self.work_dir / f"{name}.json"
+        env = self.worker_env(group, topic, workload_tag, free_port(), self.work_dir, 1.0, per_message,
+                              own_topics=False)  # fmt: skip
+        command = [sys.executable, "-m", "bench.replayer", "--counter", str(counter), "--out", str(out),
+                   "--state-prefix", f"{group}-replay"]  # fmt: skip
+        log(f"  {label} ({messages}): {target:,} events")
+        with self.child(f"{label} [{name}]", command, env) as child:
+            got = measure(child, lambda: Progress.read(counter)[0], target, 0.05, self.services)
+            deadline = time.monotonic() + 60
+            while not out.exists():
+                if child.process.poll() is not None or time.monotonic() > deadline:
+                    raise child.failure("wrote no summary after its last event")
+                time.sleep(0.1)
+        summary = json.loads(out.read_text())
+        own = summary["events"] / summary["elapsed"] if summary["elapsed"] > 0 else math.nan
+        notes = [f"its own summary: {summary['events']:,} events, {summary['messages']:,} messages in "
+                 f"{summary['elapsed']:.1f} s ({_int(own)} events/s, start and end included)",
+                 f"{summary['rejected']} rejected, {len(summary['alerts'])} alerts"]  # fmt: skip
+        self.redis.cli("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", "0",
+                       f"{group}-replay*")  # fmt: skip
+        return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
+                      got.services_cpu, got.other_cpu, alerts=summary["alerts"])  # fmt: skip
+
+    def batch_job(self, label: str, name: str, command: list[str], env: dict[str, str] | None = None
+                  ) -> tuple[dict[str, Any], int]:  # fmt: skip
+        """Run a contender that times itself and prints one JSON line with ``rows``; that line and its peak RSS."""
+        with self.child(f"{label} [{name}]", command, env) as child:
             deadline = time.monotonic() + RUN_TIMEOUT
             rss = 0
             while child.process.poll() is None:
@@ -740,9 +895,50 @@ class Bench:
         rss = max(rss, int(report.get("max_rss", 0)))
         log(f"    {report['rows'] / report['seconds']:,.0f} events/s over {report['seconds']:.1f} s; "
             f"{100 * report['cpu_seconds'] / report['seconds']:.0f}% CPU")  # fmt: skip
-        notes = [f"{report['reports']} report(s), method psi, {report['drifted_columns']} drifted column verdicts"]
+        return report, rss
+
+    def evidently(self, key: str, workload: Workload, rows: int, window: int) -> Result:
+        label = CONTENDERS[key]
+        counter = Progress.create(self.work_dir, f"{key}-{workload.features}")
+        command = [sys.executable, "-m", "bench.agents", "evidently", "--counter", str(counter),
+                   "--models", ",".join(workload.models), "--numeric", str(workload.numeric),
+                   "--categorical", str(workload.categorical), "--seed", str(SEED), "--reference", str(REFERENCE),
+                   "--rows", str(rows), "--window", str(window)]  # fmt: skip
+        what = "one report" if not window else f"{rows // window} reports of {window} rows"
+        log(f"  {label}: {REFERENCE:,} reference rows, {rows:,} current rows ({what})")
+        report, rss = self.batch_job(label, f"{key}-{workload.features}", command)
+        # bench.agents builds its own Traffic, without DRIFTS: same seed and rows but for the drifted values
+        notes = [f"{report['reports']} report(s), method psi, {report['drifted_columns']} drifted column verdicts; "
+                 "the traffic without the drift"]  # fmt: skip
         return Result(key, label, f"{rows:,} rows in memory", report["rows"], report["seconds"],
                       report["cpu_seconds"], rss, notes)  # fmt: skip
+
+    def peer(self, key: str, kind: str, python: str, workload: Workload, rows_file: Path) -> Result:
+        """whylogs or NannyML (``bench.peers``), run by the peers venv's ``python``."""
+        label = CONTENDERS[key]
+        per_model = REFERENCE + workload.peer_rows
+        command = [python, "-m", "bench.peers", kind, "--rows", str(rows_file), "--reference", str(REFERENCE)]
+        log(f"  {label}: {len(workload.models)} models x {per_model:,} rows")
+        report, rss = self.batch_job(label, f"{key}-{workload.features}", command)
+        judged = "rows profiled" if kind == "whylogs" else f"rows judged after the {REFERENCE:,}-row reference"
+        messages = f"{report['rows']:,} {judged}, in memory"
+        notes = [f"{report['columns']} columns; {report['note']}"]
+        return Result(key, label, messages, report["rows"], report["seconds"], report["cpu_seconds"], rss, notes)
+
+    def write_rows(self, workload: Workload, t0: float) -> Path:
+        """The peers' rows: every model's first REFERENCE + ``peer_rows`` events (the topics' events), as Parquet."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        per_model = REFERENCE + workload.peer_rows
+        columns: dict[str, list[Any]] = {"model": []}
+        for model, events in model_batches(workload.traffic, per_model, per_model, t0):
+            columns["model"] += [model] * len(events)
+            for name in events[0]["features"]:
+                columns.setdefault(name, []).extend(event["features"][name] for event in events)
+        path = self.work_dir / f"rows-{workload.features}.parquet"
+        pq.write_table(pa.table(columns), path)
+        return path
 
 
 def _partition_story(partitions: list[tuple[float, int]]) -> str:
@@ -758,57 +954,172 @@ def _column_note(line: str) -> str:
         return line
 
 
-def evidently_available() -> bool:
+def model_batches(traffic: Traffic, per_model: int, batch_size: int, t0: float
+                  ) -> Iterator[tuple[str, list[dict[str, Any]]]]:  # fmt: skip
+    """(model, events) in sending order, as ``streams.simulate.batches``, with a clock per model."""
+
+    def clock() -> Callable[[], float]:
+        ticks = itertools.count()
+        return lambda: t0 + next(ticks) * EVENT_SPACING
+
+    streams = [model_events(traffic, i, clock()) for i in range(len(traffic.models))]
+    for first in range(0, per_model, batch_size):
+        for model, stream in zip(traffic.models, streams, strict=True):
+            yield model, list(itertools.islice(stream, min(batch_size, per_model - first)))
+
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def _encoder(encoding: str) -> tuple[Callable[[str, list[dict[str, Any]]], bytes], Headers | None]:
+    """The message value of a model's events, and the headers of every message."""
+    if encoding == "rows":
+        return (lambda model, events: orjson.dumps(events[0] if len(events) == 1 else events)), None
+    from streams.producer import ARROW_CONTENT_TYPE, columnar_arrow, columnar_json
+
+    def version(events: list[dict[str, Any]]) -> str | None:
+        versions = {event.get("model_version") for event in events}
+        if len(versions) != 1:
+            raise BenchError(f"a columnar batch holds one model version, these events have "
+                             f"{sorted(map(str, versions))}")  # fmt: skip
+        return versions.pop()
+
+    if encoding == "columnar":
+        return (lambda model, events: columnar_json(model, version(events), events)), None
+
+    def arrow(model: str, events: list[dict[str, Any]]) -> bytes:
+        value = columnar_arrow(model, version(events), events)
+        if value is None:
+            raise BenchError(f"columnar_arrow cannot type a column of {model}'s events (mixed kinds)")
+        return value
+
+    return arrow, [("content-type", ARROW_CONTENT_TYPE.encode())]
+
+
+def evidently_available() -> str | None:
+    """None when Evidently runs here, else how to install it."""
     check = subprocess.run([sys.executable, "-c", "import evidently.presets, pandas"], capture_output=True,
                            cwd=REPO, timeout=120, check=False)  # fmt: skip
-    return check.returncode == 0
+    return None if check.returncode == 0 else EVIDENTLY_INSTALL
+
+
+@dataclass
+class Peers:
+    """The interpreter that runs bench.peers, and per kind None (it runs) or why it does not."""
+
+    python: str
+    missing: dict[str, str | None]
+    versions: str  # of the peer packages, for the report
+
+
+def peers_available(python: str) -> Peers:
+    from bench.peers import IMPORTS
+
+    if not Path(python).exists() and not shutil.which(python):
+        return Peers(python, dict.fromkeys(IMPORTS, f"{python} not found: {PEERS_INSTALL}"), "")
+    missing: dict[str, str | None] = {}
+    for kind, statement in IMPORTS.items():
+        check = subprocess.run([python, "-c", statement], capture_output=True, text=True, cwd=REPO, timeout=300,
+                               check=False, env=dict(os.environ, WHYLOGS_NO_ANALYTICS="1",
+                                                     NML_DISABLE_USAGE_LOGGING="1"))  # fmt: skip
+        last = (check.stderr.strip().splitlines() or ["?"])[-1]
+        missing[kind] = None if check.returncode == 0 else f"{last} with {python}: {PEERS_INSTALL}"
+    script = (
+        "import importlib.metadata as m\nfor p in ('whylogs','nannyml','numpy','pandas'):\n"
+        "    try: print(p, m.version(p))\n    except m.PackageNotFoundError: print(p, 'not installed')"
+    )
+    versions = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    return Peers(python, missing, ", ".join(versions.stdout.split("\n")).strip(", "))
 
 
 # -- the runs --------------------------------------------------------------------------------------
 
 
-def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpoint: bool,
-                 scale_out: bool = False, stagger: float = 0.0) -> WorkloadResults:  # fmt: skip
+COMPARED = ("d", "e100", "e1000", "ecol", "earrow", "r1000", "rarrow")  # runs whose alerts must be the same
+
+
+def run_workload(bench: Bench, workload: Workload, evidently: str | None, peers: Peers, checkpoint: bool,
+                 scale_out: bool = False, stagger: float = 0.0, issue5: bool = True) -> WorkloadResults:  # fmt: skip
+    """``evidently``: None, or why Evidently does not run; ``issue5``: the extra row with issue 5's detectors."""
     out = WorkloadResults(workload)
     tag = f"{bench.run_id}-{workload.features}f"
     log(f"{workload.title()}:")
-    single = bench.create_topic(f"bench-{tag}-single")
-    env100 = bench.create_topic(f"bench-{tag}-b100")
-    env1000 = bench.create_topic(f"bench-{tag}-b1000")
     traffic = workload.traffic
-    bench.produce(single, traffic, workload.single_events, 1)
-    bench.produce(env100, traffic, workload.batch_events, 100)
-    bench.produce(env1000, traffic, workload.batch_events, 1000)
+    t0 = float(int(time.time()) - 86_400)  # the events' clock: a day ago, the same in every topic
+    topics = {name: bench.create_topic(f"bench-{tag}-{name}") for name in MESSAGES}
+    bench.produce(topics["single"], traffic, workload.single_events, 1, t0=t0)
+    bench.produce(topics["b100"], traffic, workload.batch_events, 100, t0=t0)
+    bench.produce(topics["b1000"], traffic, workload.batch_events, 1000, t0=t0)
+    columnar: dict[str, str] = {}  # topic name -> why it could not be produced
+    for name, encoding in (("col", "columnar"), ("arrow", "arrow")):
+        try:
+            bench.produce(topics[name], traffic, workload.batch_events, 1000, encoding, t0)
+        except ImportError as exc:  # streams.producer without the encoders
+            columnar[name] = f"not available: {exc}"
+            log(f"  {name}: {columnar[name]}")
     r = out.results
-    r["a"] = bench.agent("a", CONTENDERS["a"], "single events", "faust-empty", single, workload.single_events)
-    r["b"] = bench.agent("b", CONTENDERS["b"], "1000-event envelopes", "decode", env1000, workload.batch_events)
-    r["c"] = bench.agent("c", CONTENDERS["c"], "single events", "naive", single, workload.naive_events)
-    r["d"] = bench.worker("d", CONTENDERS["d"], "single events", single, workload.single_events, tag)
-    r["e100"] = bench.worker("e100", CONTENDERS["e100"], "100-event envelopes", env100, workload.batch_events, tag,
-                             per_message=100)  # fmt: skip
-    r["e1000"] = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
-                              tag, per_message=1000)  # fmt: skip
+    r["a"] = bench.agent("a", CONTENDERS["a"], MESSAGES["single"], "faust-empty", topics["single"],
+                         workload.single_events)  # fmt: skip
+    r["b"] = bench.agent("b", CONTENDERS["b"], MESSAGES["b1000"], "decode", topics["b1000"], workload.batch_events)
+    r["c"] = bench.agent("c", CONTENDERS["c"], MESSAGES["single"], "naive", topics["single"], workload.naive_events)
+    r["d"] = bench.worker("d", CONTENDERS["d"], MESSAGES["single"], topics["single"], workload.single_events, tag,
+                          alerts=True)  # fmt: skip
+    r["e100"] = bench.worker("e100", CONTENDERS["e100"], MESSAGES["b100"], topics["b100"], workload.batch_events,
+                             tag, per_message=100, alerts=True)  # fmt: skip
+    r["e1000"] = bench.worker("e1000", CONTENDERS["e1000"], MESSAGES["b1000"], topics["b1000"], workload.batch_events,
+                              tag, per_message=1000, alerts=True)  # fmt: skip
+    for key, name in (("ecol", "col"), ("earrow", "arrow")):
+        if name in columnar:
+            out.missing[key] = (MESSAGES[name], columnar[name])
+        else:
+            r[key] = bench.worker(key, CONTENDERS[key], MESSAGES[name], topics[name], workload.batch_events, tag,
+                                  per_message=1000, alerts=True)  # fmt: skip
+    if issue5:
+        r["e1000-i5"] = bench.worker("e1000-i5", CONTENDERS["e1000-i5"], MESSAGES["b1000"], topics["b1000"],
+                                     workload.batch_events, tag, per_message=1000, env=ISSUE5_DETECTORS)  # fmt: skip
     if scale_out:  # right after the 1-worker run it is compared with
-        out.partition_sizes = bench.partition_sizes(env1000)
-        log(f"  messages per partition of {env1000}: {' / '.join(map(str, out.partition_sizes))}")
+        out.partition_sizes = bench.partition_sizes(topics["b1000"])
+        log(f"  messages per partition of {topics['b1000']}: {' / '.join(map(str, out.partition_sizes))}")
         if 0 in out.partition_sizes:
             log("  warning: a partition holds no message, so the workers cannot share the data evenly")
-        out.scale_out = bench.worker("e1000x2", CONTENDERS["e1000x2"], "1000-event envelopes", env1000,
+        out.scale_out = bench.worker("e1000x2", CONTENDERS["e1000x2"], MESSAGES["b1000"], topics["b1000"],
                                      workload.batch_events, tag, processes=SCALE_OUT, stagger=stagger,
                                      per_message=1000)  # fmt: skip
     if checkpoint:  # alternating, so that a drift of the machine's speed hits both alike
-        every, hourly = [r["e1000"]], []
+        every, hourly = [r["e1000"]], list[Result]()
         for interval in (3600, 1, 3600):
-            run = bench.worker("e1000", CONTENDERS["e1000"], "1000-event envelopes", env1000, workload.batch_events,
+            run = bench.worker("e1000", CONTENDERS["e1000"], MESSAGES["b1000"], topics["b1000"], workload.batch_events,
                                tag, checkpoint_interval=interval, per_message=1000)  # fmt: skip
             (every if interval == 1 else hourly).append(run)
         out.checkpoint = (every, hourly)
-    if with_evidently:
+    for key, name in (("r1000", "b1000"), ("rarrow", "arrow")):
+        if name in columnar:
+            out.missing[key] = (MESSAGES[name], columnar[name])
+            continue
+        try:
+            import streams.replay  # noqa: F401 - only whether it is there
+        except ImportError as exc:
+            out.missing[key] = (MESSAGES[name], f"not available: {exc}")
+            continue
+        r[key] = bench.replay(key, MESSAGES[name], topics[name], workload.batch_events, tag, 1000)
+    if evidently is None:
         r["f"] = bench.evidently("f", workload, workload.evidently_rows, 0)
         r["f-win"] = bench.evidently("f-win", workload, workload.evidently_windows * WINDOW, WINDOW)
     else:
-        out.skipped.append("f: skipped (pip install 'driftstream[bench]')")
-        log("  " + out.skipped[-1])
+        for key in ("f", "f-win"):
+            out.missing[key] = ("rows in memory", f"not installed: {evidently}")
+    rows_file = bench.write_rows(workload, t0) if not all(peers.missing.values()) else None
+    for key, kind in (("g", "whylogs"), ("h", "nannyml")):
+        reason = peers.missing.get(kind)
+        if reason is not None or rows_file is None:
+            out.missing[key] = ("rows in memory", f"not installed: {reason}")
+        else:
+            r[key] = bench.peer(key, kind, peers.python, workload, rows_file)
+    for key, (_, reason) in out.missing.items():
+        log(f"  {CONTENDERS[key]}: {reason}")
+    out.comparison = compare_alerts(r, workload)
+    if out.comparison is not None:
+        log("  " + out.comparison.verdict())
     bench.delete_topics()
     return out
 
@@ -816,7 +1127,7 @@ def run_workload(bench: Bench, workload: Workload, with_evidently: bool, checkpo
 def run_memory(bench: Bench, models: int, features: int, per_model: int) -> Result:
     names = tuple(f"m{i}" for i in range(models))
     workload = Workload(features=features, batch_events=models * per_model, single_events=0, naive_events=0,
-                        evidently_rows=0, evidently_windows=0, models=names)  # fmt: skip
+                        evidently_rows=0, evidently_windows=0, models=names, drifts=False)  # fmt: skip
     tag = f"{bench.run_id}-mem"
     log(f"memory: {models} models x {features} features, {per_model:,} events per model:")
     topic = bench.create_topic(f"bench-{tag}-b1000")
@@ -828,6 +1139,102 @@ def run_memory(bench: Bench, models: int, features: int, per_model: int) -> Resu
 
 
 # -- report ----------------------------------------------------------------------------------------
+
+
+AlertKey = tuple[Any, ...]
+
+
+def alert_key(alert: dict[str, Any]) -> AlertKey:
+    """What must not depend on how the events were batched (the alert id names the topic, so it is left out)."""
+    window = alert.get("window") or {}
+    return (alert.get("model"), alert.get("model_version"), json.dumps(alert.get("segment"), sort_keys=True),
+            alert.get("type"), alert.get("feature"), alert.get("detector"), alert.get("status"),
+            alert.get("severity"), window.get("event_index"), window.get("start"), window.get("end"),
+            tuple(alert.get("detectors") or ()))  # fmt: skip
+
+
+@dataclass
+class Comparison:
+    """The alerts of runs over the same events, over the first ``prefix`` events of each model."""
+
+    prefix: int
+    reference: str  # the run the others are compared with (single events)
+    alerts: dict[str, list[AlertKey]]  # run -> its alerts within the prefix, sorted
+    total: dict[str, int]  # run -> all its alerts
+    statistic: dict[str, float]  # run -> largest relative difference of a matching alert's statistic
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def same(self) -> bool:
+        return all(keys == self.alerts[self.reference] for keys in self.alerts.values())
+
+    def verdict(self) -> str:
+        n = len(self.alerts[self.reference])
+        if self.same:
+            return (f"batching changes no result: the same {n} alerts from {', '.join(self.alerts)} over the first "
+                    f"{self.prefix:,} events of each model")  # fmt: skip
+        differ = [key for key, keys in self.alerts.items() if keys != self.alerts[self.reference]]
+        return f"BATCHING CHANGED THE ALERTS: {', '.join(differ)} differ from {self.reference} ({n} alerts)"
+
+
+def compare_alerts(results: dict[str, Result], workload: Workload) -> Comparison | None:
+    runs = {key: results[key] for key in COMPARED if key in results and results[key].alerts is not None}
+    if len(runs) < 2:
+        return None
+    prefix = workload.single_events // len(workload.models)  # the single-event topic is the shortest
+    reference = "d" if "d" in runs else next(iter(runs))
+    keyed: dict[str, list[AlertKey]] = {}
+    stats: dict[str, dict[AlertKey, float]] = {}
+    for key, result in runs.items():
+        inside = [a for a in result.alerts or () if (a.get("window") or {}).get("event_index", prefix) < prefix]
+        keyed[key] = sorted((alert_key(a) for a in inside), key=repr)
+        stats[key] = {alert_key(a): float(a.get("statistic") or 0.0) for a in inside}
+    largest: dict[str, float] = {}
+    for key in runs:
+        shared = stats[key].keys() & stats[reference].keys()
+        largest[key] = max((abs(stats[key][k] - stats[reference][k]) / max(abs(stats[reference][k]), 1e-12)
+                            for k in shared), default=0.0)  # fmt: skip
+    comparison = Comparison(prefix, reference, keyed, {k: len(r.alerts or ()) for k, r in runs.items()}, largest)
+    base = collections.Counter(keyed[reference])
+    for key, keys in keyed.items():
+        mine = collections.Counter(keys)
+        for what, extra in (("only in " + key, mine - base), ("missing from " + key, base - mine)):
+            comparison.examples += [f"{what}: {_shown(k)}" for k in list(extra)[:3]]
+    return comparison
+
+
+def _shown(key: AlertKey) -> str:
+    model, version, segment, kind, feature, detector, status, severity, index, _, _, detectors = key
+    where = f"{model} v{version}" + ("" if segment == "null" else f" {segment}")
+    also = f" ({'+'.join(detectors)})" if len(detectors) > 1 else ""
+    return f"{where} {kind} {feature or '(model)'} {detector}{also} {status} {severity} at event {index:,}"
+
+
+def comparison_table(comparison: Comparison, results: dict[str, Result]) -> list[str]:
+    reference = comparison.alerts[comparison.reference]
+    lines = [
+        f"Batching changes no result? Alerts over the first {comparison.prefix:,} events of each model (what every "
+        f"topic holds; the traffic drifts from event {REFERENCE:,} in three models), compared on model, version, "
+        "segment, type, feature, detector(s), status, severity, event index and window times:",
+        "",
+        "| run | messages | alerts compared | all its alerts | same as single events | largest relative "
+        "difference of a statistic |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for key, keys in comparison.alerts.items():
+        same = "(reference)" if key == comparison.reference else ("yes" if keys == reference else "**no**")
+        lines.append(f"| {results[key].label} | {results[key].messages} | {len(keys)} | {comparison.total[key]} | "
+                     f"{same} | {comparison.statistic[key]:.1e} |")  # fmt: skip
+    shown = [_shown(k) for k in reference[:12]] + ([f"{len(reference) - 12} more"] if len(reference) > 12 else [])
+    lines += [
+        "",
+        comparison.verdict()
+        + (": " + "; ".join(comparison.examples[:10]) if comparison.examples else "")
+        + ". The alerts of single events: "
+        + ("; ".join(shown) or "none")
+        + ".",
+    ]
+    return lines
 
 
 def _int(value: float) -> str:
@@ -842,7 +1249,8 @@ def _status(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "**not met**")
 
 
-def result_table(results: dict[str, Result]) -> list[str]:
+def result_table(results: dict[str, Result], missing: dict[str, tuple[str, str]] | None = None) -> list[str]:
+    """Every contender: the measured ones, and those that did not run with the reason."""
     lines = [
         "| contender | messages | events/s per process | CPU s per 1M events | CPU %: contender / broker + redis / "
         "rest | peak RSS MB | events measured | notes |",
@@ -852,35 +1260,52 @@ def result_table(results: dict[str, Result]) -> list[str]:
         cpu = " / ".join(r.percent(c) for c in (r.cpu_seconds, r.services_cpu, r.other_cpu))
         lines.append(f"| {r.label} | {r.messages} | {_int(r.rate)} | {r.cpu_per_million:,.1f} | {cpu} | "
                      f"{_mb(r.peak_rss)} | {r.events:,} | {'; '.join(r.notes)} |")  # fmt: skip
+    for key, (messages, reason) in (missing or {}).items():
+        lines.append(f"| {CONTENDERS[key]} | {messages} | - | - | - | - | - | **{reason}** |")
     return lines
 
 
 def ratio_table(results: dict[str, Result], judged: bool) -> list[str]:
-    """The issue's ratios; ``judged``: the workload the targets are set on (20 features)."""
+    """The issues' ratios; ``judged``: the workload the targets are set on (20 features)."""
     rate = {key: r.rate for key, r in results.items()}
-    e = rate.get("e1000", math.nan)
     rows: list[tuple[str, str, str, bool | None]] = []
 
-    def ratio(name: str, top: float, bottom: str, target: float, what: str) -> None:
-        if bottom not in rate:
-            rows.append((name, "-", f">= {target:g}", None))
-            return
-        value = top / rate[bottom]
-        rows.append((f"{name} ({what})", f"{value:,.2f}", f">= {target:g}", value >= target if judged else None))
+    def speed(name: str, key: str, target: float) -> None:
+        value = rate.get(key, math.nan)
+        rows.append((name, f"{_int(value)} events/s", f">= {target:,.0f} events/s",
+                     value >= target if judged and key in rate else None))  # fmt: skip
 
-    ratio("d/a", rate.get("d", math.nan), "a", TARGETS["d/a"], "worker, single events / empty Faust agent")
-    rows.append(("e (1000-event envelopes)", f"{_int(e)} events/s", f">= {TARGETS['e']:,.0f} events/s",
-                 e >= TARGETS["e"] if judged else None))  # fmt: skip
-    ratio("e/b", e, "b", TARGETS["e/b"], "worker / decode-only loop")
-    ratio("e/c", e, "c", TARGETS["e/c"], "worker / naive Faust agent")
-    ratio("e/f", e, "f", TARGETS["e/f"], "worker / Evidently, one report")
-    if "f-win" in rate:
-        value = e / rate["f-win"]
-        rows.append(("e/f, windows (worker / Evidently, a report per 1000 rows)", f"{value:,.1f}", "(information)",
-                     None))  # fmt: skip
-    if "e100" in rate:
-        rows.append(("e100/e1000 (100-event / 1000-event envelopes)", f"{rate['e100'] / e:,.2f}", "(information)",
-                     None))  # fmt: skip
+    def ratio(name: str, top: str, bottom: str, target: float | None, what: str, ahead: bool = False) -> None:
+        if top not in rate or bottom not in rate:
+            absent = " and ".join(CONTENDERS[k].split(". ", 1)[-1] for k in (top, bottom) if k not in rate)
+            rows.append((f"{name} ({what})", f"- ({absent} did not run)",
+                         "(information)" if target is None else (f"> {target:g}" if ahead else f">= {target:g}"),
+                         None))  # fmt: skip
+            return
+        value = rate[top] / rate[bottom]
+        if target is None:
+            rows.append((f"{name} ({what})", f"{value:,.2f}", "(information)", None))
+            return
+        ok = (value > target if ahead else value >= target) if judged else None
+        rows.append((f"{name} ({what})", f"{value:,.2f}", f"> {target:g} (ahead)" if ahead else f">= {target:g}", ok))
+
+    speed("arrow (1000-event Arrow batches)", "earrow", TARGETS["arrow"])
+    ratio("arrow/f", "earrow", "f", TARGETS["arrow/f"], "worker on Arrow / Evidently, one report")
+    speed("col (1000-event columnar JSON)", "ecol", TARGETS["col"])
+    speed("e (1000-event JSON row envelopes)", "e1000", TARGETS["e"])
+    ratio("d/a", "d", "a", TARGETS["d/a"], "worker, single events / empty Faust agent")
+    ratio("arrow/g", "earrow", "g", TARGETS["arrow/peer"], "worker on Arrow / whylogs profile", ahead=True)
+    ratio("arrow/h", "earrow", "h", TARGETS["arrow/peer"], "worker on Arrow / NannyML univariate drift", ahead=True)
+    ratio("e/g", "e1000", "g", None, "worker on JSON rows / whylogs profile")
+    ratio("e/h", "e1000", "h", None, "worker on JSON rows / NannyML univariate drift")
+    ratio("e/b", "e1000", "b", TARGETS["e/b"], "worker / decode-only loop, issue 5")
+    ratio("e/c", "e1000", "c", TARGETS["e/c"], "worker / naive Faust agent, issue 5")
+    ratio("e/f", "e1000", "f", TARGETS["e/f"], "worker on JSON rows / Evidently, one report, issue 5")
+    ratio("e/f, windows", "e1000", "f-win", None, "worker / Evidently, a report per 1000 rows")
+    ratio("r/e", "r1000", "e1000", None, "replay / worker, 1000-event JSON rows")
+    ratio("r arrow/earrow", "rarrow", "earrow", None, "replay / worker, Arrow")
+    ratio("e100/e1000", "e100", "e1000", None, "100-event / 1000-event envelopes")
+    ratio("default/issue 5", "e1000", "e1000-i5", None, "default detectors / issue 5's set, 1000-event envelopes")
     lines = ["| ratio | value | target | status |", "|---|---:|---|---|"]
     lines += [f"| {name} | {value} | {target} | {_status(ok)} |" for name, value, target, ok in rows]
     return lines
@@ -1003,8 +1428,9 @@ def environment() -> list[str]:
                                   timeout=10, cwd=REPO, check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         revision = "unknown"
-    packages = ", ".join(f"{p} {version(p)}" for p in ("faust-streaming", "aiokafka", "confluent-kafka", "river",
-                                                        "numpy", "orjson", "evidently", "pandas"))  # fmt: skip
+    names = ("faust-streaming", "aiokafka", "confluent-kafka", "river", "numpy", "orjson", "pyarrow", "evidently",
+             "pandas")  # fmt: skip
+    packages = ", ".join(f"{p} {version(p)}" for p in names)
     return [
         f"git {revision}; {os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.0f} GiB; "
         f"Python {platform.python_version()}; {packages}.",
@@ -1020,8 +1446,22 @@ def python_speed() -> float:
     return time.perf_counter() - started
 
 
+def detectors_in_force() -> str:
+    """The worker's default detectors, as the settings say (not a copy of them)."""
+    defaults = Settings.model_fields
+    names = {field: ", ".join(defaults[field].default) for field in ("numeric_tests", "categorical_tests",
+                                                                     "change_detectors")}  # fmt: skip
+    return (f"driftstream: its default detectors, every setting at its default but `BATCH_MAX`: windowed "
+            f"{names['numeric_tests']} on every numeric feature and the prediction, {names['categorical_tests']} on "
+            f"every categorical one ({Settings.model_fields['window_size'].default}-row tumbling windows, "
+            f"{Settings.model_fields['reference_size'].default}-row reference), {names['change_detectors']} on the "
+            "numeric ones, and the model-level checks (schema, multivariate, dataset drift); checkpoint to Redis "
+            "every second.")  # fmt: skip
+
+
 def report(args: argparse.Namespace, workloads: list[WorkloadResults], memory: Result | None, elapsed: float,
-           memory_plan: tuple[int, int, int] | None, speed: tuple[float, float], setting: str) -> str:  # fmt: skip
+           memory_plan: tuple[int, int, int] | None, speed: tuple[float, float], setting: str,
+           peers: Peers | None = None) -> str:  # fmt: skip
     command = "python -m bench.throughput" + (" --quick" if args.quick else "")
     command += f" --features {args.features} --events {args.events}"
     lines = [
@@ -1041,24 +1481,29 @@ def report(args: argparse.Namespace, workloads: list[WorkloadResults], memory: R
         f"runs, {speed[1]:.2f} s after. Runs on this shared VM vary by 10-30% from one hour to the next: "
         "compare ratios within one run, not absolute rates across runs.",
         "",
-        "driftstream: ADWIN + Page-Hinkley + windowed PSI (1000-row tumbling windows, 5000-row reference) on every "
-        "numeric feature and the prediction, PSI on every categorical feature; checkpoint to Redis every second.",
+        detectors_in_force(),
     ]
+    if peers is not None:
+        lines += ["", f"whylogs and NannyML ran with `{peers.python}`: {peers.versions or 'not found'}."]
     for w in workloads:
         lines += ["", f"## {w.workload.title()}", ""]
         wl = w.workload
         lines.append(f"Data: {wl.single_events:,} events as single-event messages (c reads the first "
-                     f"{wl.naive_events:,}); {wl.batch_events:,} events as 100-event and as 1000-event envelopes; "
+                     f"{wl.naive_events:,}); {wl.batch_events:,} events as 100-event and as 1000-event JSON row "
+                     f"envelopes, as 1000-event columnar JSON and as 1000-event Arrow batches; "
                      f"Evidently: the first model's first {REFERENCE:,} events as reference, the next "
                      f"{wl.evidently_rows:,} as current in one report, and the first "
-                     f"{wl.evidently_windows * WINDOW:,} of those in reports of 1000 rows.")  # fmt: skip
-        lines += [""] + result_table(w.results)
-        lines += ["", *w.skipped] if w.skipped else []
+                     f"{wl.evidently_windows * WINDOW:,} of those in reports of 1000 rows; whylogs and NannyML: "
+                     f"each model's first {REFERENCE + wl.peer_rows:,} events ({REFERENCE:,} as NannyML's "
+                     "reference), the topics' own rows.")  # fmt: skip
+        lines += [""] + result_table(w.results, w.missing)
         judged = w.workload.features == 20
         lines += ["", "Ratios" + ("" if judged else " (the targets are set on the 20-feature workload)") + ":", ""]
         lines += ratio_table(w.results, judged)
         if w.scale_out is not None and "e1000" in w.results:
             lines += ["", *scale_out_table(w.results["e1000"], w.scale_out, w.partition_sizes)]
+        if w.comparison is not None:
+            lines += ["", *comparison_table(w.comparison, w.results)]
         if w.checkpoint:
             lines += ["", *checkpoint_table(*w.checkpoint)]
     if memory is not None and memory_plan is not None:
@@ -1091,6 +1536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--quick 150,000); wider events get fewer, in proportion")  # fmt: skip
     parser.add_argument("--out", type=Path, help="also write the markdown tables to this file")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100 models x 100 features memory run")
+    parser.add_argument("--peers-python", default=str(PEERS_PYTHON), metavar="PATH",
+                        help="the interpreter that runs the whylogs and NannyML contenders (default: the venv of "
+                        "`make bench-peers`, .venv-peers/bin/python)")  # fmt: skip
+    parser.add_argument("--no-issue5-row", action="store_true", help="skip the extra row with issue 5's detectors")
     parser.add_argument("--no-scale-out", action="store_true", help=f"skip the run with {SCALE_OUT} workers in one "
                         "group")  # fmt: skip
     parser.add_argument("--scale-out-stagger", type=float, default=0.0, metavar="S",
@@ -1123,7 +1572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         broker.start()
         redis.start()
-        with_evidently = evidently_available()
+        evidently = evidently_available()
+        peers = peers_available(args.peers_python)
         bench = Bench(broker, redis, children, work_dir)
         results = []
         # the checkpoint cost is measured on the workload the targets are set on (not in a quick run)
@@ -1132,12 +1582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale_out_at = None if args.no_scale_out else judged  # the scale-out too, in a quick run as well
         for features in feature_counts:
             workload = plan_workload(features, args.events, args.quick)
-            results.append(run_workload(bench, workload, with_evidently, checkpoint=features == checkpoint_at,
+            results.append(run_workload(bench, workload, evidently, peers, checkpoint=features == checkpoint_at,
+                                        issue5=not args.no_issue5_row,
                                         scale_out=features == scale_out_at,
                                         stagger=args.scale_out_stagger))  # fmt: skip
         memory = run_memory(bench, *memory_plan) if memory_plan else None
         speed = (speed_before, python_speed())
-        text = report(args, results, memory, time.monotonic() - started, memory_plan, speed, setting)
+        text = report(args, results, memory, time.monotonic() - started, memory_plan, speed, setting, peers)
         failed = False
     except BenchError as exc:
         log(f"error: {exc}")
@@ -1156,8 +1607,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.write_text(text)
         log(f"wrote {args.out}")
+    failed = False
     if any(w.scale_out_failed for w in results):
         log("error: scale-out failed: a worker of the group owned no partition (see the scale-out table)")
+        failed = True
+    if any(w.alerts_differ for w in results):
+        log("error: batching changed the alerts (see the comparison table)")
+        failed = True
+    if failed:
         return 1
     return 0
 
