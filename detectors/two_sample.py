@@ -261,7 +261,7 @@ class KSTest(PValueTest):
         if not window.values.size:
             return Score(0.0, 1.0, 0.0, 0)
         d = ks_statistic(reference.items, reference.weights, window.values,
-                         derived(reference, "cdf", lambda: _weighted_cdf(reference.weights)))
+                         derived(reference, "cdf", lambda: _weighted_cdf(reference.items, reference.weights)))
         n, m = sorted((float(_present(reference)), float(window.values.size)), reverse=True)
         size = round(n * m / (n + m))
         # kstwo._sf is the distribution's own sf; the public kstwo.sf wraps it in ~100 us of
@@ -287,20 +287,31 @@ def _ks_line(alpha: float, size: int) -> float:
     return float(stats.kstwo.isf(alpha, size))
 
 
-def _weighted_cdf(weights: np.ndarray) -> np.ndarray:
-    return np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+def _weighted_cdf(items: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted CDF after each count of items (0 to all), and at each item."""
+    cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    return cdf, cdf[np.searchsorted(items, items, side="right")]
 
 
 def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray,
-                 reference_cdf: np.ndarray | None = None) -> float:  # fmt: skip
+                 reference_cdf: tuple[np.ndarray, np.ndarray] | None = None) -> float:  # fmt: skip
     """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted);
-    ``reference_cdf``: ``_weighted_cdf(weights)``, when the caller keeps it."""
-    points = np.concatenate([items, window_sorted])
-    if reference_cdf is None:
-        reference_cdf = _weighted_cdf(weights)
-    f_ref = reference_cdf[np.searchsorted(items, points, side="right")]
-    f_win = np.searchsorted(window_sorted, points, side="right") / window_sorted.size
-    return float(np.max(np.abs(f_ref - f_win)))
+    ``reference_cdf``: ``_weighted_cdf(items, weights)``, when the caller keeps it.
+
+    The supremum is taken at every point of either sample, each CDF counting the values <= it.
+    Both samples are sorted, so each is searched in the other with ascending keys (numpy's fast
+    case), and a window value's own count is the position after its last tie.
+    """
+    cdf, ref_at_items = reference_cdf if reference_cdf is not None else _weighted_cdf(items, weights)
+    n = window_sorted.size
+    if not n:
+        return 0.0
+    last_tie = np.empty(n, dtype=bool)
+    np.not_equal(window_sorted[1:], window_sorted[:-1], out=last_tie[:-1])
+    last_tie[-1] = True
+    at_window = cdf[np.searchsorted(items, window_sorted[last_tie], side="right")] - (np.flatnonzero(last_tie) + 1) / n
+    at_items = ref_at_items - np.searchsorted(window_sorted, items, side="right") / n
+    return float(max(np.abs(at_window).max(), np.abs(at_items).max()))
 
 
 class ChiSquareTest(PValueTest):

@@ -85,6 +85,13 @@ class Evaluation:
         return self.summarize() if self.summarize is not None else None
 
 
+def _bin_counts(edges: np.ndarray, present_sorted: np.ndarray) -> np.ndarray:
+    """``NumericReference.bin_counts`` of sorted values: the values under each edge, a search per edge
+    rather than per value (bin ``i`` holds the values in ``[edges[i - 1], edges[i])``)."""
+    below = np.searchsorted(present_sorted, edges, side="left")
+    return np.diff(below, prepend=0, append=present_sorted.size)
+
+
 class WindowedDetector:
     """Ring window + two-sample tests against a fixed reference."""
 
@@ -177,7 +184,10 @@ class WindowedDetector:
         start = 0
         while start < n:
             take = min(n - start, self._until, self.size)
-            where = (self._next + np.arange(take)) % self.size
+            # Ring positions next..next+take, wrapping: a slice when they do not wrap (tumbling windows).
+            where: slice | np.ndarray = slice(self._next, self._next + take)
+            if self._next + take > self.size:
+                where = (self._next + np.arange(take)) % self.size
             self._ring[where] = column[start : start + take]
             if self._times is not None:
                 self._times[where] = times[start : start + take] if times is not None else 0.0
@@ -222,7 +232,7 @@ class WindowedDetector:
         ring = self._ring[: self._fill] if self._fill < self.size else self._ring
         if isinstance(self.reference, NumericReference):
             present = np.sort(ring[~np.isnan(ring)])
-            return NumericWindow(present, int(ring.size - present.size), self.reference.bin_counts(present))
+            return NumericWindow(present, int(ring.size - present.size), _bin_counts(self.reference.edges, present))
         present_codes = ring[ring >= 0]
         counts = np.bincount(present_codes, minlength=len(self.reference.categories) + 1)
         return CategoricalWindow(counts, int(ring.size - present_codes.size))

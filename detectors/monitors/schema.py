@@ -44,6 +44,7 @@ import math
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -188,12 +189,12 @@ class _Feature:
     def missing_share(self) -> float:
         return self.missing / self.rows if self.rows else 0.0
 
-    @property
+    @cached_property  # these are read per window of every feature: computed once
     def present(self) -> int:
         """Present values the types were learnt from."""
         return sum(self.types) if self.types is not None else 0
 
-    @property
+    @cached_property
     def type(self) -> int | None:
         """The expected JSON type (a code of Column.json_types()): the most common learnt (ties: number, string,
         bool, other); None when none was learnt."""
@@ -202,7 +203,7 @@ class _Feature:
         assert self.types is not None
         return 1 + int(np.argmax(self.types))
 
-    @property
+    @cached_property
     def other(self) -> int:
         """Learnt present values of another type than ``type``."""
         code = self.type

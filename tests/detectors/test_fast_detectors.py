@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from detectors import two_sample
+from detectors import window as window_module
 from detectors.reference import NumericReference
 from detectors.streaming import AdwinDetector
 from detectors.two_sample import KSTest, NumericWindow, OutOfRangeTest, Score
@@ -44,6 +45,45 @@ def test_ks_judges_as_with_its_p_value_computed() -> None:
             assert (severity, line) == test.judge(eager, alpha)
             assert score.p_value == pytest.approx(p_value, rel=1e-12, abs=1e-300)
     assert 0 < skipped < 162  # both paths ran
+
+
+def _plain_ks(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray) -> float:
+    """KS D as it was computed before: both CDFs at the union of the points, searched unsorted."""
+    points = np.concatenate([items, window_sorted])
+    reference_cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    f_ref = reference_cdf[np.searchsorted(items, points, side="right")]
+    f_win = np.searchsorted(window_sorted, points, side="right") / window_sorted.size
+    return float(np.max(np.abs(f_ref - f_win)))
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])  # continuous values, then many ties
+def test_ks_statistic_is_the_plain_supremum_to_the_bit(decimals: int | None) -> None:
+    rng = np.random.default_rng(8)
+    for size in (50, 5000, 20_000):  # exact and compacted references
+        values = rng.standard_normal(size)
+        if decimals is not None:
+            values = values.round(decimals)
+        reference = NumericReference.build(values, 10)
+        for shift in (0.0, 0.1, 0.5, 3.0):
+            for n in (1, 2, 7, 1000):
+                window = np.sort(rng.normal(shift, 1.0, n))
+                if decimals is not None:
+                    window = window.round(decimals)
+                plain = _plain_ks(reference.items, reference.weights, window)
+                assert two_sample.ks_statistic(reference.items, reference.weights, window) == plain
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_bin_counts_of_a_sorted_window_are_the_reference_s(decimals: int | None) -> None:
+    rng = np.random.default_rng(9)
+    for size in (30, 5000):
+        values = rng.standard_normal(size)
+        reference = NumericReference.build(values if decimals is None else values.round(decimals), 10)
+        for n in (0, 1, 9, 1000):
+            window = np.sort(rng.normal(0.3, 1.2, n))
+            window = window if decimals is None else window.round(decimals)  # values on the edges
+            counts = window_module._bin_counts(reference.edges, window)
+            assert counts.dtype == np.int64 and counts.tolist() == reference.bin_counts(window).tolist()
 
 
 def test_window_keeps_the_last_p_value_for_its_snapshot() -> None:
