@@ -387,19 +387,28 @@ class Replay:
         """Refuse, delete or keep what an earlier replay left under the prefix (``existing``)."""
         client = store.client
         pattern = f"{_glob_escape(self.prefix)}:{_glob_escape(self.live.app_id)}:*"
+        if self.existing == "resume":
+            return
         try:
-            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-            if not keys or self.existing == "resume":
-                return
-            if self.existing == "refuse":
-                raise ReplayError(f"the replay state prefix {self.prefix!r} holds {len(keys)} key(s) of an earlier "
-                                  f"replay: --fresh deletes them first, --resume goes on from them, or name another "
-                                  f"--state-prefix")  # fmt: skip
-            for key in keys:  # one key a call: the keys of a Redis Cluster live on many nodes
-                await client.delete(key)
-            log.info("deleted %d key(s) of an earlier replay under %r", len(keys), self.prefix)
+            found = 0
+            chunk: list[bytes] = []
+            async for key in client.scan_iter(match=pattern, count=1000):
+                found += 1
+                if self.existing == "fresh":
+                    chunk.append(key)
+                    if len(chunk) >= 1000:
+                        await client.unlink(*chunk)  # a cluster client splits it by slot
+                        chunk = []
+            if chunk:
+                await client.unlink(*chunk)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
+        if found and self.existing == "refuse":
+            raise ReplayError(f"the replay state prefix {self.prefix!r} holds {found} key(s) of an earlier replay: "
+                              f"--fresh deletes them first, --resume goes on from them, or name another "
+                              f"--state-prefix")  # fmt: skip
+        if found:
+            log.info("deleted %d key(s) of an earlier replay under %r", found, self.prefix)
 
     def _producer(self) -> Producer | None:
         if self.alerts_topic is None:
@@ -430,6 +439,9 @@ class Replay:
         try:
             partitions = self._partitions(consumer)
             starts = self._starts(consumer, partitions)
+            if self.live.topic_labels not in partitions:
+                # No label will be read: the join data of the events (a Redis write per event id) is never needed.
+                self.settings = self.settings.model_copy(update={"label_ttl": 0.0})
             producer = self._producer()
             store = await self._open_store()
             try:
@@ -553,7 +565,7 @@ class Replay:
             if 0 <= start < low:
                 log.warning("%s[%d]: offset %d is no longer retained; replaying from %d", *key, start, low)
                 starts[key] = low
-                consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(pending)])
+                consumer.seek(TopicPartition(topic, partition, low))
             else:
                 log.warning("%s[%d]: offset %d is past the end of the log (%d); nothing to replay there", *key,
                             start, high)  # fmt: skip
