@@ -271,9 +271,11 @@ class AdwinDetector(RiverDetector):
         full = rest.size // clock
         if full:
             rows = rest[: full * clock].reshape(full, clock)
-            sums = np.cumsum(rows, axis=1)[:, -1]  # sequential along each row
-            squares = np.cumsum(rows * rows, axis=1)[:, -1]
-            self._append_full(np.column_stack((np.full(full, float(clock)), sums, squares)))
+            blocks = np.empty((full, 3))
+            blocks[:, 0] = clock
+            blocks[:, 1] = np.add.accumulate(rows, axis=1)[:, -1]  # sequential along each row
+            blocks[:, 2] = np.add.accumulate(rows * rows, axis=1)[:, -1]
+            self._append_full(blocks)
         self._add_to_open(rest[full * clock :])
 
     def _best_split(self) -> tuple[float, float, float]:

@@ -88,8 +88,10 @@ class Evaluation:
 def _bin_counts(edges: np.ndarray, present_sorted: np.ndarray) -> np.ndarray:
     """``NumericReference.bin_counts`` of sorted values: the values under each edge, a search per edge
     rather than per value (bin ``i`` holds the values in ``[edges[i - 1], edges[i])``)."""
-    below = np.searchsorted(present_sorted, edges, side="left")
-    return np.diff(below, prepend=0, append=present_sorted.size)
+    bounds = np.empty(edges.size + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, present_sorted.size
+    bounds[1:-1] = np.searchsorted(present_sorted, edges, side="left")
+    return bounds[1:] - bounds[:-1]
 
 
 class WindowedDetector:
