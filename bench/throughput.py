@@ -5,7 +5,7 @@ Evidently is optional: ``pip install 'driftstream[bench]'``; whylogs and NannyML
 their own, ``make bench-peers``, as they need numpy 1)::
 
     .venv/bin/python -m bench.throughput                       # full run, about 12 min on 2 cores
-    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), about 4 min
+    .venv/bin/python -m bench.throughput --quick               # smoke test (20 features), about 6 min
     .venv/bin/python -m bench.throughput --features 20 --events 600000
     .venv/bin/python -m bench.throughput --out docs/throughput-table.md
 
@@ -870,8 +870,6 @@ class Bench:
         notes = [f"its own summary: {summary['events']:,} events, {summary['messages']:,} messages in "
                  f"{summary['elapsed']:.1f} s ({_int(own)} events/s, start and end included)",
                  f"{summary['rejected']} rejected, {len(summary['alerts'])} alerts"]  # fmt: skip
-        self.redis.cli("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", "0",
-                       f"{group}-replay*")  # fmt: skip
         return Result(key, label, messages, got.events, got.seconds, got.cpu_seconds, got.peak_rss, notes,
                       got.services_cpu, got.other_cpu, alerts=summary["alerts"])  # fmt: skip
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any
+
+import pytest
 
 from bench.throughput import (
     CONTENDERS,
@@ -11,6 +14,9 @@ from bench.throughput import (
     PEERS_INSTALL,
     REFERENCE,
     WINDOW,
+    Bench,
+    BenchError,
+    Children,
     Result,
     Workload,
     _encoder,
@@ -122,3 +128,15 @@ def test_workload_sizes_are_whole_envelopes() -> None:
     for features, quick in itertools.product((20, 100), (False, True)):
         plan = plan_workload(features, 300_000, quick)
         assert plan.batch_events % (len(MODELS) * 1000) == 0 and plan.peer_rows >= WINDOW
+
+
+def test_a_batch_job_is_read_from_its_last_result_line(tmp_path: Any) -> None:
+    bench = Bench.__new__(Bench)  # no broker or Redis: a batch job needs neither
+    bench.children = Children(tmp_path)
+    line = '{"rows": 2000, "seconds": 0.5, "cpu_seconds": 0.4, "max_rss": 1048576}'
+    report, rss = bench.batch_job("job", "job", [sys.executable, "-c", f"print('warming up'); print('{line}')"])
+    assert report["rows"] == 2000 and rss >= 1048576
+    with pytest.raises(BenchError, match="printed no result"):
+        bench.batch_job("job", "silent", [sys.executable, "-c", "print('no result')"])
+    with pytest.raises(BenchError, match="exited with code 3"):
+        bench.batch_job("job", "failing", [sys.executable, "-c", "raise SystemExit(3)"])
