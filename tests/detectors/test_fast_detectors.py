@@ -6,6 +6,7 @@ import gc
 
 import numpy as np
 import pytest
+from river.drift import ADWIN
 from scipy import stats
 
 from detectors import two_sample
@@ -197,3 +198,23 @@ def test_adwin_blocks_in_arrays_match_the_list_bookkeeping(seed: int) -> None:
         start = stop
     assert changes >= 10
     assert fast.snapshot() == {**plain.snapshot(), "blocks": np.asarray(plain._blocks, "<f8").tobytes()}
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_adwin_feeds_river_as_value_by_value_does(seed: int) -> None:
+    """river's ADWIN is fed up to a change and no further: its state (bytes) at each batch's end and
+    the changes are those of river fed one value at a time."""
+    rng = np.random.default_rng(seed)
+    values = _stream_with_changes(rng, 60_000)
+    fast, river = AdwinDetector(), ADWIN(delta=AdwinDetector().delta)
+    start, found, expected = 0, [], []
+    while start < values.size:
+        stop = min(values.size, start + int(rng.integers(1, 5000)))
+        found += [start + v.position for v in fast.update(values[start:stop])]
+        for i in range(start, stop):
+            river.update(float(values[i]))
+            if river.drift_detected:
+                expected.append(i)
+        assert fast._river._helper.__getstate__() == river._helper.__getstate__()
+        start = stop
+    assert found == expected and len(found) >= 5
