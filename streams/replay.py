@@ -22,7 +22,7 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,6 +50,8 @@ CHECKPOINT_SECONDS = 5.0
 # A partition that gives neither a record nor an end-of-partition for this long is taken to have
 # ended (an offset past its end, which some brokers answer with silence).
 QUIET_SECONDS = 10.0
+HELD_BYTES = 16 * 1024 * 1024  # label messages held for the events to catch up, per partition, before it pauses
+LABEL_RETRY_SECONDS = 0.25  # waiting labels are looked up this often at most (the worker: LABEL_RETRY_INTERVAL)
 ALERT_FEED_PARTITION = 0  # the replay's own alerts, read back by the retrain policy, as one partition
 
 Existing = Literal["refuse", "fresh", "resume"]
@@ -147,6 +149,7 @@ class ReplaySummary:
     rejected: Counter[str] = field(default_factory=Counter)  # per reason: what the worker sends to its DLQ
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # per (type, status)
     requests: int = 0  # retraining requests (never published)
+    labels: Counter[str] = field(default_factory=Counter)  # per outcome: joined, waiting, unmatched, ...
     elapsed: float = 0.0  # seconds
     state_prefix: str | None = None  # None: in memory
     partitions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # first, last offset read
@@ -168,6 +171,9 @@ class ReplaySummary:
             + (f" ({', '.join(f'{reason} {n}' for reason, n in sorted(self.rejected.items()))})" if self.rejected
                else ""),
         ]  # fmt: skip
+        if self.label_messages or self.labels:
+            lines.append("labels: " + (", ".join(f"{outcome} {n:,}" for outcome, n in sorted(self.labels.items()))
+                                       or "none"))  # fmt: skip
         by_type: dict[str, list[str]] = {}
         for (kind, status), count in sorted(self.alerts.items()):
             by_type.setdefault(kind, []).append(f"{count} {status}")
@@ -442,6 +448,10 @@ class Replay:
             if self.live.topic_labels not in partitions:
                 # No label will be read: the join data of the events (a Redis write per event id) is never needed.
                 self.settings = self.settings.model_copy(update={"label_ttl": 0.0})
+            else:
+                # A replay reads hours of labels in seconds: the few that wait must not wait seconds.
+                retry = min(self.live.label_retry_interval, LABEL_RETRY_SECONDS)
+                self.settings = self.settings.model_copy(update={"label_retry_interval": retry})
             producer = self._producer()
             store = await self._open_store()
             try:
@@ -455,6 +465,10 @@ class Replay:
         finally:
             consumer.close()
         self.summary.events = self._events()
+        for metric in self.metrics.labels.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    self.summary.labels[sample.labels["outcome"]] += int(sample.value)
         self.summary.elapsed = time.perf_counter() - started
         return self.summary
 
@@ -466,6 +480,15 @@ class Replay:
         pending = set(starts)
         ends: dict[tuple[str, int], float] = {}  # exclusive end offset, known from the first fetch
         reached: set[tuple[str, int]] = set()  # partitions past --from (a broker may answer by batch)
+        labels_topic = self.live.topic_labels
+        # Label records wait here until every events partition was read up to their time: read from
+        # another partition, they would run ahead of the predictions they label (hours ahead, in a
+        # replay) and wait for them by the thousand, past LABEL_WAIT_MAX.
+        held: dict[tuple[str, int], deque[Record]] = {key: deque() for key in starts if key[0] == labels_topic}
+        held_bytes = dict.fromkeys(held, 0)
+        paused: set[tuple[str, int]] = set()
+        seen_ms: dict[tuple[str, int], int] = {}  # each events partition's latest record time
+        horizon = -math.inf  # labels up to this time (ms) may go: every events partition has reached it
         quiet_since = last_checkpoint = time.monotonic()
         message_bytes = 1024.0  # running mean size of a message: how many one consume() may take
         if pending:
@@ -473,16 +496,18 @@ class Replay:
 
         def finish(key: tuple[str, int]) -> None:
             pending.discard(key)
+            paused.discard(key)
             consumer.pause([TopicPartition(*key)])
 
-        labels_topic = self.live.topic_labels
-        while pending:
-            wanted = max(1, min(CONSUME_MESSAGES, int(CONSUME_BYTES / message_bytes)))
-            messages: list[Message] = await asyncio.to_thread(_consume_ready, consumer, wanted)
+        while pending or any(held.values()):
+            messages: list[Message] = []
+            if pending:
+                wanted = max(1, min(CONSUME_MESSAGES, int(CONSUME_BYTES / message_bytes)))
+                messages = await asyncio.to_thread(_consume_ready, consumer, wanted)
             if messages:
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= QUIET_SECONDS:
-                for key in sorted(pending):
+            elif pending - paused and time.monotonic() - quiet_since >= QUIET_SECONDS:
+                for key in sorted(pending - paused):
                     log.warning("%s[%d]: no record and no end of partition for %.0f s; taking it as ended", *key,
                                 QUIET_SECONDS)  # fmt: skip
                     finish(key)
@@ -516,19 +541,40 @@ class Replay:
                     reached.add(key)
                 first, _ = self.summary.partitions.get(key, (offset, offset))
                 self.summary.partitions[key] = (first, offset)
-                if topic == labels_topic:
-                    self.summary.label_messages += 1
-                else:
-                    self.summary.messages += 1
                 value = message.value()
                 message_bytes = 0.9 * message_bytes + 0.1 * len(value or b"")
-                records.append(Record(topic, partition, offset, stamp / 1000, message.key(), value, message.headers()))
+                record = Record(topic, partition, offset, stamp / 1000, message.key(), value, message.headers())
+                if key in held:
+                    self.summary.label_messages += 1
+                    held[key].append(record)
+                    held_bytes[key] += len(value or b"")
+                else:
+                    self.summary.messages += 1
+                    seen_ms[key] = max(seen_ms.get(key, stamp), stamp)
+                    records.append(record)
                 if offset >= ends[key] - 1:
                     finish(key)
-            for batch in _batches(records):
-                self.now = max(self.now, max(record.timestamp for record in batch))
-                await self._send(engine, await self._outputs(engine.process(batch)), producer)
-            if self.progress is not None and records:
+            await self._process(engine, records, producer)
+            # Labels released by the horizon of the previous round: the join data of the events they label
+            # was stored meanwhile (in the background, while this round was read).
+            released: list[Record] = []
+            for key, queue in held.items():
+                while queue and queue[0].timestamp * 1000 <= horizon:
+                    record = queue.popleft()
+                    held_bytes[key] -= len(record.value or b"")
+                    released.append(record)
+            await self._process(engine, released, producer)
+            await self._send(engine, await self._outputs(engine.retry_waiting()), producer)
+            open_events = [key for key in pending if key[0] != labels_topic]
+            horizon = min((seen_ms.get(key, -math.inf) for key in open_events), default=math.inf)
+            for key, size in held_bytes.items():  # bound what waits: its partition stops fetching meanwhile
+                if key in pending and key not in paused and size >= HELD_BYTES:
+                    consumer.pause([TopicPartition(*key)])
+                    paused.add(key)
+                elif key in paused and size < HELD_BYTES / 2:
+                    consumer.resume([TopicPartition(*key)])
+                    paused.discard(key)
+            if self.progress is not None and (records or released):
                 self.progress(self._events())
             if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
                 await self._checkpoint(engine, producer)
@@ -538,6 +584,11 @@ class Replay:
         for state in engine.partitions.values():
             state.retried = -math.inf
         await self._checkpoint(engine, producer)
+
+    async def _process(self, engine: Engine, records: list[Record], producer: Producer | None) -> None:
+        for batch in _batches(records):
+            self.now = max(self.now, max(record.timestamp for record in batch))
+            await self._send(engine, await self._outputs(engine.process(batch)), producer)
 
     def _events(self) -> int:
         """Events applied so far (the engine counts them per model)."""

@@ -24,7 +24,7 @@ from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.replay import ReplayRange, replay
 from streams.settings import Settings
-from streams.simulate import Drift, Traffic, send
+from streams.simulate import ConceptDrift, Drift, LabelPlan, Traffic, send
 from streams.state import Checkpoint, MemoryStateStore, RedisStateStore
 from tests.integration.harness import isolated_settings, read_topic, worker_env
 
@@ -208,3 +208,20 @@ def test_a_bad_option_is_one_line(sent: Sent, args: list[str], says: str) -> Non
     assert done.returncode == 2
     assert done.stdout == "" and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert says in done.stderr
+
+
+def test_labels_wait_for_the_events_they_label(kafka_bootstrap: str, redis_url: str) -> None:
+    """Read from their own partition, labels would run ahead of their predictions and wait past
+    LABEL_WAIT_MAX (here 500); held back to the events' time, every one joins and the concept drift shows."""
+    settings = isolated_settings(kafka_bootstrap, redis_url, "replay-labels", topic_partitions=1,
+                                 reference_size=2000, window_size=500, label_wait_max=500)  # fmt: skip
+    traffic = Traffic(models=("churn",), numeric=3, categorical=0, seed=4)
+    plan = LabelPlan(concept_drifts=(ConceptDrift.parse("6000:flip"),))
+    assert send(settings, traffic, 12_000, batch_size=200, labels=plan, label_batch=100).undelivered == 0
+    alerts: list[dict[str, Any]] = []
+    summary = replay(settings, on_alert=alerts.append)
+    print("\n".join(summary.lines()))
+    assert summary.label_messages == 120 and summary.events == 12_000
+    assert summary.labels == {"joined": 12_000}
+    firing = [a for a in alerts if a["type"] == "concept_drift" and a["status"] == "firing"]
+    assert firing and all(a["window"]["event_index"] >= 6000 for a in firing), alerts
