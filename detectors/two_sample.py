@@ -137,7 +137,8 @@ _DERIVED: dict[int, tuple[weakref.ref[Any], dict[Any, Any]]] = {}
 
 
 def derived(reference: Reference, key: Any, compute: Callable[[], Any]) -> Any:
-    """``compute()`` of ``reference``, computed once while the reference lives."""
+    """``compute()`` of ``reference``, computed once while the reference lives. For a few numbers
+    (a count, a range): an array per reference would cost memory on every monitored column."""
     ident = id(reference)
     entry = _DERIVED.get(ident)
     if entry is None or entry[0]() is not reference:
@@ -260,8 +261,7 @@ class KSTest(PValueTest):
         assert isinstance(reference, NumericReference) and isinstance(window, NumericWindow)
         if not window.values.size:
             return Score(0.0, 1.0, 0.0, 0)
-        d = ks_statistic(reference.items, reference.weights, window.values,
-                         derived(reference, "cdf", lambda: _weighted_cdf(reference.items, reference.weights)))
+        d = ks_statistic(reference.items, reference.weights, window.values)
         n, m = sorted((float(_present(reference)), float(window.values.size)), reverse=True)
         size = round(n * m / (n + m))
         # kstwo._sf is the distribution's own sf; the public kstwo.sf wraps it in ~100 us of
@@ -287,30 +287,24 @@ def _ks_line(alpha: float, size: int) -> float:
     return float(stats.kstwo.isf(alpha, size))
 
 
-def _weighted_cdf(items: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The weighted CDF after each count of items (0 to all), and at each item."""
-    cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
-    return cdf, cdf[np.searchsorted(items, items, side="right")]
-
-
-def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray,
-                 reference_cdf: tuple[np.ndarray, np.ndarray] | None = None) -> float:  # fmt: skip
-    """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted);
-    ``reference_cdf``: ``_weighted_cdf(items, weights)``, when the caller keeps it.
+def ks_statistic(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray) -> float:
+    """sup |F_ref - F_window| with F_ref the weighted empirical CDF of ``items`` (sorted).
 
     The supremum is taken at every point of either sample, each CDF counting the values <= it.
     Both samples are sorted, so each is searched in the other with ascending keys (numpy's fast
     case), and a window value's own count is the position after its last tie.
     """
-    cdf, ref_at_items = reference_cdf if reference_cdf is not None else _weighted_cdf(items, weights)
     n = window_sorted.size
     if not n:
         return 0.0
     last_tie = np.empty(n, dtype=bool)
     np.not_equal(window_sorted[1:], window_sorted[:-1], out=last_tie[:-1])
     last_tie[-1] = True
-    at_window = cdf[np.searchsorted(items, window_sorted[last_tie], side="right")] - (np.flatnonzero(last_tie) + 1) / n
-    at_items = ref_at_items - np.searchsorted(window_sorted, items, side="right") / n
+    cdf = np.concatenate(([0.0], np.cumsum(weights))) / weights.sum()
+    window_counts = np.flatnonzero(last_tie) + 1
+    at_window = cdf[np.searchsorted(items, window_sorted[last_tie], side="right")] - window_counts / n
+    window_at_items = np.searchsorted(window_sorted, items, side="right") / n
+    at_items = cdf[np.searchsorted(items, items, side="right")] - window_at_items
     return float(max(np.abs(at_window).max(), np.abs(at_items).max()))
 
 
