@@ -46,7 +46,7 @@ CONSUME_MESSAGES = 2000  # messages asked of one consume() call at most
 CONSUME_BYTES = 32 * 1024 * 1024  # and about this many bytes of them (1000-event envelopes: ~80 messages)
 BATCH_BYTES = 8 * 1024 * 1024  # message values handed to one Engine.process call (1000-event envelopes: ~20)
 BATCH_MESSAGES = 5000
-CHECKPOINT_SECONDS = 5.0
+CHECKPOINT_SECONDS = 5.0  # at least; longer when a checkpoint takes more than a tenth of that
 # A partition that gives neither a record nor an end-of-partition for this long is taken to have
 # ended (an offset past its end, which some brokers answer with silence).
 QUIET_SECONDS = 10.0
@@ -490,6 +490,7 @@ class Replay:
         seen_ms: dict[tuple[str, int], int] = {}  # each events partition's latest record time
         horizon = -math.inf  # labels up to this time (ms) may go: every events partition has reached it
         quiet_since = last_checkpoint = time.monotonic()
+        interval = CHECKPOINT_SECONDS
         message_bytes = 1024.0  # running mean size of a message: how many one consume() may take
         if pending:
             consumer.assign([TopicPartition(topic, partition, offset) for (topic, partition), offset in starts.items()])
@@ -576,9 +577,12 @@ class Replay:
                     paused.discard(key)
             if self.progress is not None and (records or released):
                 self.progress(self._events())
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+            if time.monotonic() - last_checkpoint >= interval:
+                began = time.monotonic()
                 await self._checkpoint(engine, producer)
                 last_checkpoint = time.monotonic()
+                # Snapshots of big models take a while to encode: at most a tenth of the time goes to them.
+                interval = max(CHECKPOINT_SECONDS, 10 * (last_checkpoint - began))
         await self._checkpoint(engine, producer)  # the join data of every event stored, then:
         # labels read before their predictions were stored waited; each is looked up once more now.
         for state in engine.partitions.values():
