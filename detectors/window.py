@@ -13,6 +13,7 @@ only sliding windows keep a time per value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -205,7 +206,8 @@ class WindowedDetector:
                 self._until = self.step
                 self._earliest = math.inf  # a tumbling window starts empty
         if found:
-            self._last_evaluation = found[-1]
+            # Without its summary's closure, which holds the window's values: kept until read, not beyond.
+            self._last_evaluation = dataclasses.replace(found[-1], summarize=None)
         self._drift = any(evaluation.drift for evaluation in found)
         return found
 

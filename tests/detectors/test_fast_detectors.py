@@ -99,6 +99,8 @@ def test_window_keeps_the_last_p_value_for_its_snapshot() -> None:
     size = round(5000 * 1000 / 6000)
     assert verdict.p_value == float(np.clip(stats.kstwo._sf(d, size), 0.0, 1.0))
     assert window.snapshot()["last"][0][3] == verdict.p_value
+    window.update(values)
+    assert window._last_evaluation is not None and window._last_evaluation.summarize is None  # no window values held
 
 
 def test_reference_derivations_are_kept_per_reference_and_dropped_with_it() -> None:
