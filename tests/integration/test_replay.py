@@ -13,13 +13,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import redis
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry
 
+from detectors.reference import NumericReference
 from streams.alerts import rfc3339
+from streams.baseline import baseline_blob
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
 from streams.replay import ReplayRange, replay
@@ -225,3 +228,30 @@ def test_labels_wait_for_the_events_they_label(kafka_bootstrap: str, redis_url: 
     assert summary.labels == {"joined": 12_000}
     firing = [a for a in alerts if a["type"] == "concept_drift" and a["status"] == "firing"]
     assert firing and all(a["window"]["event_index"] >= 6000 for a in firing), alerts
+
+
+def test_a_replay_judges_against_the_live_baselines(kafka_bootstrap: str, redis_url: str) -> None:
+    """A model's baseline, loaded under the live prefix, is the replay's reference too (Redis or memory state)."""
+    settings = isolated_settings(kafka_bootstrap, redis_url, "replay-baseline", topic_partitions=1, window_size=500)
+    traffic = Traffic(models=("risk",), numeric=3, categorical=0, seed=5)  # f1 ~ N(1, 1.1)
+    assert send(settings, traffic, 3000, batch_size=500).undelivered == 0
+    without: list[dict[str, Any]] = []
+    replay(settings, memory=True, on_alert=without.append)
+    assert without == []  # 3000 events: the stream's own reference (5000 rows) is not built yet
+
+    rng = np.random.default_rng(0)
+    blob = baseline_blob({"f1": NumericReference.build(rng.standard_normal(5000) - 2.0, bins=10)})
+    store = RedisStateStore.from_settings(settings)
+
+    async def load() -> None:
+        await store.save_baseline("risk", blob)
+        await store.close()
+
+    asyncio.run(load())
+    before = live_keys(settings)
+    for memory in (True, False):
+        found: list[dict[str, Any]] = []
+        replay(settings, memory=memory, on_alert=found.append)
+        # (f0 and f2, absent from the baseline, are data quality findings; drift is f1's alone)
+        assert {(a["model"], a["feature"]) for a in found if a["type"] == "data_drift"} == {("risk", "f1")}, found
+    assert live_keys(settings) == before
