@@ -35,7 +35,11 @@ from collections.abc import Sequence
 from typing import Any
 
 KINDS = ("whylogs", "nannyml")
-IMPORTS = {"whylogs": "import whylogs, pandas, pyarrow", "nannyml": "import nannyml, pandas, pyarrow"}
+# Whether a kind runs with an interpreter: under numpy 2 whylogs imports, then fails in its first log.
+CHECKS = {
+    "whylogs": "import pandas, pyarrow, whylogs; whylogs.log(pandas=pandas.DataFrame({'a': [1.0], 'b': ['x']}))",
+    "nannyml": "import pandas, pyarrow, nannyml",
+}
 CHUNK = 1000
 
 

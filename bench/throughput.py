@@ -1011,12 +1011,12 @@ class Peers:
 
 
 def peers_available(python: str) -> Peers:
-    from bench.peers import IMPORTS
+    from bench.peers import CHECKS
 
     if not Path(python).exists() and not shutil.which(python):
-        return Peers(python, dict.fromkeys(IMPORTS, f"{python} not found: {PEERS_INSTALL}"), "")
+        return Peers(python, dict.fromkeys(CHECKS, f"{python} not found: {PEERS_INSTALL}"), "")
     missing: dict[str, str | None] = {}
-    for kind, statement in IMPORTS.items():
+    for kind, statement in CHECKS.items():
         check = subprocess.run([python, "-c", statement], capture_output=True, text=True, cwd=REPO, timeout=300,
                                check=False, env=dict(os.environ, WHYLOGS_NO_ANALYTICS="1",
                                                      NML_DISABLE_USAGE_LOGGING="1"))  # fmt: skip
