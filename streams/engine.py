@@ -536,13 +536,15 @@ class Engine:
                         (label, source, record.timestamp))
                 continue
             events, block, rejections = decode_events(record.value, record.headers, self.limits)
+            if block is not None and block.model not in state.monitors and not self._admit(record, block, admitted,
+                                                                                           out):  # fmt: skip
+                continue  # the whole message went to the DLQ, its bad rows with it
             for rejection in rejections:
                 self._reject(record, rejection, out)
             if block is not None:
-                if block.model in state.monitors or self._admit(record, block, admitted, out):
-                    times = block.batch.timestamps
-                    times[np.isnan(times)] = record.timestamp
-                    groups[(record.topic, record.partition, block.model)].append(block)
+                times = block.batch.timestamps
+                times[np.isnan(times)] = record.timestamp
+                groups[(record.topic, record.partition, block.model)].append(block)
                 continue
             for event in events:
                 if event.model not in state.monitors and not self._admit(record, event, admitted, out):

@@ -282,3 +282,15 @@ def test_the_engine_sends_columnar_rejections_to_the_dlq_with_the_row_index(uniq
     assert named["driftstream-reason"] == b"invalid_feature_value" and named["driftstream-batch-index"] == b"1"
     assert orjson.loads(element) == {"model": "m", "model_version": None, "event_id": "b", "features": {"x": [2]}}
     assert engine.partitions[("events", 0)].monitors["m"].events_seen == 2
+
+
+def test_a_columnar_batch_of_a_model_over_max_models_goes_to_the_dlq_once_and_whole(unique: str) -> None:
+    first = orjson.dumps({"model": "a", "columns": {"features.x": [1.0]}})
+    second = orjson.dumps({"model": "b", "columns": {"features.x": [1.0, [2]]}})  # a bad row, and one model too many
+    engine = Engine(settings(unique).model_copy(update={"max_models": 1}), MemoryStateStore(),
+                    Metrics(CollectorRegistry()), clock=lambda: T0)  # fmt: skip
+    records = [Record("events", 0, 0, T0, b"a", first), Record("events", 0, 1, T0, b"b", second)]
+    out = asyncio.run(engine.process(records))
+    assert [(dict(headers)["driftstream-reason"], value) for _, value, headers in out.dlq] == [
+        (b"too_many_models", second)]
+    assert set(engine.partitions[("events", 0)].monitors) == {"a"}
