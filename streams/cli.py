@@ -429,7 +429,7 @@ def report(
 @app.command(
     epilog="Examples:\n\n"
     "driftstream replay --from 2026-11-24T00:00:00Z --to 2026-12-01T00:00:00Z\n\n"
-    "DRIFTSTREAM_PSI_WARNING=0.2 driftstream replay --from 1764547200 --alerts-topic drift-alerts-try --fresh\n\n"
+    "DRIFTSTREAM_PSI_WARNING=0.2 driftstream replay --from 1795478400 --alerts-topic drift-alerts-try --fresh\n\n"
     "driftstream replay --from-offset 0 --to-offset inference-events:0=99999 --memory --json"
 )
 def replay(

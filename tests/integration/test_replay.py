@@ -25,7 +25,7 @@ from streams.alerts import rfc3339
 from streams.baseline import baseline_blob
 from streams.engine import Engine, Record
 from streams.metrics import Metrics
-from streams.replay import ReplayRange, replay
+from streams.replay import OffsetBound, ReplayError, ReplayRange, parse_time, replay
 from streams.settings import Settings
 from streams.simulate import ConceptDrift, Drift, LabelPlan, Traffic, send
 from streams.state import Checkpoint, MemoryStateStore, RedisStateStore
@@ -255,3 +255,21 @@ def test_a_replay_judges_against_the_live_baselines(kafka_bootstrap: str, redis_
         # (f0 and f2, absent from the baseline, are data quality findings; drift is f1's alone)
         assert {(a["model"], a["feature"]) for a in found if a["type"] == "data_drift"} == {("risk", "f1")}, found
     assert live_keys(settings) == before
+
+
+def test_offset_bounds_name_every_partition_or_one() -> None:
+    bound = OffsetBound.parse("--from-offset", ["100", "events:2=7", "my.topic-x:10=0"])
+    assert bound is not None
+    assert [bound.of("events", 0), bound.of("events", 2), bound.of("my.topic-x", 10), bound.of("labels", 2)] == [
+        100, 7, 0, 100]  # fmt: skip
+    assert OffsetBound.parse("--to-offset", []) is None
+    for values, says in ((["5", "6"], "every partition twice"), (["e:1=5", "e:1=6"], "e:1 twice"),
+                         (["-1"], "an offset is >= 0"), (["=5"], "TOPIC:PARTITION=N"), (["e=5"], "TOPIC:PARTITION=N"),
+                         (["e:1=x"], "TOPIC:PARTITION=N")):  # fmt: skip
+        with pytest.raises(ReplayError, match=says):
+            OffsetBound.parse("--from-offset", values)
+    with pytest.raises(ReplayError, match="not both"):
+        ReplayRange(since=1.0, from_offsets=bound)
+    with pytest.raises(ReplayError, match="range is empty"):
+        ReplayRange(from_offsets=OffsetBound(every=10), to_offsets=OffsetBound(every=9))
+    assert parse_time("--from", "2026-12-01T00:00:00Z") == parse_time("--from", "1796083200") == 1796083200.0
