@@ -72,8 +72,10 @@ def sent(kafka_bootstrap: str, redis_url: str) -> Iterator[Sent]:
 
 
 def _record(message: Message) -> Record:
-    return Record(message.topic(), message.partition(), message.offset(), message.timestamp()[1] / 1000,  # type: ignore[arg-type]
-                  message.key(), message.value(), message.headers())  # fmt: skip
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return Record(topic, partition, offset, message.timestamp()[1] / 1000, message.key(), message.value(),
+                  message.headers())  # fmt: skip
 
 
 def in_range(sent: Sent) -> list[Record]:
