@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 from prometheus_client import CollectorRegistry
 
 from detectors.reference import NumericReference
@@ -275,3 +275,17 @@ def test_offset_bounds_name_every_partition_or_one() -> None:
     with pytest.raises(ReplayError, match="range is empty"):
         ReplayRange(from_offsets=OffsetBound(every=10), to_offsets=OffsetBound(every=9))
     assert parse_time("--from", "2026-12-01T00:00:00Z") == parse_time("--from", "1796083200") == 1796083200.0
+
+
+def test_bad_messages_are_counted_never_sent_to_the_dlq(kafka_bootstrap: str, redis_url: str) -> None:
+    settings = isolated_settings(kafka_bootstrap, redis_url, "replay-bad", topic_partitions=1)
+    producer = Producer(settings.confluent_config())
+    good = {"model": "fraud", "features": {"f0": 1.0}, "prediction": 0.5}
+    for value in (b"{not json", orjson.dumps(good), orjson.dumps([good, {"model": "fraud", "features": 7}]), b"[]"):
+        producer.produce(settings.topic_events, key=b"fraud", value=value)
+    assert producer.flush(10) == 0
+    summary = replay(settings, memory=True)
+    assert summary.events == 2 and summary.messages == 4
+    assert summary.rejected == {"invalid_json": 1, "invalid_features": 1, "empty_batch": 1}
+    assert "rejected: 3 (empty_batch 1, invalid_features 1, invalid_json 1)" in summary.lines()
+    assert read_topic(settings, settings.topic_dlq, timeout=1) == []
