@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from scipy import stats
 
 from detectors import two_sample
 from detectors import window as window_module
-from detectors.reference import NumericReference
+from detectors.reference import CategoricalReference, NumericReference
 from detectors.streaming import AdwinDetector
-from detectors.two_sample import KSTest, NumericWindow, OutOfRangeTest, Score
+from detectors.two_sample import CategoricalWindow, ChiSquareTest, KSTest, NumericWindow, OutOfRangeTest, Score
 from detectors.window import WindowedDetector
 
 
@@ -38,14 +39,34 @@ def test_ks_judges_as_with_its_p_value_computed() -> None:
         for alpha in (1e-4, 1e-7):
             values = np.sort(rng.normal(shift, 1.0, 1000))
             score = test.score(reference, NumericWindow(values, 0, reference.bin_counts(values)))
-            lazy = score.__dict__["_p"] is None
+            assert "p_value" in score.__dict__["_lazy"]
             severity, line = test.judge(score, alpha)
-            skipped += score.__dict__["_p"] is None and lazy
+            skipped += "p_value" in score.__dict__["_lazy"]
             p_value = float(np.clip(stats.kstwo.sf(score.statistic, score.size), 0.0, 1.0))
             eager = Score(score.statistic, p_value, score.effect, score.size)
             assert (severity, line) == test.judge(eager, alpha)
             assert score.p_value == pytest.approx(p_value, rel=1e-12, abs=1e-300)
     assert 0 < skipped < 162  # both paths ran
+
+
+def test_chi_square_judges_as_with_its_effect_computed() -> None:
+    """Cramér's V is computed only when read (past the p-value line): the verdicts are those of the
+    eager score, and the effect read is ``cramers_v``'s."""
+    rng = np.random.default_rng(10)
+    shares = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+    reference = CategoricalReference.from_counts(Counter(dict(zip("abcde", (shares * 5000).astype(int), strict=True))),
+                                                 0, 50)  # fmt: skip
+    test = ChiSquareTest()
+    computed = 0
+    for mix in np.linspace(0.0, 1.0, 41):
+        counts = np.append(rng.multinomial(1000, (1 - mix) * shares + mix * shares[::-1]), 0)
+        score = test.score(reference, CategoricalWindow(counts, 0))
+        severity, line = test.judge(score)
+        computed += "effect" not in score.__dict__["_lazy"]
+        eager = Score(score.statistic, score.p_value, two_sample.cramers_v(reference.proportions, counts), score.size)
+        assert (severity, line) == test.judge(eager)
+        assert score.effect == eager.effect
+    assert 0 < computed < 41  # both paths ran
 
 
 def _plain_ks(items: np.ndarray, weights: np.ndarray, window_sorted: np.ndarray) -> float:
