@@ -37,6 +37,8 @@ _SUMMARY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 DEFAULT_REFERENCE_POINTS = 512
 #: Values a numeric reference builder holds exactly before it spills into KLL.
 EXACT_LIMIT = 100_000
+#: Sorted values a kept point stands for when a block of the stream's reference values is compacted.
+COMPACTION = 4
 BASELINE_SKETCH_K = 1000
 #: Frequent-items map of 2^10 slots: exact counts up to 768 distinct categories.
 DEFAULT_CATEGORY_MAP = 10
@@ -102,20 +104,40 @@ def categorical_summary(counts: Counter[str], missing: int = 0, top: int = 5, pr
 class NumericReferenceBuilder:
     """Collects the values of a numeric reference in bounded memory.
 
-    Up to ``exact_limit`` values are kept exactly and compacted
-    deterministically when the reference is built: a replay of the same rows
+    The reference is compacted deterministically: a replay of the same rows
     after a crash must rebuild the very same reference, which a randomized
-    sketch such as KLL cannot promise. The stream's reference never passes
-    that limit (``MonitorConfig.reference_size`` is capped at it); a larger
-    baseline file spills into a KLL sketch (rank error 1.33% at k=200, 0.33%
-    at the k=1000 used here) plus running moments.
+    sketch such as KLL cannot promise.
+
+    Given ``points`` (the stream's builders), values are taken in fixed blocks
+    of ``block_size(points)`` by their position among the non-missing values, so
+    the blocks are the same whatever the batching: each block, once complete, is
+    sorted and kept as every ``COMPACTION``-th value (weight ``COMPACTION``), and
+    only the open block is held as it came. A reference of 5000 values then holds
+    at most about 2300 numbers instead of 5000, and every model's references fill
+    at the same time. Each kept value stands for a run of ``COMPACTION``
+    consecutive sorted values of its block, so a block moves the CDF by at most
+    ``COMPACTION // 2`` values: with blocks of twice ``points`` that adds at most
+    the final compaction's own error (``rank_error`` about 2/points instead of
+    1/points). A reference no larger than one block is built exactly as from
+    all its values. Mean and spread are merged block by block (Chan et al.).
+
+    Without ``points`` (a baseline file), up to ``exact_limit`` values are
+    kept exactly; a larger baseline spills into a KLL sketch (rank error 1.33%
+    at k=200, 0.33% at the k=1000 used here) plus running moments. The
+    stream's reference never passes that limit (``MonitorConfig.reference_size``
+    is capped at it).
     """
 
-    def __init__(self, exact_limit: int = EXACT_LIMIT, sketch_k: int = BASELINE_SKETCH_K) -> None:
+    def __init__(self, exact_limit: int = EXACT_LIMIT, sketch_k: int = BASELINE_SKETCH_K,
+                 points: int | None = None) -> None:  # fmt: skip
         check_count("exact_limit", exact_limit)
         check_count("sketch_k", sketch_k, 8)
         self.exact_limit, self.sketch_k = exact_limit, sketch_k
-        self._chunks: list[np.ndarray] = []
+        self.block = None if points is None else block_size(points)
+        self._chunks: list[np.ndarray] = []  # values as they came: the open block's, or all when not compacting
+        self._open = 0  # values in _chunks
+        self._kept: list[np.ndarray] = []  # per complete block: every COMPACTION-th of its sorted values
+        self._block_moments = (0, 0.0, 0.0)  # count, mean, sum of squared deviations of the complete blocks
         self._sketch: datasketches.kll_doubles_sketch | None = None
         self.count = 0  # non-missing values
         self.missing = 0
@@ -126,10 +148,18 @@ class NumericReferenceBuilder:
     def rows(self) -> int:
         return self.count + self.missing
 
+    @property
+    def held(self) -> int:
+        """Numbers held now (what the memory grows with)."""
+        return self._open + sum(kept.size for kept in self._kept)
+
     def update(self, values: np.ndarray) -> None:
         present = values[np.isfinite(values)]  # an infinity (e.g. "inf" in a CSV) is no measurement either
         self.missing += int(values.size - present.size)
         if not present.size:
+            return
+        if self.block is not None:
+            self._add_to_blocks(present)
             return
         n, mean = int(present.size), float(present.mean())
         total = self.count + n
@@ -141,39 +171,131 @@ class NumericReferenceBuilder:
             self._sketch = datasketches.kll_doubles_sketch(self.sketch_k)
             for chunk in self._chunks:
                 self._sketch.update(chunk)
-            self._chunks = []
+            self._chunks, self._open = [], 0
         if self._sketch is not None:
             self._sketch.update(present.astype(np.float64))
         else:
             self._chunks.append(present.astype(np.float64, copy=True))
+            self._open += n
+
+    def _add_to_blocks(self, present: np.ndarray) -> None:
+        assert self.block is not None
+        start = 0
+        while start < present.size:
+            stop = min(present.size, start + self.block - self._open)
+            # A copy: a slice would keep the whole batch alive.
+            self._chunks.append(present[start:stop].astype(np.float64, copy=True))
+            self._open += stop - start
+            self.count += stop - start
+            start = stop
+            if self._open == self.block:
+                self._close_block()
+
+    def _close_block(self) -> None:
+        ordered = np.sort(self.values())
+        # Runs of COMPACTION sorted values kept as their middle one, the lower and the upper
+        # middle in turn so that the blocks' rank errors do not all lean the same way.
+        middle = COMPACTION // 2 - len(self._kept) % 2
+        self._kept.append(ordered[middle::COMPACTION].copy())
+        self._block_moments = _merge_moments(self._block_moments, _moments(ordered))
+        self._chunks, self._open = [], 0
 
     def values(self) -> np.ndarray:
+        """The values held as they came: all of them without ``points``, else the open block's."""
         return np.concatenate(self._chunks) if self._chunks else np.empty(0)
 
     def build(self, bins: int, points: int = DEFAULT_REFERENCE_POINTS) -> NumericReference:
-        if self._sketch is None:
+        if self._sketch is not None:
+            std = float(np.sqrt(self._m2 / self.count))
+            return NumericReference.from_sketch(self._sketch, bins, self._mean, std, self.missing)
+        if not self._kept:
             return NumericReference.build(self.values(), bins, self.missing, points)
-        std = float(np.sqrt(self._m2 / self.count))
-        return NumericReference.from_sketch(self._sketch, bins, self._mean, std, self.missing)
+        opened = np.sort(self.values())
+        count, mean, m2 = _merge_moments(self._block_moments, _moments(opened))
+        items = np.concatenate([*self._kept, opened])
+        weights = np.concatenate([np.full(sum(kept.size for kept in self._kept), float(COMPACTION)),
+                                  np.ones(opened.size)])  # fmt: skip
+        order = np.argsort(items, kind="stable")
+        return NumericReference.from_weighted(items[order], weights[order], bins, mean, math.sqrt(m2 / count),
+                                              self.missing, points, len(self._kept) * (COMPACTION // 2))  # fmt: skip
 
     def to_plain(self) -> dict[str, Any]:
         if self._sketch is not None:  # only baselines get here, and they are never snapshotted mid-way
             raise ValueError("a spilled reference builder has no plain form")
-        return {"values": self.values().astype("<f8").tobytes(), "missing": self.missing}
+        if self.block is None:
+            return {"values": self.values().astype("<f8").tobytes(), "missing": self.missing}
+        # Not "values": a release that reads only that would take the open block for the whole reference.
+        count, mean, m2 = self._block_moments
+        return {"block": self.block, "open": self.values().astype("<f8").tobytes(),
+                "kept": np.concatenate(self._kept or [np.empty(0)]).astype("<f8").tobytes(),
+                "blocks": [count, mean, m2], "missing": self.missing}  # fmt: skip
 
     @classmethod
-    def from_plain(cls, data: dict[str, Any]) -> NumericReferenceBuilder:
-        builder = cls()
+    def from_plain(cls, data: dict[str, Any], points: int | None = None) -> NumericReferenceBuilder:
+        """A builder from ``to_plain()``; the layout before compaction (every value, ``values``) is
+        fed again to a builder of ``points``, which then holds what it would had it seen them."""
         try:
-            values = np.frombuffer(bytes(data["values"]), dtype="<f8")
             missing = int(data["missing"])
+            if "block" in data:
+                return cls._from_blocks(data, missing)
+            values = np.frombuffer(bytes(data["values"]), dtype="<f8")
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"malformed numeric reference builder: {exc!r}") from exc
+        builder = cls(points=points)
         if values.size > builder.exact_limit:
             raise SnapshotError(f"numeric reference builder holds {values.size} values, over {builder.exact_limit}")
+        if missing < 0 or not np.isfinite(values).all():
+            raise SnapshotError("numeric reference builder with non-finite values or a negative missing count")
         builder.update(values.copy())
         builder.missing = missing
         return builder
+
+    @classmethod
+    def _from_blocks(cls, data: dict[str, Any], missing: int) -> NumericReferenceBuilder:
+        block = int(data["block"])
+        opened = np.frombuffer(bytes(data["open"]), dtype="<f8")
+        kept = np.frombuffer(bytes(data["kept"]), dtype="<f8")
+        count, mean, m2 = data["blocks"]
+        count, mean, m2 = int(count), float(mean), float(m2)
+        per_block = block // COMPACTION
+        if (block < 2 * COMPACTION or block % COMPACTION or opened.size >= block or kept.size % per_block
+                or count != kept.size * COMPACTION or block * (kept.size // per_block) > EXACT_LIMIT
+                or missing < 0 or not (np.isfinite(opened).all() and np.isfinite(kept).all()
+                                       and math.isfinite(mean) and math.isfinite(m2) and m2 >= 0)):  # fmt: skip
+            raise SnapshotError(f"numeric reference builder with inconsistent blocks ({block} values a block, "
+                                f"{kept.size} kept, {opened.size} open, {count} counted)")  # fmt: skip
+        builder = cls()
+        builder.block = block
+        builder._kept = [kept[i : i + per_block].copy() for i in range(0, kept.size, per_block)]
+        builder._block_moments = (count, mean, m2)
+        if opened.size:
+            builder._chunks, builder._open = [opened.copy()], int(opened.size)
+        builder.count, builder.missing = count + int(opened.size), missing
+        return builder
+
+
+def block_size(points: int) -> int:
+    """Values in a block of a compacting reference builder: about twice the summary's points,
+    a whole number of runs of ``COMPACTION``."""
+    check_count("points", points, 2)
+    return COMPACTION * -(-points // 2)
+
+
+def _moments(values: np.ndarray) -> tuple[int, float, float]:
+    mean = float(values.mean()) if values.size else 0.0
+    return int(values.size), mean, float(((values - mean) ** 2).sum())
+
+
+def _merge_moments(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[int, float, float]:
+    """Count, mean and sum of squared deviations of two parts together (Chan et al.)."""
+    (n_a, mean_a, m2_a), (n_b, mean_b, m2_b) = a, b
+    if not n_b:
+        return a
+    if not n_a:
+        return b
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n
 
 
 @dataclass(frozen=True)
@@ -215,20 +337,35 @@ class NumericReference:
         consecutive sorted values, each kept as its middle value weighted by
         its size: the CDF moves by at most one group, ``ceil(n / points) / n``.
         """
-        check_count("points", points, 2)
         values = np.asarray(values, dtype=np.float64)
         present = np.sort(values[np.isfinite(values)])
         if not present.size:
             raise ValueError("a numeric reference needs at least one non-missing value")
         mean, std = float(present.mean()), float(present.std())
-        if present.size <= points:
-            items, weights = np.unique(present, return_counts=True)
-            rank_error = 0.0
+        return cls.from_weighted(present, np.ones(present.size), bins, mean, std, missing, points)
+
+    @classmethod
+    def from_weighted(cls, items: np.ndarray, weights: np.ndarray, bins: int, mean: float, std: float, missing: int,
+                      points: int = DEFAULT_REFERENCE_POINTS, error: int = 0) -> NumericReference:  # fmt: skip
+        """Reference of ascending ``items``, each standing for ``weights`` (whole numbers of) values, whose
+        CDF is within ``error`` values of the reference's own: compacted as ``build`` compacts values
+        (it is ``build`` when every weight is 1), into groups of the values the items stand for.
+        """
+        check_count("points", points, 2)
+        if not items.size:
+            raise ValueError("a numeric reference needs at least one non-missing value")
+        cumulative = np.cumsum(weights)
+        total = round(float(cumulative[-1]))
+        if items.size <= points:
+            items, first = np.unique(items, return_index=True)
+            weights = np.add.reduceat(weights, first)
+            rank_error = error / total
         else:
-            bounds = np.linspace(0, present.size, points + 1).round().astype(np.int64)
-            items = present[(bounds[:-1] + bounds[1:]) // 2]
+            bounds = np.linspace(0, total, points + 1).round().astype(np.int64)
+            # The item the middle value of each group is one of (the group's middle value if every weight is 1).
+            items = items[np.searchsorted(cumulative, (bounds[:-1] + bounds[1:]) // 2, side="right")]
             weights = np.diff(bounds)
-            rank_error = float(weights.max() / present.size)
+            rank_error = float(weights.max() + error) / total
         return cls.from_summary(items, weights.astype(np.float64), rank_error, bins, mean, std, missing)
 
     @classmethod

@@ -68,7 +68,7 @@ class FeatureMonitor:
         self.scope = scope  # the scope's key: "" or the segment's text
         self.rows_seen = 0
         self.builder: NumericReferenceBuilder | CategoricalReferenceBuilder | None = (
-            NumericReferenceBuilder() if kind == "numeric"
+            NumericReferenceBuilder(points=config.reference_points) if kind == "numeric"
             else CategoricalReferenceBuilder(config.category_map_size)
         )  # fmt: skip
         self.window: WindowedDetector | None = None
@@ -423,8 +423,10 @@ class FeatureMonitor:
                 segment: dict[str, str] | None = None, scope: str = "") -> FeatureMonitor:  # fmt: skip
         monitor = cls(name, data["kind"], config, version=version, segment=segment, scope=scope)
         if data["builder"] is not None:
-            builder_cls = NumericReferenceBuilder if monitor.kind == "numeric" else CategoricalReferenceBuilder
-            monitor.builder = builder_cls.from_plain(data["builder"])
+            monitor.builder = (
+                NumericReferenceBuilder.from_plain(data["builder"], points=config.reference_points)
+                if monitor.kind == "numeric" else CategoricalReferenceBuilder.from_plain(data["builder"])
+            )  # fmt: skip
         if data["window"] is not None:
             window = WindowedDetector.restore(data["window"])
             monitor.use_reference(window.reference)  # the tests and detectors the config asks for now
