@@ -601,10 +601,11 @@ class Engine:
         self.metrics.batch_messages.observe(len(records))
         return out
 
-    async def retry_waiting(self) -> Outputs:
-        """Look up again the labels waiting for their predictions (in partitions due); apply what joined."""
+    async def retry_waiting(self, every: bool = False) -> Outputs:
+        """Look up again the labels waiting for their predictions (in partitions due, or in every one:
+        a replay's last look once all join data is stored); apply what joined."""
         groups: dict[tuple[str, int, str], LabelGroup] = {}
-        due = self._due_retries(groups)
+        due = self._due_retries(groups, every)
         out = Outputs()
         await self._look_up(groups)
         for key in due:
@@ -613,13 +614,14 @@ class Engine:
             self._apply_labels(topic, partition, model, group, out)
         return out
 
-    def _due_retries(self, groups: dict[tuple[str, int, str], LabelGroup]) -> list[tuple[str, int]]:
-        """Labels partitions whose waiting labels are due for a lookup: every model of theirs with
-        waiting labels gets ``retry`` in ``groups`` (so a busy model never starves a quiet one)."""
+    def _due_retries(self, groups: dict[tuple[str, int, str], LabelGroup], every: bool = False
+                     ) -> list[tuple[str, int]]:  # fmt: skip
+        """Labels partitions whose waiting labels are due for a lookup (``every``: all of them): every model
+        of theirs with waiting labels gets ``retry`` in ``groups`` (so a busy model never starves a quiet one)."""
         now = time.monotonic()
         due = [key for key, state in self.partitions.items()
                if any(labels.waiting for labels in state.labels.values())
-               and now - state.retried >= self.settings.label_retry_interval]  # fmt: skip
+               and (every or now - state.retried >= self.settings.label_retry_interval)]  # fmt: skip
         for topic, partition in due:
             for model, labels in self.partitions[(topic, partition)].labels.items():
                 if labels.waiting:

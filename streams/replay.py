@@ -585,9 +585,7 @@ class Replay:
                 interval = max(CHECKPOINT_SECONDS, 10 * (last_checkpoint - began))
         await self._checkpoint(engine, producer)  # the join data of every event stored, then:
         # labels read before their predictions were stored waited; each is looked up once more now.
-        for state in engine.partitions.values():
-            state.retried = -math.inf
-        await self._checkpoint(engine, producer)
+        await self._checkpoint(engine, producer, every_waiting_label=True)
 
     async def _process(self, engine: Engine, records: list[Record], producer: Producer | None) -> None:
         for batch in _batches(records):
@@ -683,9 +681,9 @@ class Replay:
                 producer.poll(0.05)
         producer.poll(0)
 
-    async def _checkpoint(self, engine: Engine, producer: Producer | None) -> None:
+    async def _checkpoint(self, engine: Engine, producer: Producer | None, every_waiting_label: bool = False) -> None:
         """As the worker's: what was published is delivered, then the state covering it is saved."""
-        await self._send(engine, await self._outputs(engine.retry_waiting()), producer)
+        await self._send(engine, await self._outputs(engine.retry_waiting(every_waiting_label)), producer)
         if producer is not None:
             left = await asyncio.to_thread(producer.flush, 30)
             if left or self.delivery_errors:
