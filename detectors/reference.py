@@ -446,9 +446,11 @@ class NumericReference:
         beyond = min(round(float(self.weights[outside].sum()) / float(self.weights.sum()) * self.count), self.count)
         return first, last, int(beyond)
 
-    @cached_property
     def _mid_ranks(self) -> np.ndarray:
-        """The reference's CDF at each point, halfway through the values it stands for."""
+        """The reference's CDF at each point, halfway through the values it stands for.
+
+        Not cached: 4 KB per numeric reference (30 MB over 100 models x 75 features) for a
+        cumulative sum of 512 numbers, a few microseconds per batch."""
         total = self.weights.sum()
         return (np.cumsum(self.weights) - self.weights / 2) / total
 
@@ -465,7 +467,7 @@ class NumericReference:
         """
         total = float(self.weights.sum())
         edge = 0.5 / total
-        ranks = np.interp(values, self.items, self._mid_ranks, left=edge, right=1.0 - edge)
+        ranks = np.interp(values, self.items, self._mid_ranks(), left=edge, right=1.0 - edge)
         return special.ndtri(np.clip(ranks, edge, 1.0 - edge))
 
     def bin_counts(self, values: np.ndarray) -> np.ndarray:
