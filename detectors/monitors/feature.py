@@ -195,29 +195,38 @@ class FeatureMonitor:
     def _change_points(self, values: np.ndarray, index: np.ndarray, times: np.ndarray, out: Observation) -> None:
         reference = self.reference
         assert isinstance(reference, NumericReference) and self.window is not None
-        present = np.flatnonzero(~np.isnan(values))
+        missing = np.isnan(values)
+        # Rows of the present values; all of them (no copy) in the usual batch without a missing value.
+        present = np.flatnonzero(~missing) if missing.any() else np.arange(values.size)
         if not present.size:
             return
-        z = (values[present] - reference.mean) / reference.std  # what a change is measured in
-        scores = reference.normal_scores(values[present])  # what the detectors judge (calibrated on N(0, 1))
+        kept = values[present] if present.size < values.size else values
+        scores = reference.normal_scores(kept)  # what the detectors judge (calibrated on N(0, 1))
         for name, detector in self.changes.items():
             state = self.policy.state(name)
-            done = 0  # values of z already counted in a stretch
+            done = 0  # values already counted in a stretch
             for verdict in detector.update(scores):
                 row = int(present[verdict.position])
                 if state.since_count == 0:
                     state.since_time = float(times[present[done]])
                 count = state.since_count + verdict.position + 1 - done
-                self._on_change(name, verdict, z[: verdict.position + 1], int(index[row]), float(times[row]),
-                                count, state.since_time, out)  # fmt: skip
+                self._on_change(name, verdict, self._z(kept[: verdict.position + 1]), int(index[row]),
+                                float(times[row]), count, state.since_time, out)  # fmt: skip
                 state.since_count, done = 0, verdict.position + 1  # the detector starts a new stretch
-            if done < z.size:
+            if done < kept.size:
                 if state.since_count == 0:
                     state.since_time = float(times[present[done]])
-                state.since_count += z.size - done
+                state.since_count += kept.size - done
         for name, detector in self.changes.items():
             self._statistic(name, detector.statistic, detector.threshold, out)
-        self._recent_z = np.concatenate([self._recent_z, z])[-_MIN_SHIFT_ROWS:]
+        self._recent_z = np.concatenate([self._recent_z, self._z(kept[-_MIN_SHIFT_ROWS:])])[-_MIN_SHIFT_ROWS:]
+
+    def _z(self, values: np.ndarray) -> np.ndarray:
+        """Values in reference standard deviations from its mean: what a change is measured in (only
+        the few values a shift is measured on are converted)."""
+        reference = self.reference
+        assert isinstance(reference, NumericReference)
+        return (values - reference.mean) / reference.std
 
     def _recent_shift(self, batch_z: np.ndarray) -> float:
         """Mean of the last _MIN_SHIFT_ROWS values up to a change point, in reference std from its mean.
