@@ -13,7 +13,6 @@ only sliding windows keep a time per value.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -207,7 +206,8 @@ class WindowedDetector:
                 self._earliest = math.inf  # a tumbling window starts empty
         if found:
             # Without its summary's closure, which holds the window's values: kept until read, not beyond.
-            self._last_evaluation = dataclasses.replace(found[-1], summarize=None)
+            last = found[-1]
+            self._last_evaluation = Evaluation(last.position, last.scores, last.judged, last.count, last.start_time)
         self._drift = any(evaluation.drift for evaluation in found)
         return found
 
