@@ -15,8 +15,8 @@ Protocol (the contenders and what limits them: docs/throughput.md):
   every run. They run on the same 2 cores as the contender, and their CPU over each measured
   interval is reported next to the contender's.
 * Per workload (``--features``: 3/4 numeric, 1/4 categorical, 4 models) the same seeded traffic
-  (``streams.simulate``, with a drift in three of the models from their event 5000: a mean shift, a
-  category mix and missing values) is produced once into five topics of 4 partitions: single-event
+  (``streams.simulate``, with drifts from each model's event 5000 on, DRIFTS: mean shifts, category
+  mixes, missing values, a wider spread) is produced once into five topics of 4 partitions: single-event
   messages, 100-event and 1000-event row envelopes, and 1000-event columnar batches as JSON
   (``streams.producer.columnar_json``) and as Arrow (``columnar_arrow``, header ``content-type``).
   Each message holds one model's events, keyed by model; the model names are chosen so that each
@@ -113,9 +113,17 @@ MIN_BATCHES = 3  # fewer batches of a worker in its measured interval: the rate 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when a contender is stopped (nothing is measured then)
 
 EVENT_SPACING = 0.001  # seconds between two events of a model (their timestamps: the same in every topic)
-# The drift of the traffic, so that the runs have alerts to compare: from the first event after the reference,
-# a 1-sigma mean shift (m0), the reversed category mix (m1), 30% missing values (m4); m5 stays still.
-DRIFTS = (("m0", "f1", "mean_shift", 1.0), ("m1", "c0", "category_mix", 1.0), ("m4", "f2", "null_rate", 0.3))
+# The drift of the traffic, so that the runs have alerts to compare (model, feature, kind, magnitude, first event):
+# after the reference, a 1-sigma mean shift (m0), the reversed category mix (m1), 30% missing values (m4); in m5
+# several, two of them mid-window, so that change detectors, out-of-range and dataset drift fire between windows.
+DRIFTS = (
+    ("m0", "f1", "mean_shift", 1.0, REFERENCE),
+    ("m1", "c0", "category_mix", 1.0, REFERENCE),
+    ("m4", "f2", "null_rate", 0.3, REFERENCE),
+    ("m5", "f5", "variance", 2.5, REFERENCE),
+    ("m5", "c2", "category_mix", 1.0, REFERENCE + 1200),
+    ("m5", "f3", "mean_shift", 2.0, REFERENCE + 1500),
+)
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"  # the venv of `make bench-peers`
 PEERS_INSTALL = "make bench-peers (a venv .venv-peers from bench/peers-requirements.txt; or --peers-python PATH)"
 EVIDENTLY_INSTALL = "pip install 'driftstream[bench]'"
@@ -205,8 +213,8 @@ class Workload:
     @property
     def traffic(self) -> Traffic:
         names = [f"f{i}" for i in range(self.numeric)] + [f"c{i}" for i in range(self.categorical)]
-        drifts = tuple(Drift(feature, REFERENCE, kind, magnitude, model)  # type: ignore[arg-type]
-                       for model, feature, kind, magnitude in DRIFTS
+        drifts = tuple(Drift(feature, start, kind, magnitude, model)  # type: ignore[arg-type]
+                       for model, feature, kind, magnitude, start in DRIFTS
                        if self.drifts and model in self.models and feature in names)  # fmt: skip
         return Traffic(models=self.models, numeric=self.numeric, categorical=self.categorical, seed=SEED,
                        drifts=drifts)  # fmt: skip
@@ -1212,8 +1220,8 @@ def comparison_table(comparison: Comparison, results: dict[str, Result]) -> list
     reference = comparison.alerts[comparison.reference]
     lines = [
         f"Batching changes no result? Alerts over the first {comparison.prefix:,} events of each model (what every "
-        f"topic holds; the traffic drifts from event {REFERENCE:,} in three models), compared on model, version, "
-        "segment, type, feature, detector(s), status, severity, event index and window times:",
+        f"topic holds; the traffic drifts from event {REFERENCE:,} on), compared on model, version, segment, type, "
+        "feature, detector(s), status, severity, event index and window times:",
         "",
         "| run | messages | alerts compared | all its alerts | same as single events | largest relative "
         "difference of a statistic |",
