@@ -8,10 +8,11 @@ child process, so the generator's data is not in the measured process; they are 
 once gives (every model's first envelope, then every model's second...), checkpointing every
 second as the worker does. It prints the RSS and peak RSS after each round of envelopes, at the
 end, and after ``malloc_trim`` (glibc returning freed heap pages: what of the RSS is freed memory
-the allocator kept); with ``--trace`` the live Python heap at the end by source line (tracemalloc:
-numpy buffers included, river's Rust allocations not). The Faust worker adds its read-ahead
-(``3 x BATCH_MAX`` messages) and Faust/aiokafka themselves: ``bench.throughput``'s memory run
-measures the whole worker.
+the allocator kept); with ``--trace`` the live Python heap at the end by allocating line, each with the
+innermost line of this repository that led to it (numpy's ``numeric.py:385`` says nothing of whose
+arrays they are), as tracemalloc sees it: numpy buffers included, river's Rust allocations not. The
+Faust worker adds its read-ahead (``3 x BATCH_MAX`` messages) and Faust/aiokafka themselves:
+``bench.throughput``'s memory run measures the whole worker.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from streams.state import RedisStateStore
 
 PARTITIONS = 4
 ENVELOPE = 1000
+TRACE_FRAMES = 8  # frames kept per traced allocation: enough to reach this repository's code from numpy's
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def memory() -> str:
@@ -101,11 +104,28 @@ async def run(path: Path, models: int, trace: bool) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         print(f"after malloc_trim: {memory()}", flush=True)
         if trace:
-            snapshot = tracemalloc.take_snapshot()
-            total = sum(stat.size for stat in snapshot.statistics("filename"))
-            print(f"live Python heap (tracemalloc): {total / 2**20:,.0f} MB; largest by line:")
-            for stat in snapshot.statistics("lineno")[:12]:
-                print(f"  {stat}")
+            print_heap(tracemalloc.take_snapshot())
+
+
+def _where(frame: tracemalloc.Frame) -> str:
+    path = frame.filename.split("site-packages/")[-1]  # a library's own path: numpy/_core/numeric.py
+    return f"{Path(path).relative_to(ROOT) if Path(path).is_relative_to(ROOT) else path}:{frame.lineno}"
+
+
+def print_heap(snapshot: tracemalloc.Snapshot, top: int = 15) -> None:
+    """The live heap by allocating line and the innermost line of this repository's code behind it."""
+    sites: dict[tuple[str, str], list[int]] = {}
+    for stat in snapshot.statistics("traceback"):
+        frames = list(stat.traceback)[::-1]  # innermost first
+        ours = next((f for f in frames if Path(f.filename).is_relative_to(ROOT) and ".venv" not in f.filename), None)
+        key = (_where(frames[0]), _where(ours) if ours is not None and ours is not frames[0] else "")
+        size_count = sites.setdefault(key, [0, 0])
+        size_count[0] += stat.size
+        size_count[1] += stat.count
+    total = sum(size for size, _ in sites.values())
+    print(f"live Python heap (tracemalloc): {total / 2**20:,.0f} MB; largest by line (<- this repository's):")
+    for (line, ours), (size, count) in sorted(sites.items(), key=lambda item: -item[1][0])[:top]:
+        print(f"  {size / 2**20:7.1f} MB {count:>9,} blocks  {line}{f' <- {ours}' if ours else ''}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.models} models x {args.features} features, {args.per_model:,} events per model "
               f"({path.stat().st_size / 2**20:,.0f} MB of envelopes, written in {time.monotonic() - started:.0f} s)")
         if args.trace:
-            tracemalloc.start()
+            tracemalloc.start(TRACE_FRAMES)
         asyncio.run(run(path, args.models, args.trace))
     return 0
 
