@@ -262,9 +262,9 @@ class Column:
         assert self._numeric is not None
         values = self._numeric[0]
         present = ~np.isnan(values)
-        if self._integral:
-            return [str(value) if keep else None for value, keep in zip(values.astype(np.int64).tolist(),
-                                                                        present.tolist(), strict=True)]  # fmt: skip
+        if self._integral:  # integers up to 2^53, exact in a float
+            return [str(int(value)) if keep else None for value, keep in zip(values.tolist(), present.tolist(),
+                                                                             strict=True)]  # fmt: skip
         return [category_text(value) if keep else None for value, keep in zip(values.tolist(), present.tolist(),
                                                                               strict=True)]  # fmt: skip
 

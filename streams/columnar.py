@@ -30,6 +30,7 @@ from streams.decode import (
     Limits,
     Rejection,
     _probabilities,
+    _reencodable,
     _shown,
     decode_payload,
     load_json,
@@ -107,6 +108,7 @@ def decode_json_columns(payload: dict[str, Any], limits: Limits) -> tuple[Column
             raise Invalid("invalid_columns", "columns must be a JSON object of column name -> array")
         size = _size(columns, limits)
         features, segments, rows = _names(columns, limits)
+        _check_cells(size, len(columns), limits)
     except Invalid as exc:
         return None, [Rejection(exc.reason, exc.detail, None)]
     bad: dict[int, tuple[str, str]] = {}  # row -> (reason, detail): the first fault found in it
@@ -120,6 +122,8 @@ def decode_json_columns(payload: dict[str, Any], limits: Limits) -> tuple[Column
         _check_segment(key, values, limits, bad)
     rejections = [Rejection(reason, detail, row, _json_row(model, version, columns, row))
                   for row, (reason, detail) in sorted(bad.items())]  # fmt: skip
+    if rejections:  # a JSON row's copy is no larger than its part of the message; bounded all the same
+        rejections = _bounded(rejections, limits.max_message_bytes)
     keep = None
     if bad:
         if len(bad) == size:
@@ -154,8 +158,13 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
         detail = f"{len(value)} bytes > max_message_bytes {limits.max_message_bytes}"
         return None, [Rejection("message_too_large", detail, None)]
     try:
-        with pa.ipc.open_stream(pa.py_buffer(value)) as reader:
+        buffer = pa.py_buffer(value)
+        _check_uncompressed(buffer)
+        with pa.ipc.open_stream(buffer) as reader:
             table = reader.read_all()
+        # Offsets, UTF-8 and dictionary indices checked before anything reads them: a corrupt string
+        # column would otherwise be read out of bounds.
+        table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         return None, [Rejection("invalid_arrow", f"not a readable Arrow IPC stream: {str(exc)[:200]}", None)]
     try:
@@ -169,6 +178,7 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
         if len(set(table.column_names)) != table.num_columns:
             raise Invalid("invalid_columns", "column names repeat")
         features, segments, rows = _names({name: None for name in table.column_names}, limits)
+        _check_cells(table.num_rows, _arrow_width(table), limits)
         table = table.combine_chunks()
     except Invalid as exc:
         return None, [Rejection(exc.reason, exc.detail, None)]
@@ -182,16 +192,14 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
         prediction_array = table.column("prediction").chunk(0) if "prediction" in rows else None
         if prediction_array is not None:
             if pa.types.is_struct(prediction_array.type):  # class -> probability; a null field: a class not sent
-                objects = [None if row is None else {name: p for name, p in row.items() if p is not None}
-                           for row in prediction_array.to_pylist()]  # fmt: skip
-                listed, probabilities = _predictions(objects, limits, bad)
+                listed, probabilities = _predictions(_probability_rows(prediction_array, limits), limits, bad)
                 prediction = None if listed is None else Column.from_values(listed)
             elif prediction_array.null_count < len(prediction_array):  # else: no prediction, as in JSON
                 prediction = _arrow_feature("prediction", prediction_array, limits, bad, "invalid_prediction")
         event_ids = None
         if "event_id" in rows:
-            event_ids = _event_ids(_arrow_list(table.column("event_id").chunk(0), "event_id", "invalid_field"),
-                                   size, limits, bad)  # fmt: skip
+            listed = _arrow_list(table.column("event_id").chunk(0), "event_id", "invalid_field", limits, bad)
+            event_ids = _event_ids(listed, size, limits, bad)
         timestamps = np.full(size, np.nan)
         if "timestamp" in rows:
             timestamps = _arrow_timestamps(table.column("timestamp").chunk(0), bad)
@@ -199,8 +207,7 @@ def decode_arrow(value: bytes, limits: Limits) -> tuple[ColumnarBatch | None, li
                           for key in segments}  # fmt: skip
     except Invalid as exc:
         return None, [Rejection(exc.reason, exc.detail, None)]
-    rejections = [Rejection(reason, detail, row, _arrow_row(model, version, table, row))
-                  for row, (reason, detail) in sorted(bad.items())]  # fmt: skip
+    rejections = _arrow_rejections(model, version, table, timestamps, bad, max(len(value), limits.max_message_bytes))
     if len(bad) == size:
         return None, rejections
     segment_lists = segment_values
@@ -457,14 +464,6 @@ def _json_row(model: str, version: str | None, columns: dict[str, list[Any]], ro
     return _reencodable(event)
 
 
-def _reencodable(event: dict[str, Any]) -> Any:
-    try:
-        orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        return {key: value for key, value in event.items() if key in ("model", "model_version")}
-    return event
-
-
 # -- Arrow columns -------------------------------------------------------------------------------------
 
 
@@ -474,9 +473,15 @@ def _arrow_feature(name: str, array: pa.Array, limits: Limits, bad: dict[int, tu
     in order of first appearance (as the row path factorizes them)."""
     kind = array.type
     if pa.types.is_dictionary(kind):
-        array, kind = array.dictionary_decode(), array.type.value_type
+        array = _decoded(array, limits.max_string_length, bad, reason, f"{_shown(name)} longer than "
+                         f"{limits.max_string_length} characters")  # fmt: skip
+        kind = array.type
     if pa.types.is_null(kind):
         return Column.from_numbers(np.full(len(array), np.nan))
+    if pa.types.is_integer(kind) and array.null_count < len(array):
+        low, high = pc.min_max(array).values()
+        if high.as_py() > 2**53 or low.as_py() < -(2**53):  # integers a float cannot hold: as sent, as in JSON
+            return Column.from_values(array.to_pylist())
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
         values = array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
         if pa.types.is_floating(kind):
@@ -510,12 +515,31 @@ def _arrow_feature(name: str, array: pa.Array, limits: Limits, bad: dict[int, tu
                   "number, string or boolean column")  # fmt: skip
 
 
+def _decoded(array: pa.DictionaryArray, limit: int, bad: dict[int, tuple[str, str]], reason: str, detail: str
+             ) -> pa.Array:  # fmt: skip
+    """A dictionary array as plain values, its text over ``limit`` characters first emptied (their rows
+    rejected): decoded whole, one long value used by every row would cost rows x its length."""
+    values = array.dictionary
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        long = np.asarray(pc.greater(pc.utf8_length(values), limit).fill_null(False))
+        if long.any():
+            indices = np.asarray(array.indices.fill_null(-1).cast(pa.int64()))
+            for row in np.flatnonzero(np.isin(indices, np.flatnonzero(long))).tolist():
+                _reject(bad, row, reason, detail)
+            values = pc.if_else(pa.array(long), pa.scalar("", values.type), values)
+            array = pa.DictionaryArray.from_arrays(array.indices, values)
+    return array.dictionary_decode()
+
+
 def _arrow_segment(key: str, array: pa.Array, limits: Limits, bad: dict[int, tuple[str, str]]) -> list[Any]:
     kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
             or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):  # fmt: skip
         raise Invalid("invalid_segment", f"segment column {_shown(key)} has Arrow type {kind}: a segment value is a "
                       "string, number or boolean")  # fmt: skip
+    if pa.types.is_dictionary(array.type):
+        array = _decoded(array, limits.max_segment_length, bad, "invalid_segment", f"segment {_shown(key)} longer "
+                         f"than {limits.max_segment_length} characters")  # fmt: skip
     values = array.to_pylist()
     for row, value in enumerate(values):
         if type(value) is float and not math.isfinite(value):
@@ -526,11 +550,15 @@ def _arrow_segment(key: str, array: pa.Array, limits: Limits, bad: dict[int, tup
     return values
 
 
-def _arrow_list(array: pa.Array, name: str, reason: str) -> list[Any]:
+def _arrow_list(array: pa.Array, name: str, reason: str, limits: Limits, bad: dict[int, tuple[str, str]]
+                ) -> list[Any]:  # fmt: skip
     kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
             or pa.types.is_null(kind)):  # fmt: skip
         raise Invalid(reason, f"{name} column has Arrow type {kind}: it must be text (or integers)")
+    if pa.types.is_dictionary(array.type):
+        array = _decoded(array, limits.max_string_length, bad, reason, f"{name} longer than "
+                         f"{limits.max_string_length} characters")  # fmt: skip
     return array.to_pylist()
 
 
@@ -553,9 +581,126 @@ def _arrow_timestamps(array: pa.Array, bad: dict[int, tuple[str, str]]) -> np.nd
     return seconds
 
 
-def _arrow_row(model: str, version: str | None, table: pa.Table, row: int) -> dict[str, Any]:
-    """A rejected row as the row event it stands for (non-finite numbers as their text: JSON has none)."""
-    values = table.slice(row, 1).to_pylist()[0]
-    plain = {name: (repr(value) if type(value) is float and not math.isfinite(value) else value)
-             for name, value in values.items()}  # fmt: skip
-    return _json_row(model, version, {name: [value] for name, value in plain.items()}, 0)
+def _arrow_rejections(model: str, version: str | None, table: pa.Table, timestamps: np.ndarray,
+                      bad: dict[int, tuple[str, str]], budget: int) -> list[Rejection]:  # fmt: skip
+    """The rejected rows as the row events they stand for: timestamps as the Unix seconds decoded (an
+    Arrow timestamp may not fit a datetime), non-finite numbers as their text (JSON has none), a struct
+    prediction without its null fields. Converted a chunk at a time, and no further than ``budget``
+    bytes of copies (an Arrow dictionary may repeat one long value in every row): past it, the message
+    whole (``_bounded``)."""
+    if not bad:
+        return []
+    rows = sorted(bad)
+    rejections: list[Rejection] = []
+    size = 0
+    struct = "prediction" in table.column_names and pa.types.is_struct(table.column("prediction").type)
+    for start in range(0, len(rows), 256):
+        chunk = rows[start : start + 256]
+        taken = table.take(pa.array(chunk, type=pa.int64()))
+        if "timestamp" in taken.column_names:
+            taken = taken.drop_columns(["timestamp"])
+        columns = {name: [_plain(value) for value in taken.column(name).to_pylist()] for name in taken.column_names}
+        if "timestamp" in table.column_names:
+            columns["timestamp"] = [None if math.isnan(seconds) else seconds for seconds in timestamps[chunk].tolist()]
+        if struct:
+            columns["prediction"] = [None if row is None else {name: p for name, p in row.items() if p is not None}
+                                     for row in columns["prediction"]]  # fmt: skip
+        for i, row in enumerate(chunk):
+            reason, detail = bad[row]
+            element = _json_row(model, version, columns, i)
+            size += len(orjson.dumps(element))
+            rejections.append(Rejection(reason, detail, row, element))
+            if size > budget:
+                return _whole(rejections[0], len(bad))
+    return rejections
+
+
+def _plain(value: Any) -> Any:
+    if type(value) is float and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _bounded(rejections: list[Rejection], budget: int) -> list[Rejection]:
+    """The rows' DLQ copies, or, when together they pass ``budget`` bytes, the message whole (``_whole``)."""
+    total = 0
+    for rejection in rejections:
+        total += len(orjson.dumps(rejection.element))
+        if total > budget:
+            return _whole(rejections[0], len(rejections))
+    return rejections
+
+
+def _whole(first: Rejection, rows: int) -> list[Rejection]:
+    """The message itself, once, for the DLQ, naming its first bad row: its rows' copies would outweigh it."""
+    detail = f"{rows} rows rejected, the message kept whole; first, row {first.index}: {first.detail}"
+    return [Rejection(first.reason, detail[:1000], None)]
+
+
+def _check_cells(rows: int, columns: int, limits: Limits) -> None:
+    """At most one value per byte a message may have: what is decoded stays proportional to what was sent
+    (Arrow sends a column of nulls, or a struct of many fields, in a few bytes)."""
+    if rows * columns > limits.max_message_bytes:
+        raise Invalid("invalid_columns", f"{rows} rows x {columns} columns is over {limits.max_message_bytes} values "
+                      "(max_message_bytes)")  # fmt: skip
+
+
+def _arrow_width(table: pa.Table) -> int:
+    """Columns, a struct counted by its fields."""
+    return sum(max(1, field.type.num_fields) if pa.types.is_struct(field.type) else 1 for field in table.schema)
+
+
+def _probability_rows(array: pa.StructArray, limits: Limits) -> list[dict[str, Any] | None]:
+    """Each row's class -> probability object of a struct prediction (null fields: classes not sent)."""
+    kind = array.type
+    names = [kind.field(i).name for i in range(kind.num_fields)]
+    if len(set(names)) != len(names):
+        raise Invalid("invalid_columns", "the prediction struct repeats a class")
+    if len(names) > limits.max_classes:
+        raise Invalid("invalid_columns", f"the prediction struct has more than {limits.max_classes} classes")
+    for i in range(kind.num_fields):
+        field = kind.field(i).type
+        if not (pa.types.is_floating(field) or pa.types.is_integer(field) or pa.types.is_null(field)):
+            raise Invalid("invalid_columns", f"the prediction struct's class {_shown(names[i])} has Arrow type "
+                          f"{field}: probabilities are numbers")  # fmt: skip
+    return [None if row is None else {name: p for name, p in row.items() if p is not None}
+            for row in array.to_pylist()]  # fmt: skip
+
+
+def _check_uncompressed(buffer: pa.Buffer) -> None:
+    """Refuse record batches with compressed bodies: a few kilobytes of zstd may inflate to gigabytes
+    before any size check can see them (the contract's messages are uncompressed; Kafka compresses).
+
+    pyarrow tells nothing of a message's compression, so this reads the flatbuffer of each message's
+    metadata (format/Message.fbs): Message.header (field 2) -> RecordBatch (or DictionaryBatch.data,
+    field 1) -> compression (field 3)."""
+    reader = pa.ipc.MessageReader.open_stream(buffer)
+    for message in reader:
+        if message.type not in ("record batch", "dictionary"):
+            continue
+        meta = message.metadata.to_pybytes()
+        header = _fb_field_table(meta, _fb_root(meta), 2)
+        if header is not None and message.type == "dictionary":
+            header = _fb_field_table(meta, header, 1)
+        if header is None:
+            raise ValueError(f"a {message.type} message without its header")
+        if _fb_field_table(meta, header, 3) is not None:
+            raise ValueError("compressed record batches are not read (send the body uncompressed)")
+
+
+def _fb_root(data: bytes) -> int:
+    return int.from_bytes(data[0:4], "little")
+
+
+def _fb_field_table(data: bytes, table: int, field: int) -> int | None:
+    """Position of the sub-table in ``field`` of the flatbuffer table at ``table``, None when absent."""
+    vtable = table - int.from_bytes(data[table : table + 4], "little", signed=True)
+    vtable_size = int.from_bytes(data[vtable : vtable + 2], "little")
+    entry = 4 + 2 * field
+    if entry + 2 > vtable_size:
+        return None
+    offset = int.from_bytes(data[vtable + entry : vtable + entry + 2], "little")
+    if not offset:
+        return None
+    at = table + offset
+    return at + int.from_bytes(data[at : at + 4], "little")

@@ -284,7 +284,10 @@ def parse_event(event: Any, limits: Limits) -> Event:
     elif prediction is not None:
         if isinstance(prediction, list):
             raise Invalid("invalid_prediction", "prediction must be a number, string or object")
-        _check_scalar("prediction", prediction, limits)
+        try:
+            _check_scalar("prediction", prediction, limits)
+        except Invalid as exc:
+            raise Invalid("invalid_prediction", exc.detail) from None
     return Event(
         model=model,
         model_version=_optional_id(event, "model_version", limits),

@@ -33,7 +33,7 @@ from detectors.monitors.quality import LabeledRows, QualityMonitor, QualityRefer
 from detectors.reference import Reference, reference_from_plain
 from detectors.retrain import RetrainPolicy, SeenAlert
 from streams.alerts import to_wire
-from streams.columnar import ColumnarBatch, decode_events
+from streams.columnar import ColumnarBatch, decode_events, is_arrow
 from streams.decode import Event, Invalid, Label, Limits, Rejection, decode_labels
 from streams.join import (
     JoinData,
@@ -535,10 +535,19 @@ class Engine:
                     label_groups[(record.topic, record.partition, label.model)].labels.append(
                         (label, source, record.timestamp))
                 continue
-            events, block, rejections = decode_events(record.value, record.headers, self.limits)
+            try:
+                events, block, rejections = decode_events(record.value, record.headers, self.limits)
+            except Exception as exc:  # noqa: BLE001 - a decoder's bug must cost its message, not the worker
+                log.exception("%s[%d]@%d: the message could not be decoded", record.topic, record.partition,
+                              record.offset)  # fmt: skip
+                reason = "invalid_arrow" if record.value is not None and is_arrow(record.value, record.headers) else \
+                    "invalid_json"  # fmt: skip
+                events, block, rejections = [], None, [Rejection(reason, f"not decodable: {exc!r}"[:500], None)]
             if block is not None and block.model not in state.monitors and not self._admit(record, block, admitted,
                                                                                            out):  # fmt: skip
-                continue  # the whole message went to the DLQ, its bad rows with it
+                # The whole message went to the DLQ, its bad rows with it; counted per row, as an envelope's.
+                out.rejected += ["too_many_models"] * (len(block) + len(rejections) - 1)
+                continue
             for rejection in rejections:
                 self._reject(record, rejection, out)
             if block is not None:

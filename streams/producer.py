@@ -72,7 +72,8 @@ def columnar_arrow(
     """The same batch as one Arrow IPC stream message; None when a column's values are of kinds Arrow
     cannot hold in one type (numbers and text, say): send ``columnar_json`` instead.
 
-    Numbers are float64 (int64 when every value is an int), text utf8, booleans bool; timestamps float64
+    Numbers are int64 when every value is an int, float64 when every value is a float (a column mixing them
+    goes as JSON: ints and floats name different categories), text utf8, booleans bool; timestamps float64
     Unix seconds; a prediction of class probabilities a struct of one float64 field per class; a feature
     null in every row Arrow's null type (the worker reads it as sent: null, not absent). ``model`` and
     ``model_version`` are in the schema's metadata.
@@ -176,7 +177,9 @@ def _arrow_type(values: list[Any]) -> pa.DataType | None | Literal[False]:
         return None
     if kinds == {"int"}:
         return pa.int64()
-    if kinds <= {"int", "float"}:
+    if kinds == {"float"}:
+        # Not ints and floats together: a float64 column would name the int 3 "3.0" where a feature or
+        # segment is taken as text (the worker reads ints and floats apart, as JSON keeps them).
         return pa.float64()
     if kinds == {"str"}:
         return pa.string()
@@ -187,6 +190,13 @@ def _arrow_type(values: list[Any]) -> pa.DataType | None | Literal[False]:
         for value in values:
             if value is not None:
                 classes.update(dict.fromkeys(value))
+        # A row's classes in another order than the struct's would pick another top class on a tie.
+        position = {name: i for i, name in enumerate(classes)}
+        for value in values:
+            if value is not None:
+                at = [position[name] for name in value]
+                if at != sorted(at):
+                    return False
         return pa.struct([pa.field(str(name), pa.float64()) for name in classes])
     return False
 

@@ -293,4 +293,100 @@ def test_a_columnar_batch_of_a_model_over_max_models_goes_to_the_dlq_once_and_wh
     out = asyncio.run(engine.process(records))
     assert [(dict(headers)["driftstream-reason"], value) for _, value, headers in out.dlq] == [
         (b"too_many_models", second)]
+    assert out.rejected == ["too_many_models"] * 2  # its rows, as an envelope's are counted
     assert set(engine.partitions[("events", 0)].monitors) == {"a"}
+
+
+def _stream(batch: pa.RecordBatch, **options: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(**options)) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_corrupt_arrow_string_column_is_rejected_before_it_is_read() -> None:
+    """Offsets pointing outside the data would be read out of bounds (a crash, not an exception)."""
+    batch = pa.RecordBatch.from_pydict({"features.x": pa.array(["ok", "zz", "ok"])}).replace_schema_metadata(
+        {b"model": b"m"})  # fmt: skip
+    data = bytearray(_stream(batch))
+    at = data.find(np.array([0, 2, 4, 6], np.int32).tobytes())
+    data[at : at + 16] = np.array([0, 2, 1_000_000, 6], np.int32).tobytes()
+    block, rejections = decode_arrow(bytes(data), LIMITS)
+    assert block is None and [(r.reason, r.index) for r in rejections] == [("invalid_arrow", None)]
+    assert "out of bounds" in rejections[0].detail
+
+
+def test_a_compressed_arrow_body_is_refused_before_it_inflates() -> None:
+    batch = pa.RecordBatch.from_pydict({"features.x": pa.array(["x" * 1_000_000] * 4)}).replace_schema_metadata(
+        {b"model": b"m"})  # fmt: skip
+    value = _stream(batch, compression="zstd")
+    assert len(value) < 2000  # 4 MB of text
+    block, rejections = decode_arrow(value, LIMITS)
+    assert block is None and [r.reason for r in rejections] == ["invalid_arrow"]
+    assert "compressed" in rejections[0].detail
+    assert decode_arrow(_stream(batch), Limits(max_string_length=10**7))[0] is not None  # the same, uncompressed
+
+
+def test_dlq_copies_that_would_outweigh_the_message_leave_it_whole() -> None:
+    """One long value in a dictionary, used by every row: its rows' copies would be rows x its length."""
+    indices = pa.array([0] * 2000, type=pa.int32())
+    column = pa.DictionaryArray.from_arrays(indices, pa.array(["y" * 100_000]))
+    batch = pa.RecordBatch.from_pydict({"features.x": column, "features.n": pa.array(np.arange(2000.0))})
+    value = _stream(batch.replace_schema_metadata({b"model": b"m"}))
+    block, rejections = decode_arrow(value, LIMITS)
+    assert block is None
+    assert [(r.reason, r.index, r.element) for r in rejections] == [("invalid_feature_value", None, None)]
+    assert rejections[0].detail.startswith("2000 rows rejected, the message kept whole; first, row 0")
+
+
+@pytest.mark.parametrize(("arrays", "detail"), [
+    ({f"features.f{i}": pa.nulls(10_000) for i in range(1100)}, "10000 rows x 1100 columns"),
+    ({"features.x": pa.array([1.0] * 3000),
+      "prediction": pa.StructArray.from_arrays([pa.nulls(3000)] * 4000, names=[f"c{i}" for i in range(4000)])},
+     "3000 rows x 4001 columns"),
+    ({"features.x": pa.array([1.0]),
+      "prediction": pa.StructArray.from_arrays([pa.nulls(1)] * 1001, names=[f"c{i}" for i in range(1001)])},
+     "more than 1000 classes"),
+    ({"features.x": pa.array([1.0]), "prediction": pa.StructArray.from_arrays([pa.array([0.5])] * 2, names=["a", "a"])},
+     "repeats a class"),
+])  # fmt: skip
+def test_what_an_arrow_message_decodes_to_stays_proportional_to_its_bytes(arrays: dict, detail: str) -> None:
+    block, rejections = decode_arrow(_arrow(arrays, {b"model": b"m"}), Limits(max_message_bytes=10_000_000))
+    assert block is None and [r.reason for r in rejections] == ["invalid_columns"] and detail in rejections[0].detail
+
+
+def test_a_bad_row_beside_nanosecond_timestamps_goes_to_the_dlq_in_unix_seconds() -> None:
+    stamps = pa.array([1_764_583_200_123_456_789, 1_764_583_201_000_000_001], type=pa.timestamp("ns", "Europe/Berlin"))
+    arrays = {"timestamp": stamps, "features.x": pa.array([1.0, float("nan")])}
+    block, rejections = decode_arrow(_arrow(arrays, {b"model": b"m"}), LIMITS)
+    assert block is not None and block.batch.timestamps.tolist() == [1764583200.1234567]
+    ((rejection,),) = [rejections]
+    assert rejection.index == 1 and rejection.element["timestamp"] == 1764583201.0
+    assert rejection.element["features"] == {"x": "nan"}
+
+
+def test_arrow_integers_beyond_a_float_keep_their_text() -> None:
+    arrays = {"features.id": pa.array([2**53 + 1, None, 5]), "features.u": pa.array([2**64 - 1, 1, 2], pa.uint64())}
+    block, _ = decode_arrow(_arrow(arrays, {b"model": b"m"}), LIMITS)
+    assert block is not None
+    codes, names, _ = block.batch.features["id"].coded("categorical")
+    assert names == ["9007199254740993", "5"]
+    assert block.batch.features["u"].coded("categorical")[1] == ["18446744073709551615", "1", "2"]
+
+
+def test_a_decoder_failure_costs_the_message_not_the_worker(unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever escapes the decoder (a bug) rejects its message whole; the next message goes on."""
+    import streams.columnar
+
+    def broken(array: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(streams.columnar, "_arrow_feature", broken)
+    arrow = _arrow({"features.x": pa.array([1.0])}, {b"model": b"m"})
+    good = orjson.dumps({"model": "m", "features": {"x": 1.0}})
+    engine = Engine(settings(unique), MemoryStateStore(), Metrics(CollectorRegistry()), clock=lambda: T0)
+    out = asyncio.run(engine.process([Record("events", 0, 0, T0, b"m", arrow), Record("events", 0, 1, T0, b"m", good)]))
+    ((_, value, headers),) = out.dlq
+    assert value == arrow and dict(headers)["driftstream-reason"] == b"invalid_arrow"
+    assert b"a decoder bug" in dict(headers)["driftstream-detail"]
+    assert engine.partitions[("events", 0)].monitors["m"].events_seen == 1

@@ -32,7 +32,7 @@ from tests.integration.harness import isolated_settings, read_topic
 
 EVENTS: list[dict[str, Any]] = [
     {"model": "fraud", "model_version": "3", "event_id": "e1", "timestamp": "2026-11-23T10:00:00Z",
-     "features": {"amount": 12, "country": "DE", "is_new": True, "age": None, "count": 3},
+     "features": {"amount": 12.0, "country": "DE", "is_new": True, "age": None, "count": 3},
      "prediction": {"fraud": 0.93, "ok": 0.07}, "segment": {"region": "eu", "tier": 1}},
     {"model": "fraud", "event_id": "e2", "timestamp": 1764583200.5,
      "features": {"amount": 7.25, "count": 4, "late": "x"}, "prediction": {"ok": 1}},
@@ -125,7 +125,7 @@ def test_arrow_without_a_version_has_only_the_model_in_its_metadata() -> None:
 
 @pytest.mark.parametrize(
     ("predictions", "kind"),
-    [([0.9, 1], pa.float64()), ([1, 0], pa.int64()), (["cat", None], pa.string()), ([True, False], pa.bool_())],
+    [([0.9, 1.0], pa.float64()), ([1, 0], pa.int64()), (["cat", None], pa.string()), ([True, False], pa.bool_())],
 )
 def test_arrow_types_a_prediction_by_its_kind(predictions: list[Any], kind: pa.DataType) -> None:
     events = [{"features": {}, "prediction": p} for p in predictions]
@@ -134,8 +134,16 @@ def test_arrow_types_a_prediction_by_its_kind(predictions: list[Any], kind: pa.D
     assert table.column("prediction").to_pylist() == predictions
 
 
-@pytest.mark.parametrize("values", [[1.5, "DE"], [True, 1], ["a", {"x": 0.5}]])
+def test_probabilities_whose_classes_come_in_another_order_go_as_json() -> None:
+    """The top class is the first of the highest: a struct of one order would change a tie's winner."""
+    first = {"features": {}, "prediction": {"a": 0.6, "b": 0.4}}
+    assert columnar_arrow("m", None, [first, {"features": {}, "prediction": {"b": 0.5, "a": 0.5}}]) is None
+    assert columnar_arrow("m", None, [first, {"features": {}, "prediction": {"a": 0.5, "b": 0.5}}]) is not None
+
+
+@pytest.mark.parametrize("values", [[1.5, "DE"], [True, 1], ["a", {"x": 0.5}], [1, 2.5]])
 def test_a_column_of_mixed_kinds_cannot_go_as_arrow(values: list[Any]) -> None:
+    """Ints and floats too: as text (a categorical feature, a segment) 1 is "1" and 1.0 "1.0"."""
     events = [{"features": {"a": value}} for value in values]
     assert columnar_arrow("m", None, events) is None
     assert orjson.loads(columnar_json("m", None, events))["columns"]["features.a"] == values
@@ -300,7 +308,7 @@ def test_a_batch_arrow_cannot_type_goes_as_json_columnar(settings: Settings) -> 
         producer.send("m", {"a": 1.5}, event_id="1")
         producer.send("m", {"a": "text"}, event_id="2")
         producer.send("m", {"a": 2.5}, event_id="3")
-        producer.send("m", {"a": 3}, event_id="4")
+        producer.send("m", {"a": 3.0}, event_id="4")
     assert producer.stats.json_fallbacks == 1
     first, second = read_topic(settings, settings.topic_events)
     assert not first.headers()
