@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+PEERS  := .venv-peers
+
+.PHONY: demo test lint clean bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check streams detectors tests bench docs/examples
 	$(BIN)/mypy
 
+# whylogs and NannyML for bench/throughput.py: they need numpy 1, so a venv of their own (make test never builds it)
+bench-peers: $(PEERS)/.installed
+
+$(PEERS)/.installed: bench/peers-requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet -r bench/peers-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PEERS) .pytest_cache

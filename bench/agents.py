@@ -295,10 +295,10 @@ def run_evidently(args: argparse.Namespace) -> None:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from streams.simulate import Traffic, model_events
+    from streams.simulate import Drift, Traffic, model_events
 
     traffic = Traffic(models=tuple(args.models.split(",")), numeric=args.numeric, categorical=args.categorical,
-                      seed=args.seed)  # fmt: skip
+                      seed=args.seed, drifts=tuple(Drift.parse(text) for text in args.drift))  # fmt: skip
     total = args.reference + args.rows
     rows = [dict(e["features"], prediction=e["prediction"]) for e in itertools.islice(model_events(traffic, 0), total)]
     frame = pd.DataFrame(rows)
@@ -338,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numeric", type=int, default=15)
     parser.add_argument("--categorical", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--drift", action="append", default=[], help="evidently: a drift of the traffic, as "
+                        "driftstream simulate --drift takes it (repeatable)")  # fmt: skip
     parser.add_argument("--reference", type=int, default=5000)
     parser.add_argument("--rows", type=int, default=100_000, help="evidently: current rows")
     parser.add_argument("--method", default="psi", help="evidently: stattest of every column ('' = preset default)")
