@@ -314,7 +314,8 @@ class Settings(BaseSettings):
     )
     reference_points: int = Field(
         _D.reference_points,
-        description="points of a numeric reference summary (rank error <= 1/points)",
+        description="points of a numeric reference summary (rank error <= 1/points; about 2/points for a "
+        "reference of the stream over 2 x points rows, collected in compacted blocks)",
     )
     category_map_size: int = Field(
         _D.category_map_size,

@@ -32,8 +32,10 @@ from streams import DriftstreamError
 from streams.redis_client import REDIS_ERRORS, access_denied, connect, eval_per_key
 from streams.settings import Settings
 
-STATE_VERSION = 2  # 2: model snapshots keyed by segment and version (version 3); layout 1 is migrated
-LAYOUTS_READ = (1, 2)
+# 2: model snapshots keyed by segment and version (version 3); 3: numeric reference builders kept as compacted
+# blocks (an older release must leave them untouched, not start the model afresh); layouts 1 and 2 are migrated
+STATE_VERSION = 3
+LAYOUTS_READ = (1, 2, 3)
 BASELINE_VERSION = 1
 _MODEL_FIELD = "model:"
 
