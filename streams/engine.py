@@ -691,6 +691,16 @@ class Engine:
             return
         self._storing = asyncio.ensure_future(self._flush_joins())
 
+    async def close(self) -> None:
+        """Stop storing join data in the background (what it did not store stays unstored: the state
+        covering those events was not checkpointed either), its outcome retrieved."""
+        storing, self._storing = self._storing, None
+        if storing is not None:
+            storing.cancel()
+            await asyncio.wait([storing])
+            if not storing.cancelled():
+                storing.exception()
+
     async def _stored(self) -> None:
         """Wait for the join data of every applied event to be stored (raises ``StoreUnavailable``)."""
         storing = self._storing

@@ -50,6 +50,7 @@ CHECKPOINT_SECONDS = 5.0  # at least; longer when a checkpoint takes more than a
 # A partition that gives neither a record nor an end-of-partition for this long is taken to have
 # ended (an offset past its end, which some brokers answer with silence).
 QUIET_SECONDS = 10.0
+STALL_SECONDS = 60.0  # silence of a partition whose log holds more: Kafka is down or stalled, the replay fails
 HELD_BYTES = 16 * 1024 * 1024  # label messages held for the events to catch up, per partition, before it pauses
 LABEL_RETRY_SECONDS = 0.25  # waiting labels are looked up this often at most (the worker: LABEL_RETRY_INTERVAL)
 ALERT_FEED_PARTITION = 0  # the replay's own alerts, read back by the retrain policy, as one partition
@@ -459,7 +460,10 @@ class Replay:
                 if self.live.retrain_on:
                     stored = await store.load(self.live.topic_alerts, ALERT_FEED_PARTITION)
                     self.feed_offset = stored.offset + 1 if stored is not None else 0
-                await self._consume(consumer, engine, producer, starts)
+                try:
+                    await self._consume(consumer, engine, producer, starts)
+                finally:
+                    await engine.close()
             finally:
                 await store.close()
         finally:
@@ -467,7 +471,8 @@ class Replay:
         self.summary.events = self._events()
         for metric in self.metrics.labels.collect():
             for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.value:
+                # "waiting" is a passing state (most waiting labels join later), not an outcome.
+                if sample.name.endswith("_total") and sample.value and sample.labels["outcome"] != "waiting":
                     self.summary.labels[sample.labels["outcome"]] += int(sample.value)
         self.summary.elapsed = time.perf_counter() - started
         return self.summary
@@ -501,6 +506,11 @@ class Replay:
             consumer.pause([TopicPartition(*key)])
 
         while pending or any(held.values()):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Ctrl-C: asyncio's cancellation may have been swallowed by a Redis call that finished at the
+                # same moment (asyncio.wait_for on Python 3.11); the request stays on the task.
+                raise asyncio.CancelledError
             messages: list[Message] = []
             if pending:
                 wanted = max(1, min(CONSUME_MESSAGES, int(CONSUME_BYTES / message_bytes)))
@@ -508,10 +518,17 @@ class Replay:
             if messages:
                 quiet_since = time.monotonic()
             elif pending - paused and time.monotonic() - quiet_since >= QUIET_SECONDS:
+                # Silence is the end only where the broker says the log holds nothing more for us: a broker
+                # that stalls or is down must not end the range early (and exit 0 with part of it).
                 for key in sorted(pending - paused):
-                    log.warning("%s[%d]: no record and no end of partition for %.0f s; taking it as ended", *key,
-                                QUIET_SECONDS)  # fmt: skip
-                    finish(key)
+                    if await asyncio.to_thread(_at_end, consumer, key, ends.get(key)):
+                        log.warning("%s[%d]: no record and no end of partition for %.0f s; taking it as ended",
+                                    *key, QUIET_SECONDS)  # fmt: skip
+                        finish(key)
+                    elif time.monotonic() - quiet_since >= STALL_SECONDS:
+                        raise ReplayError(f"Kafka sent nothing of {key[0]}[{key[1]}] for {STALL_SECONDS:.0f} s "
+                                          "although its log holds more; the replay state up to its last checkpoint "
+                                          "is kept: run again with --resume to go on")  # fmt: skip
             records: list[Record] = []
             for message in messages:
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -694,6 +711,20 @@ class Replay:
         except StoreUnavailable as exc:
             raise ReplayError(f"{redis_problem(self.settings, exc.__cause__ or exc)}; the replay state up to its "
                               f"last checkpoint is kept: run again with --resume to go on") from exc  # fmt: skip
+
+
+def _at_end(consumer: Consumer, key: tuple[str, int], end: float | None) -> bool:
+    """Whether a partition was read up to the end of its log (or of the range), as the broker says now;
+    False when the broker does not answer."""
+    partition = TopicPartition(*key)
+    try:
+        high = consumer.get_watermark_offsets(partition, timeout=5, cached=False)[1]
+        (position,) = consumer.position([partition])
+    except KafkaException:
+        return False
+    if position.offset < 0:  # nothing fetched yet: the start is past the end of the log, or the log is empty
+        return True
+    return position.offset >= min(high, math.inf if end is None else end)
 
 
 def _consume_ready(consumer: Consumer, wanted: int) -> list[Message]:
