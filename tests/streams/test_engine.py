@@ -549,7 +549,7 @@ def test_a_newer_layout_written_after_the_load_is_never_overwritten(unique: str,
         engine = make_engine(config, store)
         await engine.process(items[:20])
         await engine.checkpoint()
-        future = {b"v": b"3", b"offset": b"25", b"model:fraud": b"a newer release's"}
+        future = {b"v": str(STATE_VERSION + 1).encode(), b"offset": b"25", b"model:fraud": b"a newer release's"}
         await store._redis.delete(key)
         await store._redis.hset(key, mapping=future)
         await engine.process(items[20:])
@@ -560,7 +560,7 @@ def test_a_newer_layout_written_after_the_load_is_never_overwritten(unique: str,
 
     engine, stored, future = asyncio.run(scenario())
     assert stored == future
-    assert engine.blocked == {("events", 0): 3} and ("events", 0) not in engine.partitions
+    assert engine.blocked == {("events", 0): STATE_VERSION + 1} and ("events", 0) not in engine.partitions
     assert engine.metrics.registry.get_sample_value("driftstream_partitions_blocked") == 1
 
 
