@@ -652,15 +652,9 @@ class Engine:
                     entries += _columnar_join_data(piece, keys)
                     continue
                 for event, at in piece:
-                    if event.event_id is None:
-                        continue
-                    segment = None
-                    if keys and event.segment:
-                        segment = {key: value for key, value in event.segment.items() if key in keys} or None
-                    data = JoinData(event.model_version, segment, event.prediction, event.probabilities, at)
-                    value = stored_value(data)
-                    if value is not None:
-                        entries.append((event.event_id, value))
+                    if event.event_id is not None:
+                        _add_join_entry(entries, event.event_id, event.model_version, event.segment, keys,
+                                        event.prediction, event.probabilities, at)  # fmt: skip
         return {model: entries for model, entries in found.items() if entries}
 
     async def _flush_joins(self) -> None:
@@ -1060,17 +1054,26 @@ def _columnar_join_data(block: ColumnarBatch, keys: set[str]) -> list[tuple[str,
         values = stored_float_values(block.model_version, block.float_predictions, batch.timestamps)
         return [(event_id, value) for event_id, value in zip(ids, values, strict=True) if event_id is not None]
     predictions = block.prediction_values()
-    entries = []
+    entries: list[tuple[str, bytes]] = []
     for row, (event_id, at) in enumerate(zip(ids, batch.timestamps.tolist(), strict=True)):
-        if event_id is None:
-            continue
-        segment = segments[row]
-        if segment is not None:
-            segment = {key: value for key, value in segment.items() if key in keys} or None
-        value = stored_value(JoinData(block.model_version, segment, predictions[row], probabilities[row], at))
-        if value is not None:
-            entries.append((event_id, value))
+        if event_id is not None:
+            _add_join_entry(entries, event_id, block.model_version, segments[row], keys, predictions[row],
+                            probabilities[row], at)  # fmt: skip
     return entries
+
+
+def _add_join_entry(entries: list[tuple[str, bytes]], event_id: str, version: str | None,
+                    segment: dict[str, Any] | None, keys: set[str], prediction: Any,
+                    probabilities: dict[str, float] | None, at: float) -> None:  # fmt: skip
+    """What a later label needs of one event (its segment cut to the keys the model slices by), unless too
+    large to store: the one recipe of row events and columnar rows."""
+    if keys and segment:
+        segment = {key: value for key, value in segment.items() if key in keys} or None
+    else:
+        segment = None
+    value = stored_value(JoinData(version, segment, prediction, probabilities, at))
+    if value is not None:
+        entries.append((event_id, value))
 
 
 def _columns(events: list[Event], timestamps: np.ndarray) -> ModelBatch:
